@@ -1,0 +1,48 @@
+"""What each ratchet verb does, with errors turned into one line and an exit code. scripts/ratchet.py parses."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+from autoresearch import digest, ledger, loop
+from autoresearch.data import DataError
+from autoresearch.gitops import GitError, Repo
+from autoresearch.runs import RunError, load_config, run_dir, tag_of_branch
+from autoresearch.stopping import STOP_FILE
+
+REFUSED = 2
+
+
+def _json_default(value):
+    return None if isinstance(value, float) and not math.isfinite(value) else str(value)
+
+
+def run_for(repo: Repo, tag: str | None):
+    tag = tag or tag_of_branch(repo.branch())
+    config = load_config(repo, tag) if tag else None
+    if config is None:
+        raise RunError(f"no run {tag!r}" if tag else "not on an autoresearch run branch; pass --tag TAG")
+    return config, loop.find_task(repo, config.task)
+
+
+def dispatch(args) -> int:
+    try:
+        repo = Repo(".")
+        if args.verb == "start":
+            print(loop.start(repo, args.tag, args.task, resume=args.resume, deadline=args.deadline, max_iters=args.max_iters))
+        elif args.verb == "try":
+            print(loop.try_edit(repo, args.hypothesis))
+        elif args.verb == "status":
+            config, task = run_for(repo, args.tag)
+            d = digest.digest(config, loop.ledger_for(repo, config, task).rows(config.tag), repo)
+            print(json.dumps(d, indent=1, default=_json_default) if args.json else digest.render(d))
+        elif args.verb == "stop":
+            config, _ = run_for(repo, args.tag)
+            (run_dir(repo, config.tag) / STOP_FILE).write_text(args.reason + "\n")
+            print(f"run {config.tag} will stop: the next try is refused and the agent may end its session")
+        return 0
+    except (RunError, GitError, DataError, ledger.LedgerError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return REFUSED

@@ -1,0 +1,127 @@
+"""The one git wrapper: everything the ratchet, the hooks and the report do to a repository goes through here."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import git
+
+BRANCH_PREFIX = "autoresearch/"
+REF_PREFIX = "refs/autoresearch/"  # one ref per experiment: refs/autoresearch/<tag>/<iter>
+STALE_INDEX_LOCK_SECONDS = 10  # an index.lock older than this, left by a killed ratchet, is removed on recovery
+
+
+class GitError(Exception):
+    pass
+
+
+class Repo:
+    def __init__(self, path: str | Path = "."):
+        try:
+            self.repo = git.Repo(path, search_parent_directories=True)
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
+            raise GitError(f"{Path(path).resolve()} is not inside a git repository") from exc
+        if self.repo.bare:
+            raise GitError("a bare repository has no work tree to run in")
+        self.root = Path(self.repo.working_tree_dir)
+        self.git = self.repo.git
+        with self.repo.config_reader() as config:
+            has_identity = config.has_option("user", "email") and config.has_option("user", "name")
+        # A fresh machine or CI has no git identity; commit as the ratchet rather than fail mid-iteration.
+        self.identity = [] if has_identity else ["-c", "user.name=autoresearch", "-c", "user.email=autoresearch@localhost"]
+
+    # -- where things live --------------------------------------------------------------------------
+    @property
+    def common_dir(self) -> Path:
+        return Path(self.repo.common_dir)
+
+    @property
+    def git_dir(self) -> Path:
+        return Path(self.repo.git_dir)
+
+    def rel(self, path: str | Path) -> str:
+        """A path relative to the work tree root, with forward slashes (as git names it)."""
+        return Path(os.path.relpath(Path(path).resolve(), self.root.resolve())).as_posix()
+
+    # -- branches and commits -----------------------------------------------------------------------
+    def branch(self) -> str | None:
+        """The checked-out branch, or None on a detached HEAD."""
+        try:
+            return self.repo.active_branch.name
+        except TypeError:
+            return None
+
+    def head(self) -> str:
+        try:
+            return self.repo.head.commit.hexsha
+        except ValueError as exc:
+            raise GitError("the repository has no commit yet: commit the task files first") from exc
+
+    def branch_exists(self, name: str) -> bool:
+        return name in self.repo.heads
+
+    def create_branch(self, name: str, at: str) -> None:
+        self.git.checkout("-q", "-b", name, at)
+
+    def checkout(self, name: str) -> None:
+        self.git.checkout("-q", name)
+
+    def run_branches(self) -> list[str]:
+        return sorted(h.name for h in self.repo.heads if h.name.startswith(BRANCH_PREFIX))
+
+    def changes(self) -> list[str]:
+        """Paths that differ from HEAD, untracked files included (ignored ones not)."""
+        out = self.git.status("--porcelain", "-z", "--untracked-files=all")
+        paths, entries = [], out.split("\0")
+        i = 0
+        while i < len(entries):
+            entry = entries[i]
+            if len(entry) > 3:
+                paths.append(entry[3:])
+                if entry[0] in "RC":  # a rename names its source in the next entry
+                    i += 1
+                    paths.append(entries[i])
+            i += 1
+        return paths
+
+    def changed_between(self, a: str, b: str) -> list[str]:
+        return [p for p in self.git.diff("--name-only", a, b).splitlines() if p]
+
+    def commit_file(self, rel: str, message: str) -> str:
+        self.git.add("--", rel)
+        self.repo.git.execute(["git", *self.identity, "commit", "-q", "--no-verify", "-m", message, "--", rel])
+        return self.head()
+
+    def amend_message(self, message: str) -> str:
+        self.repo.git.execute(["git", *self.identity, "commit", "-q", "--no-verify", "--amend", "--allow-empty", "-m", message])
+        return self.head()
+
+    def set_ref(self, name: str, sha: str) -> None:
+        self.git.update_ref(name, sha)
+
+    def refs(self, prefix: str) -> dict[str, str]:
+        out = self.git.for_each_ref("--format=%(refname) %(objectname)", prefix)
+        return dict(line.split(" ", 1) for line in out.splitlines() if line)
+
+    def reset_file_to(self, sha: str, rel: str) -> None:
+        """Move the branch to `sha` and return `rel` to its content there; nothing else in the tree is touched."""
+        self.git.reset("-q", "--soft", sha)
+        self.git.checkout(sha, "--", rel)
+
+    def show(self, sha: str, rel: str) -> str:
+        return self.git.show(f"{sha}:{rel}")
+
+    def message(self, sha: str) -> str:
+        return self.repo.commit(sha).message
+
+    def short(self, sha: str) -> str:
+        return sha[:7]
+
+    def remove_stale_index_lock(self) -> bool:
+        lock = self.git_dir / "index.lock"
+        if lock.exists() and time.time() - lock.stat().st_mtime > STALE_INDEX_LOCK_SECONDS:
+            lock.unlink(missing_ok=True)
+            return True
+        return False

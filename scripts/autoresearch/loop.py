@@ -1,0 +1,429 @@
+"""The ratchet: start a run, try one edit of train.py, keep it or reset it. Library code behind scripts/ratchet.py.
+
+One iteration (`try_edit`): lock the checkout, recover a previous iteration that died, check that only the
+task's train.py changed, commit it, score it with the frozen harness in its own process group, decide
+with the paired keep rule, append one row to results.tsv, then keep the commit or save it under a ref and
+return train.py to the best. Each step is recorded in state.json first, so a ratchet killed at any point
+is finished or rolled back by the next call, and no row is lost.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from autoresearch import ledger, proc, stopping, summary
+from autoresearch.decide import code_lines, decide
+from autoresearch.gitops import BRANCH_PREFIX, REF_PREFIX, Repo
+from autoresearch.runs import (
+    CheckoutLock,
+    RunConfig,
+    RunError,
+    check_tag,
+    load_config,
+    read_json,
+    run_dir,
+    save_config,
+    tag_of_branch,
+    write_json,
+)
+
+RESULTS_FILE = "results.tsv"  # in the task folder, untracked (karpathy's name and place)
+LOG_FILE = "run.log"  # the latest iteration's full output, in the task folder, untracked
+HARNESS_GRACE_SECONDS = 60  # interpreter start-up, data and scoring on top of the candidate's budget
+BASELINE_TIMEOUT_SECONDS = 3600  # the budget is not known before the baseline reports it
+LOG_TAIL_LINES = 12  # what a crash shows of run.log: the traceback's end, not the whole log
+LOG_TAIL_LINE_CHARS = 240
+SUBJECT_CHARS = 100  # commit subjects longer than this are cut; the full hypothesis goes in the body
+
+
+@dataclass
+class Task:
+    dir: Path
+    rel: str  # folder relative to the repository root, "." for the root
+    prepare_rel: str
+    train_rel: str
+
+    @property
+    def results(self) -> Path:
+        return self.dir / RESULTS_FILE
+
+    @property
+    def log(self) -> Path:
+        return self.dir / LOG_FILE
+
+
+def find_task(repo: Repo, task: str) -> Task:
+    folder = (repo.root / task).resolve()
+    for name in ("prepare.py", "train.py"):
+        if not (folder / name).is_file():
+            raise RunError(f"{task}: no {name} there; --task names a folder with prepare.py and train.py")
+    rel = repo.rel(folder)
+    tracked = set(repo.git.ls_files("--", f"{rel}/prepare.py", f"{rel}/train.py").splitlines())
+    prefix = "" if rel == "." else f"{rel}/"
+    for name in ("prepare.py", "train.py"):
+        if f"{prefix}{name}" not in tracked:
+            raise RunError(f"{prefix}{name} is not committed; commit the task files before starting a run")
+    return Task(folder, rel, f"{prefix}prepare.py", f"{prefix}train.py")
+
+
+def active_run(repo: Repo) -> tuple[RunConfig, Task]:
+    branch = repo.branch()
+    tag = tag_of_branch(branch)
+    config = load_config(repo, tag) if tag else None
+    if config is None:
+        raise RunError(
+            f"not on an autoresearch run branch (on {branch or 'a detached HEAD'}); "
+            "start one with: uv run scripts/ratchet.py start TAG"
+        )
+    return config, find_task(repo, config.task)
+
+
+def ledger_for(repo: Repo, config: RunConfig, task: Task) -> ledger.Ledger:
+    return ledger.Ledger(task.results, run_dir(repo, config.tag) / RESULTS_FILE, config.metric)
+
+
+# -- the harness ------------------------------------------------------------------------------------
+@dataclass
+class HarnessRun:
+    block: dict
+    seconds: float
+    harness_error: str  # non-empty when the harness itself failed (no block): a cause outside train.py
+
+
+def run_harness(repo: Repo, task: Task, folder: Path, timeout: float, on_start=None) -> HarnessRun:
+    """Score the task's train.py: the harness's stdout is the block, everything else goes to run.log."""
+    private, pgid_file = folder / "heldout.next.json", folder / "child.pgid"
+    private.unlink(missing_ok=True)
+    cmd = [
+        sys.executable, str(task.dir / "prepare.py"), "--train", str(task.dir / "train.py"),
+        "--private-out", str(private), "--pgid-file", str(pgid_file),
+    ]  # fmt: skip
+    out = io.BytesIO()
+    with open(task.log, "wb") as log:
+        result = proc.run_in_group(cmd, timeout=timeout, stdout=out, stderr=log, cwd=task.dir, on_start=on_start)
+        log.write(out.getvalue())
+    kill_recorded_group(pgid_file)
+    block = summary.parse_block(out.getvalue().decode("utf-8", errors="replace"))
+    error = ""
+    if result.timed_out:
+        error = f"the harness ran past {timeout:g} s and was killed"
+    elif not block:
+        error = f"the harness exited with code {result.returncode} and printed no summary block"
+    return HarnessRun(block, result.seconds, error)
+
+
+def kill_recorded_group(pgid_file: Path) -> None:
+    try:
+        pgid = int(pgid_file.read_text())
+    except (FileNotFoundError, ValueError):
+        return
+    proc.kill_group(pgid)
+    pgid_file.unlink(missing_ok=True)
+
+
+def log_tail(task: Task, lines: int = LOG_TAIL_LINES) -> list[str]:
+    try:
+        with open(task.log, "rb") as fh:
+            fh.seek(0, 2)
+            fh.seek(max(0, fh.tell() - 64_000))
+            text = fh.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    body = text.split("\n---\n")[0] if "\n---\n" in text else text  # the block is printed on its own
+    tail = [line.rstrip() for line in body.splitlines() if line.strip()][-lines:]
+    return [line if len(line) <= LOG_TAIL_LINE_CHARS else line[: LOG_TAIL_LINE_CHARS - 1] + "…" for line in tail]
+
+
+def declared_hypothesis(source: str) -> str | None:
+    """train.py's HYPOTHESIS constant, read without running the file."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "HYPOTHESIS" for t in node.targets):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                return None
+            return value if isinstance(value, str) else None
+    return None
+
+
+def _fmt(value: float, digits: int = 4) -> str:
+    return "nan" if not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+# -- start ----------------------------------------------------------------------------------------------
+def start(
+    repo: Repo, tag: str, task_arg: str = ".", *, resume: bool = False,
+    deadline: str | None = None, max_iters: int | None = None,
+) -> str:  # fmt: skip
+    """Create `autoresearch/TAG`, score the baseline and write its row; or resume an existing run."""
+    check_tag(tag)
+    branch = BRANCH_PREFIX + tag
+    with CheckoutLock(repo):
+        if repo.branch_exists(branch):
+            if not resume:
+                raise RunError(f"run {tag} exists (branch {branch}); pass --resume to go on with it, or pick a new tag")
+            return _resume(repo, tag, branch)
+        if resume:
+            raise RunError(f"no run {tag} to resume (no branch {branch})")
+        changes = repo.changes()
+        if changes:
+            raise RunError(f"uncommitted changes ({_list(changes)}); commit or stash them before starting a run")
+        task = find_task(repo, task_arg)
+        if deadline:
+            try:
+                deadline = stopping.parse_time(deadline).isoformat(timespec="seconds")
+            except ValueError:
+                raise RunError(f"--deadline {deadline!r}: use an ISO time such as 2026-11-23T07:00") from None
+        folder = run_dir(repo, tag)
+        if (folder / "run.json").exists():
+            raise RunError(f"{folder} holds an old run {tag} whose branch is gone; pick a new tag or remove it")
+        base = repo.head()
+        folder.mkdir(parents=True, exist_ok=True)
+        harness = run_harness(repo, task, folder, BASELINE_TIMEOUT_SECONDS)
+        block = harness.block
+        if harness.harness_error or block.get("status") != "ok":
+            why = harness.harness_error or block.get("error", block.get("status"))
+            tail = "\n".join(log_tail(task, 3))
+            raise RunError(f"the baseline did not score: {why}" + (f"\n{tail}" if tail else ""))
+        metric = block["metric"]
+        config = RunConfig(
+            tag=tag, task=task.rel, base=base, metric=metric,
+            higher_is_better=block.get("direction", "higher") == "higher",
+            budget_seconds=summary.parse_float(block.get("budget_seconds")),
+            created=stopping.now().isoformat(timespec="seconds"),
+            deadline=deadline, max_iters=max_iters,
+            extra={k: block[k] for k in ("device", "task") if k in block},
+        )  # fmt: skip
+        book = ledger_for(repo, config, task)
+        book.check()
+        source = (task.dir / "train.py").read_text()
+        hypothesis = declared_hypothesis(source)
+        repo.create_branch(branch, base)
+        save_config(repo, config)
+        repo.set_ref(f"{REF_PREFIX}{tag}/0000", base)
+        description = hypothesis if (hypothesis or "").lower().startswith("baseline") else f"baseline: {hypothesis}"
+        row = _row(config, block, base, 0, "keep", ledger.clean_text(description),
+                   harness.seconds, code_lines(source), reason="baseline")  # fmt: skip
+        book.append(row)
+        _record_private(folder, 0, base)
+    score = summary.parse_float(block.get(metric))
+    return (
+        f"run {tag} started on {branch} | baseline {metric}={_fmt(score)} ± {_fmt(summary.parse_float(block.get(metric + '_se')))}"
+        f" | {harness.seconds:.1f} s | results in {repo.rel(task.results)}"
+    )
+
+
+def _resume(repo: Repo, tag: str, branch: str) -> str:
+    config = load_config(repo, tag)
+    if config is None:
+        raise RunError(f"branch {branch} exists but its run record is gone; start a new tag")
+    if repo.branch() != branch:
+        changes = repo.changes()
+        if changes:
+            raise RunError(f"uncommitted changes ({_list(changes)}); commit or stash them before resuming {tag}")
+        repo.checkout(branch)
+    task = find_task(repo, config.task)
+    note = recover(repo, config, task) or ""
+    book = ledger_for(repo, config, task)
+    book.repair()
+    rows = book.rows(tag)
+    return f"run {tag} resumed on {branch} | {len(rows)} rows, next iter {next_iter(rows)}" + (f" | {note}" if note else "")
+
+
+# -- try --------------------------------------------------------------------------------------------
+def next_iter(rows: list[dict]) -> int:
+    return max((int(r["iter"]) for r in rows if r.get("iter", "").isdigit()), default=-1) + 1
+
+
+def best_row(rows: list[dict]) -> dict:
+    kept = [r for r in rows if r.get("status") == "keep"]
+    if not kept:
+        raise RunError("the run has no kept row, not even a baseline; start a new run")
+    return kept[-1]
+
+
+def try_edit(repo: Repo, hypothesis: str | None) -> str:
+    """Run one iteration on the current edit of train.py; return the one line the agent reads back."""
+    with CheckoutLock(repo):
+        config, task = active_run(repo)
+        folder = run_dir(repo, config.tag)
+        book = ledger_for(repo, config, task)
+        notes = [recover(repo, config, task)]
+        if book.repair():
+            notes.append(f"{repo.rel(task.results)} had lost rows; rebuilt from the run's copy")
+        rows = book.rows(config.tag)
+        reason = stopping.stop_reason(config, rows, folder, include_harness=False)
+        if reason:
+            raise RunError(f"the run is over: {reason}")
+        _check_tree(repo, config, task)
+        source = (task.dir / "train.py").read_text(errors="replace")
+        best = best_row(rows)
+        best_sha = repo.head()
+        hypothesis = ledger.clean_text(hypothesis or "")
+        if not hypothesis:
+            declared = declared_hypothesis(source)
+            if not declared or declared == declared_hypothesis(repo.show(best_sha, task.train_rel)):
+                raise RunError('say what this edit tests: ratchet.py try "HYPOTHESIS" (or update HYPOTHESIS in train.py)')
+            hypothesis = ledger.clean_text(declared)
+        n = next_iter(rows)
+        candidate = repo.commit_file(task.train_rel, _subject(hypothesis))
+        state = {"phase": "running", "iter": n, "candidate": candidate, "best": best_sha,
+                 "hypothesis": hypothesis, "started": time.time()}  # fmt: skip
+        write_json(folder / "state.json", state)
+
+        def record_harness(pid: int) -> None:
+            write_json(folder / "state.json", {**state, "harness_pgid": pid})
+
+        timeout = config.budget_seconds + HARNESS_GRACE_SECONDS if math.isfinite(config.budget_seconds) else BASELINE_TIMEOUT_SECONDS
+        harness = run_harness(repo, task, folder, timeout, on_start=record_harness)
+        row, final = _judge(repo, config, task, harness, best, source, n, hypothesis, candidate)
+        state.update(phase="decided", row=row, final=final, status=row["status"])
+        write_json(folder / "state.json", state)
+        _finish(repo, config, task, state)
+        line = _line(config, row, hypothesis)
+    tail = log_tail(task) if row["status"] == "crash" else []
+    return "\n".join([n for n in notes if n] + [line] + [f"  | {t}" for t in tail])
+
+
+def _check_tree(repo: Repo, config: RunConfig, task: Task) -> None:
+    frozen = [p for p in repo.changed_between(config.base, "HEAD") if p != task.train_rel]
+    if frozen:
+        raise RunError(f"files other than {task.train_rel} changed on this branch since the run started ({_list(frozen)})")
+    changes = repo.changes()
+    others = [p for p in changes if p != task.train_rel]
+    if others:
+        raise RunError(
+            f"only {task.train_rel} may change; also changed: {_list(others)} (nothing was touched; "
+            "revert or commit those elsewhere)"
+        )
+    if not changes:
+        raise RunError(f"{task.train_rel} is the same as the best commit: edit it first")
+
+
+def _judge(repo, config, task, harness: HarnessRun, best: dict, source: str, n: int, hypothesis: str, candidate: str):
+    """Decide on the candidate and amend its commit message with the verdict; return (row, final sha)."""
+    block, metric = harness.block, config.metric
+    lines = code_lines(source)
+    status_in_block = block.get("status", "")
+    if harness.harness_error:
+        status, reason = "crash", f"{stopping.HARNESS_FAILURE_PREFIX} {harness.harness_error}"
+        verdict = f"CRASH ({harness.harness_error})"
+        delta = se = p = math.nan
+    elif status_in_block != "ok":
+        reason = block.get("error", "no reason given")
+        status = "crash"
+        verdict = f"CRASH ({reason})"
+        delta = se = p = math.nan
+    else:
+        decision = decide(
+            summary.parse_floats(block.get("fold_scores")), summary.parse_floats(best.get("fold_scores")),
+            config.higher_is_better, lines, int(best.get("lines") or 10**9),
+        )  # fmt: skip
+        status, reason, delta, se, p = ("keep" if decision.keep else "discard"), decision.reason, decision.delta, decision.se, decision.p_value
+        before, after = summary.parse_float(best.get(metric)), summary.parse_float(block.get(metric))
+        verdict = (
+            f"{metric} {_fmt(before)} → {_fmt(after)} ({delta:+.4f} ± {_fmt(se)}, p={_fmt(p, 3)}): "
+            f"{'KEPT' if decision.keep else 'DISCARDED'}, {decision.reason}"
+        )
+    body = [hypothesis] if len(hypothesis) > SUBJECT_CHARS else []
+    message = "\n\n".join([_subject(hypothesis), *body, verdict, f"Autoresearch-Run: {config.tag}\nAutoresearch-Iter: {n}"])
+    final = repo.amend_message(message)
+    row = _row(config, block, final, n, status, hypothesis, harness.seconds, lines, reason=reason,
+               delta=delta, se=se, p=p)  # fmt: skip
+    return row, final
+
+
+def _finish(repo: Repo, config: RunConfig, task: Task, state: dict) -> None:
+    """Write the decided row, then apply the decision. Idempotent: recovery calls it again after a kill."""
+    folder = run_dir(repo, config.tag)
+    book = ledger_for(repo, config, task)
+    if state["phase"] == "decided":
+        if not any(r.get("iter") == str(state["iter"]) for r in book.rows(config.tag)):
+            book.append(state["row"])
+        _record_private(folder, state["iter"], state["final"])
+        state["phase"] = "recorded"
+        write_json(folder / "state.json", state)
+    repo.set_ref(f"{REF_PREFIX}{config.tag}/{state['iter']:04d}", state["final"])
+    if state["status"] == "keep":
+        if repo.head() != state["final"]:
+            repo.reset_file_to(state["final"], task.train_rel)
+    else:
+        repo.reset_file_to(state["best"], task.train_rel)
+    (folder / "state.json").unlink(missing_ok=True)
+
+
+def recover(repo: Repo, config: RunConfig, task: Task) -> str | None:
+    """Finish or roll back an iteration whose ratchet died; say what was done (None if nothing was needed)."""
+    folder = run_dir(repo, config.tag)
+    state = read_json(folder / "state.json")
+    if state is None:
+        return None
+    proc.kill_group(int(state.get("harness_pgid", 0)))
+    kill_recorded_group(folder / "child.pgid")
+    repo.remove_stale_index_lock()
+    if state["phase"] == "running":
+        row = {
+            "commit": repo.short(state["candidate"]), "status": "interrupted", "iter": state["iter"],
+            "tag": config.tag, "description": state["hypothesis"],
+            "timestamp": stopping.now().isoformat(timespec="seconds"),
+            "reason": "the ratchet was killed during this iteration; it was not scored",
+            "seconds": round(time.time() - state["started"], 1),
+        }  # fmt: skip
+        state.update(phase="decided", row=row, final=state["candidate"], status="interrupted")
+        (folder / "heldout.next.json").unlink(missing_ok=True)
+        write_json(folder / "state.json", state)
+    _finish(repo, config, task, state)
+    return f"recovered iter {state['iter']} ({state['status']}) left by a ratchet that died"
+
+
+def _record_private(folder: Path, n: int, sha: str) -> None:
+    """Move the harness's held-out figures, if any, into the run's private record (never results.tsv)."""
+    import json
+
+    pending = folder / "heldout.next.json"
+    record = read_json(pending)
+    if record is None:
+        return
+    with open(folder / "heldout.jsonl", "a") as fh:
+        fh.write(json.dumps({"iter": n, "commit": sha, **record}) + "\n")
+    pending.unlink(missing_ok=True)
+
+
+def _row(config, block, sha, n, status, description, seconds, lines, *, reason="", delta=math.nan, se=math.nan, p=math.nan) -> dict:
+    memory_mb = summary.parse_float(block.get("peak_memory_mb"))
+    return {
+        "commit": sha[:7], config.metric: block.get(config.metric, "") if status != "crash" else "",
+        "memory_gb": round(memory_mb / 1024, 3) if math.isfinite(memory_mb) else math.nan,
+        "status": status, "description": description, "iter": n, "tag": config.tag,
+        "delta": delta, "delta_se": se, "p_value": p, "seconds": round(seconds, 1), "lines": lines,
+        "timestamp": stopping.now().isoformat(timespec="seconds"), "reason": reason,
+        "fold_scores": block.get("fold_scores", "") if status != "crash" else "",
+    }  # fmt: skip
+
+
+def _line(config: RunConfig, row: dict, hypothesis: str) -> str:
+    shown = f"{config.metric}={_fmt(summary.parse_float(row.get(config.metric) or None))}"
+    if row["status"] in ("keep", "discard") and math.isfinite(row["delta"]):
+        shown += f" (Δ {row['delta']:+.4f} ± {_fmt(row['delta_se'])})"
+    verdict = {"keep": "KEPT", "discard": "DISCARDED", "crash": "CRASH"}[row["status"]]
+    extra = f" ({row['reason']})" if row["status"] == "crash" else ""
+    return f"iter {row['iter']} | {shown} | {verdict}{extra} | {row['seconds']:.1f} s — {hypothesis}"
+
+
+def _subject(hypothesis: str) -> str:
+    return hypothesis if len(hypothesis) <= SUBJECT_CHARS else hypothesis[: SUBJECT_CHARS - 1] + "…"
+
+
+def _list(paths: list[str], most: int = 4) -> str:
+    shown = ", ".join(paths[:most])
+    return shown + (f" and {len(paths) - most} more" if len(paths) > most else "")

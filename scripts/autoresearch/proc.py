@@ -1,0 +1,156 @@
+"""Run a command in its own process group with a hard wall-clock limit and bounded output.
+
+Both trust boundaries use it: the ratchet around the frozen harness, the harness around the candidate.
+Output goes to a sink as raw bytes (never decoded on the way, so non-UTF-8 output cannot break anything)
+and is capped: a candidate that floods its output fills neither the disk nor memory.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+MAX_OUTPUT_BYTES = 2_000_000  # head of the output kept in a log: enough for any honest traceback or progress print
+TAIL_BYTES = 64_000  # and the tail after a cut, where the error of a flooding program is
+CHUNK_BYTES = 65_536
+LAST_BYTES = 4096  # kept apart so that a failure's last line can be quoted without reading a log back
+
+
+@dataclass
+class ProcResult:
+    returncode: int | None  # None when it was killed at the limit
+    timed_out: bool
+    seconds: float
+    output_bytes: int  # everything the process wrote, before the cap
+    pid: int
+    tail: bytes = b""  # the last bytes it wrote, for a one-line reason when it fails
+
+
+class CappedSink:
+    """Writes the first `max_bytes` of a stream through, then keeps only a tail, written at `close`."""
+
+    def __init__(self, sink: BinaryIO, max_bytes: int = MAX_OUTPUT_BYTES, tail_bytes: int = TAIL_BYTES):
+        self.sink, self.max_bytes, self.total = sink, max_bytes, 0
+        self.tail: deque[bytes] = deque()
+        self.tail_size, self.tail_bytes = 0, tail_bytes
+        self.last = b""  # the final few KB, cut or not
+        self.lock = threading.Lock()
+
+    def write(self, data: bytes) -> None:
+        with self.lock:
+            room = self.max_bytes - self.total
+            self.total += len(data)
+            self.last = (self.last + data)[-LAST_BYTES:]
+            if room > 0:
+                self.sink.write(data[:room])
+                self.sink.flush()
+                data = data[room:]
+            if data:
+                self.tail.append(data)
+                self.tail_size += len(data)
+                while self.tail and self.tail_size - len(self.tail[0]) >= self.tail_bytes:
+                    self.tail_size -= len(self.tail.popleft())
+
+    def close(self) -> None:
+        with self.lock:
+            if self.total > self.max_bytes:
+                dropped = self.total - self.max_bytes - self.tail_size
+                self.sink.write(f"\n[... {dropped} bytes of output cut ...]\n".encode())
+                self.sink.write(b"".join(self.tail))
+            self.sink.flush()
+
+
+def _pump(stream: BinaryIO, sink: CappedSink) -> None:
+    for chunk in iter(lambda: stream.read1(CHUNK_BYTES), b""):
+        sink.write(chunk)
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL a whole process group; a group that is already gone is fine."""
+    if pgid <= 0 or pgid == os.getpgrp():
+        return
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_in_group(
+    cmd: list[str],
+    *,
+    timeout: float,
+    stdout: BinaryIO,
+    stderr: BinaryIO | None = None,
+    cwd: str | Path | None = None,
+    env: dict[str, str] | None = None,
+    on_start=None,
+    max_output_bytes: int = MAX_OUTPUT_BYTES,
+) -> ProcResult:
+    """Run `cmd` as the leader of a new session; kill the whole group at `timeout` seconds and on exit.
+
+    `stderr=None` merges stderr into `stdout`. `on_start(pid)` is called once the process exists
+    (the pid is also its process-group id), so a caller can record it for crash recovery.
+    Killing the group after a normal exit too reaps whatever the program left running in it.
+    """
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if stderr is None else subprocess.PIPE,
+        start_new_session=True,
+    )
+    if on_start is not None:
+        on_start(proc.pid)
+    sinks = [CappedSink(stdout, max_output_bytes)]
+    pumps = [threading.Thread(target=_pump, args=(proc.stdout, sinks[0]), daemon=True)]
+    if stderr is not None:
+        sinks.append(CappedSink(stderr, max_output_bytes))
+        pumps.append(threading.Thread(target=_pump, args=(proc.stderr, sinks[1]), daemon=True))
+    for pump in pumps:
+        pump.start()
+    timed_out = False
+    try:
+        proc.wait(timeout=max(timeout, 0.0))
+    except subprocess.TimeoutExpired:
+        timed_out = True
+    finally:
+        kill_group(proc.pid)
+        proc.wait()
+        for pump in pumps:
+            # A grandchild that escaped the group may still hold the pipe: do not wait for it forever.
+            pump.join(timeout=2.0)
+        for sink in sinks:
+            sink.close()
+    return ProcResult(
+        returncode=None if timed_out else proc.returncode,
+        timed_out=timed_out,
+        seconds=time.monotonic() - started,
+        output_bytes=sum(s.total for s in sinks),
+        pid=proc.pid,
+        tail=sinks[-1].last,
+    )
+
+
+def peak_child_memory_mb() -> float:
+    """Peak resident memory of the largest child process waited for so far, in MB."""
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+def last_line(data: bytes) -> str:
+    """The last non-blank line of some output, decoded whatever its encoding: the usual 'Error: why'."""
+    lines = [line.strip() for line in data.decode("utf-8", errors="replace").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""

@@ -1,0 +1,108 @@
+"""A run's identity and its private folder: `.git/autoresearch/<tag>/` holds run.json (options given at
+start), state.json (the iteration in flight, for crash recovery), the ledger mirror and the held-out records.
+Being under .git, none of it is in the work tree the agent edits, nor in any commit.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from autoresearch.gitops import BRANCH_PREFIX, Repo
+
+TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # a branch-name component, nothing git refuses
+
+
+class RunError(Exception):
+    """The request cannot be carried out; the message is one line that says what to do instead."""
+
+
+@dataclass
+class RunConfig:
+    tag: str
+    task: str  # the task folder relative to the repository root ("." for the heart task)
+    base: str  # the commit the run started from; frozen files must stay as they were there
+    metric: str
+    higher_is_better: bool
+    budget_seconds: float
+    created: str
+    deadline: str | None = None  # ISO time after which the run stops (a stop condition)
+    max_iters: int | None = None  # iterations after the baseline, then the run stops
+    extra: dict = field(default_factory=dict)  # task-specific facts recorded at start (device, ...)
+
+
+def check_tag(tag: str) -> str:
+    if not TAG_PATTERN.match(tag) or ".." in tag or tag.endswith(".lock"):
+        raise RunError(f"tag {tag!r}: use letters, digits, '.', '_' or '-' (at most 64), e.g. nov22")
+    return tag
+
+
+def run_dir(repo: Repo, tag: str) -> Path:
+    return repo.common_dir / "autoresearch" / tag
+
+
+def tag_of_branch(branch: str | None) -> str | None:
+    if branch and branch.startswith(BRANCH_PREFIX):
+        return branch[len(BRANCH_PREFIX) :]
+    return None
+
+
+def load_config(repo: Repo, tag: str) -> RunConfig | None:
+    path = run_dir(repo, tag) / "run.json"
+    if not path.exists():
+        return None
+    return RunConfig(**json.loads(path.read_text()))
+
+
+def save_config(repo: Repo, config: RunConfig) -> None:
+    write_json(run_dir(repo, config.tag) / "run.json", asdict(config))
+
+
+def write_json(path: Path, value: dict) -> None:
+    """Atomic and durable: a reader sees the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        json.dump(value, fh, indent=1)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError:
+        return None
+
+
+class CheckoutLock:
+    """One ratchet at a time per checkout. flock is released by the kernel when its holder dies, SIGKILL too."""
+
+    def __init__(self, repo: Repo):
+        self.path = repo.git_dir / "autoresearch.lock"
+        self.fh = None
+
+    def __enter__(self) -> CheckoutLock:
+        self.fh = open(self.path, "a+")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.fh.seek(0)
+            holder = self.fh.read().strip() or "another process"
+            self.fh.close()
+            raise RunError(f"another ratchet is running in this checkout ({holder}); wait for it to finish") from None
+        self.fh.seek(0)
+        self.fh.truncate()
+        self.fh.write(f"pid {os.getpid()}")
+        self.fh.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.fh.close()

@@ -1,0 +1,56 @@
+"""When a run must stop. `try` refuses to start an iteration past any of these but the last, the Stop hook
+lets the agent stop on any of them, and `status` reports them: one definition for all three.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+
+from autoresearch.summary import parse_float
+
+STOP_FILE = "STOP"  # in the run's folder; `ratchet.py stop` writes it, with the person's reason
+# A score this good on these tasks means a leak (target in a feature, labels read from disk), not a model:
+# the best published Cleveland AUCs are about 0.90-0.93.
+LEAKAGE_CEILINGS = {"val_auc": 0.99, "val_balanced_accuracy": 0.995, "val_r2": 0.995}
+HARNESS_FAILURES_IN_A_ROW = 3  # crashes whose cause is outside train.py (data, environment) before giving up
+HARNESS_FAILURE_PREFIX = "harness:"  # how the ratchet marks such a crash in the ledger's reason column
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def parse_time(text: str) -> datetime:
+    when = datetime.fromisoformat(text)
+    return when if when.tzinfo else when.astimezone()
+
+
+def stop_reason(config, rows: list[dict], run_folder: Path, *, include_harness: bool = True) -> str | None:
+    """The reason this run must stop now, or None to go on."""
+    stop_file = run_folder / STOP_FILE
+    if stop_file.exists():
+        why = stop_file.read_text().strip()
+        return "stop requested by the person" + (f": {why}" if why else "")
+    if config.deadline and now() >= parse_time(config.deadline):
+        return f"deadline {config.deadline} reached"
+    iterations = sum(1 for r in rows if r.get("iter") not in ("0", 0))
+    if config.max_iters is not None and iterations >= config.max_iters:
+        return f"iteration cap reached ({iterations} of {config.max_iters})"
+    ceiling = LEAKAGE_CEILINGS.get(config.metric)
+    if ceiling is not None:
+        for row in rows:
+            value = parse_float(row.get(config.metric))
+            if row.get("status") == "keep" and math.isfinite(value) and value >= ceiling:
+                return (
+                    f"{config.metric} {value:.4f} at iter {row.get('iter')} is at or above {ceiling}: "
+                    "that smells of leakage, not progress; a person should look before going on"
+                )
+    if include_harness:
+        recent = rows[-HARNESS_FAILURES_IN_A_ROW:]
+        if len(recent) == HARNESS_FAILURES_IN_A_ROW and all(
+            r.get("reason", "").startswith(HARNESS_FAILURE_PREFIX) for r in recent
+        ):
+            return f"the harness failed {HARNESS_FAILURES_IN_A_ROW} times in a row for reasons outside train.py"
+    return None

@@ -1,0 +1,249 @@
+"""The frozen tabular harness: split, repeated cross-validation, the candidate in a child process, scoring.
+
+A task's `prepare.py` describes its data in a `TabularTask` and calls `main(task)`. The parent process here
+never imports the candidate's train.py: it hands the child training rows with labels and evaluation rows
+without, kills it at the budget, checks the predictions it returns, and computes every figure itself.
+The held-out rows' labels never leave this process; their score goes only to `--private-out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import pickle
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from autoresearch import proc, summary
+from autoresearch.data import DataError
+
+# Problem types and their ratchet metric: (block key, higher is better).
+METRICS = {
+    "binary": ("val_auc", True),
+    "multiclass": ("val_logloss", False),
+    "regression": ("val_rmse", False),
+}
+PROBA_CLIP = 1e-15  # log loss of a probability of exactly 0 is infinite; sklearn clips the same way
+
+
+@dataclass
+class TabularTask:
+    name: str
+    load: object  # callable(data_path: str | None) -> (X: DataFrame, y: Series); raises DataError
+    problem: str = "binary"
+    time_budget_seconds: float = 60.0
+    holdout_fraction: float = 0.2
+    split_seed: int = 42
+    n_folds: int = 5
+    n_repeats: int = 5
+    cv_seed: int = 0
+    metric: str | None = None  # overrides the problem type's default (e.g. "val_balanced_accuracy")
+
+
+def metric_of(task: TabularTask) -> tuple[str, bool]:
+    if task.metric:
+        return task.metric, task.metric not in ("val_logloss", "val_rmse")
+    return METRICS[task.problem]
+
+
+def score(metric: str, y_true: np.ndarray, pred: np.ndarray, classes: np.ndarray | None = None) -> float:
+    from sklearn import metrics
+
+    if metric == "val_auc":
+        return float(metrics.roc_auc_score(y_true, pred))
+    if metric == "val_logloss":
+        return float(metrics.log_loss(y_true, np.clip(pred, PROBA_CLIP, 1), labels=classes))
+    if metric == "val_balanced_accuracy":
+        return float(metrics.balanced_accuracy_score(y_true, classes[np.argmax(pred, axis=1)]))
+    if metric == "val_rmse":
+        return float(np.sqrt(metrics.mean_squared_error(y_true, pred)))
+    if metric == "val_r2":
+        return float(metrics.r2_score(y_true, pred))
+    raise ValueError(f"unknown metric {metric}")
+
+
+def split(task: TabularTask, x: pd.DataFrame, y: pd.Series):
+    """The fixed development / held-out split; stratified for classification."""
+    from sklearn.model_selection import train_test_split
+
+    stratify = y if task.problem != "regression" else None
+    return train_test_split(
+        x, y, test_size=task.holdout_fraction, random_state=task.split_seed, stratify=stratify
+    )
+
+
+def folds(task: TabularTask, y_dev: pd.Series, cv_seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    from sklearn.model_selection import RepeatedKFold, RepeatedStratifiedKFold
+
+    cls = RepeatedKFold if task.problem == "regression" else RepeatedStratifiedKFold
+    cv = cls(n_splits=task.n_folds, n_repeats=task.n_repeats, random_state=cv_seed)
+    return list(cv.split(np.zeros(len(y_dev)), y_dev))
+
+
+class CandidateError(Exception):
+    """The candidate failed: it crashed, ran out of time or returned unusable predictions."""
+
+    def __init__(self, status: str, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _check_predictions(pred: np.ndarray, n_rows: int, problem: str, n_classes: int) -> None:
+    shape = (n_rows,) if problem != "multiclass" else (n_rows, n_classes)
+    if pred.shape != shape:
+        raise CandidateError("crash", f"predictions have shape {pred.shape}, expected {shape}")
+    if not np.all(np.isfinite(pred)):
+        raise CandidateError("crash", "predictions contain NaN or infinity")
+
+
+def run_candidate(task: TabularTask, train_path: Path, job: dict, log, pgid_file: str | None) -> tuple:
+    """Run the child on `job`; return (predictions dict, child seconds). Raises CandidateError."""
+    with tempfile.TemporaryDirectory(prefix="autoresearch-") as io_dir:
+        with open(Path(io_dir) / "input.pkl", "wb") as fh:
+            pickle.dump(job, fh)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+
+        def record_pgid(pid: int) -> None:
+            if pgid_file:
+                Path(pgid_file).write_text(str(pid))
+
+        result = proc.run_in_group(
+            [sys.executable, "-m", "autoresearch.tabular_child", str(train_path.resolve()), io_dir],
+            timeout=task.time_budget_seconds,
+            stdout=log,
+            cwd=io_dir,  # files the candidate writes land in a temp dir, never in the repository
+            env=env,
+            on_start=record_pgid,
+        )
+        if result.timed_out:
+            raise CandidateError("timeout", f"train.py ran past the {task.time_budget_seconds:g} s budget")
+        if result.returncode != 0:
+            why = proc.last_line(result.tail) or "no output"
+            raise CandidateError("crash", f"train.py exited with code {result.returncode}: {why}")
+        try:
+            with np.load(Path(io_dir) / "predictions.npz", allow_pickle=False) as npz:
+                predictions = {k: npz[k] for k in npz.files}
+        except (OSError, ValueError) as exc:
+            raise CandidateError("crash", f"no readable predictions from train.py ({exc})") from exc
+        return predictions, result.seconds
+
+
+def evaluate(
+    task: TabularTask,
+    train_path: Path,
+    *,
+    data: str | None = None,
+    cv_seed: int | None = None,
+    private_out: str | None = None,
+    pgid_file: str | None = None,
+    log=None,
+) -> dict:
+    """Score `train_path` on the task; return the summary block as a dict (never raises for candidate faults)."""
+    started = time.monotonic()
+    metric, higher = metric_of(task)
+    cv_seed = task.cv_seed if cv_seed is None else cv_seed
+    block: dict = {metric: math.nan, f"{metric}_se": math.nan}
+    x, y = task.load(data)
+    x_dev, x_hold, y_dev, y_hold = split(task, x, y)
+    classes = np.unique(y) if task.problem != "regression" else None
+    cv = folds(task, y_dev, cv_seed)
+    job = {
+        "problem": task.problem,
+        "x_dev": x_dev.reset_index(drop=True),
+        "folds": [(tr, y_dev.to_numpy()[tr], ev) for tr, ev in cv],
+        "y_dev": y_dev.to_numpy(),
+        "x_holdout": x_hold.reset_index(drop=True),  # features only: the labels stay in this process
+    }
+    status, error, child_seconds, fold_scores = "ok", "", math.nan, []
+    try:
+        predictions, child_seconds = run_candidate(task, train_path, job, log or sys.stderr.buffer, pgid_file)
+        n_classes = len(classes) if classes is not None else 0
+        y_dev_np = y_dev.to_numpy()
+        for k, (_, ev) in enumerate(cv):
+            pred = predictions.get(f"fold_{k}")
+            if pred is None:
+                raise CandidateError("crash", f"no predictions for fold {k}")
+            _check_predictions(pred, len(ev), task.problem, n_classes)
+            fold_scores.append(score(metric, y_dev_np[ev], pred, classes))
+        if not all(math.isfinite(s) for s in fold_scores):
+            raise CandidateError("crash", f"{metric} is NaN on some fold")
+        holdout = predictions.get("holdout")
+        _check_predictions(holdout if holdout is not None else np.empty(0), len(y_hold), task.problem, n_classes)
+        if private_out:
+            write_private(private_out, metric, y_hold.to_numpy(), holdout, classes)
+    except CandidateError as exc:
+        status, error, fold_scores = exc.status, str(exc), []
+    except ValueError as exc:  # sklearn refuses the predictions (e.g. probabilities of the wrong kind)
+        status, error, fold_scores = "crash", f"scoring failed: {exc}", []
+    if fold_scores:
+        scores = np.asarray(fold_scores)
+        block[metric] = float(scores.mean())
+        block[f"{metric}_se"] = float(scores.std(ddof=1) / math.sqrt(len(scores)))
+    block.update(
+        status=status,
+        train_seconds=round(child_seconds, 2) if math.isfinite(child_seconds) else "nan",
+        total_seconds=round(time.monotonic() - started, 2),
+        peak_memory_mb=round(proc.peak_child_memory_mb(), 1),
+        budget_seconds=task.time_budget_seconds,
+        n_folds=len(cv),
+        n_dev_rows=len(y_dev),
+        cv_seed=cv_seed,
+        task=task.name,
+        metric=metric,
+        direction="higher" if higher else "lower",
+        fold_scores=[round(s, 6) for s in fold_scores] or "none",
+    )
+    if error:
+        block["error"] = error
+    return block
+
+
+def write_private(path: str, metric: str, y_true: np.ndarray, pred: np.ndarray, classes) -> None:
+    """Held-out figures for the morning review; written atomically, never printed."""
+    record = {
+        f"heldout_{metric.removeprefix('val_')}": score(metric, y_true, pred, classes),
+        "heldout_true": y_true.tolist(),
+        "heldout_pred": pred.tolist(),
+    }
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, path)
+
+
+def main(task: TabularTask, default_train: Path, argv: list[str] | None = None) -> int:
+    """The harness CLI every tabular prepare.py exposes; prints the summary block on stdout."""
+    parser = argparse.ArgumentParser(description=f"Frozen harness of the {task.name} task.")
+    parser.add_argument("--train", default=None, help="the candidate file (default: the task's train.py)")
+    parser.add_argument("--data", default=None, help="a local copy of the data file")
+    parser.add_argument("--cv-seed", type=int, default=None, help="fresh folds for a re-measure")
+    parser.add_argument("--private-out", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--pgid-file", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--check-data", action="store_true", help="fetch and check the data, then exit")
+    args = parser.parse_args(argv)
+    try:
+        if args.check_data:
+            x, y = task.load(args.data)
+            print(f"data: {task.name} ok, {len(x)} rows, {x.shape[1]} features")
+            return 0
+        train = Path(args.train) if args.train else default_train
+        if not train.is_file():
+            raise DataError(f"{train}: no such file")
+        block = evaluate(
+            task, train, data=args.data, cv_seed=args.cv_seed,
+            private_out=args.private_out, pgid_file=args.pgid_file,
+        )
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    sys.stderr.flush()
+    sys.stdout.write(summary.format_block(block))
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,55 @@
+"""The candidate's side of the tabular trust boundary: the only process that imports train.py.
+
+Run by the frozen harness as `python -m autoresearch.tabular_child TRAIN_PY IO_DIR`. It reads the rows the
+harness chose to show (training rows with labels, evaluation rows without), fits `build_pipeline()` on
+`feature_fn(...)` fold by fold, and writes predictions as plain arrays (never a pickle: the harness does
+not unpickle what candidate code wrote). Nothing here is trusted: the harness checks every array it reads.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def load_candidate(path: Path):
+    spec = importlib.util.spec_from_file_location("train", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["train"] = module
+    spec.loader.exec_module(module)
+    for name in ("feature_fn", "build_pipeline"):
+        if not callable(getattr(module, name, None)):
+            raise AttributeError(f"{path.name} must define {name}()")
+    return module
+
+
+def predict(module, problem: str, x_train, y_train, x_eval) -> np.ndarray:
+    model = module.build_pipeline()
+    model.fit(module.feature_fn(x_train.copy()), y_train)
+    features = module.feature_fn(x_eval.copy())
+    if problem == "regression":
+        return np.asarray(model.predict(features), dtype=float)
+    proba = np.asarray(model.predict_proba(features), dtype=float)
+    return proba[:, 1] if problem == "binary" else proba
+
+
+def main(train_path: str, io_dir: str) -> None:
+    io = Path(io_dir)
+    with open(io / "input.pkl", "rb") as fh:
+        job = pickle.load(fh)
+    module = load_candidate(Path(train_path))
+    x_dev, problem = job["x_dev"], job["problem"]
+    predictions = {}
+    for k, (train_idx, y_train, eval_idx) in enumerate(job["folds"]):
+        predictions[f"fold_{k}"] = predict(module, problem, x_dev.iloc[train_idx], y_train, x_dev.iloc[eval_idx])
+    if job.get("x_holdout") is not None:
+        predictions["holdout"] = predict(module, problem, x_dev, job["y_dev"], job["x_holdout"])
+    np.savez(io / "predictions.npz", **predictions)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
