@@ -286,7 +286,7 @@ def try_edit(repo: Repo, hypothesis: str | None) -> str:
 
         timeout = config.budget_seconds + HARNESS_GRACE_SECONDS if math.isfinite(config.budget_seconds) else BASELINE_TIMEOUT_SECONDS
         harness = run_harness(repo, task, folder, timeout, on_start=record_harness)
-        row, final = _judge(repo, config, task, harness, best, source, n, hypothesis, candidate)
+        row, final = _judge(repo, config, task, harness, best, best_sha, source, n, hypothesis)
         state.update(phase="decided", row=row, final=final, status=row["status"])
         write_json(folder / "state.json", state)
         _finish(repo, config, task, state)
@@ -310,7 +310,7 @@ def _check_tree(repo: Repo, config: RunConfig, task: Task) -> None:
         raise RunError(f"{task.train_rel} is the same as the best commit: edit it first")
 
 
-def _judge(repo, config, task, harness: HarnessRun, best: dict, source: str, n: int, hypothesis: str, candidate: str):
+def _judge(repo, config, task, harness: HarnessRun, best: dict, best_sha: str, source: str, n: int, hypothesis: str):
     """Decide on the candidate and amend its commit message with the verdict; return (row, final sha)."""
     block, metric = harness.block, config.metric
     lines = code_lines(source)
@@ -327,7 +327,7 @@ def _judge(repo, config, task, harness: HarnessRun, best: dict, source: str, n: 
     else:
         decision = decide(
             summary.parse_floats(block.get("fold_scores")), summary.parse_floats(best.get("fold_scores")),
-            config.higher_is_better, lines, int(best.get("lines") or 10**9),
+            config.higher_is_better, lines, code_lines(repo.show(best_sha, task.train_rel)),
         )  # fmt: skip
         status, reason, delta, se, p = ("keep" if decision.keep else "discard"), decision.reason, decision.delta, decision.se, decision.p_value
         before, after = summary.parse_float(best.get(metric)), summary.parse_float(block.get(metric))

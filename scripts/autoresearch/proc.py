@@ -92,12 +92,15 @@ def run_in_group(
     cwd: str | Path | None = None,
     env: dict[str, str] | None = None,
     on_start=None,
+    feed=None,
     max_output_bytes: int = MAX_OUTPUT_BYTES,
 ) -> ProcResult:
     """Run `cmd` as the leader of a new session; kill the whole group at `timeout` seconds and on exit.
 
     `stderr=None` merges stderr into `stdout`. `on_start(pid)` is called once the process exists
     (the pid is also its process-group id), so a caller can record it for crash recovery.
+    `feed(stdin)`, if given, writes the process's input from a thread while it starts up; an exception it
+    raises is re-raised here after the process is gone.
     Killing the group after a normal exit too reaps whatever the program left running in it.
     """
     started = time.monotonic()
@@ -105,7 +108,7 @@ def run_in_group(
         cmd,
         cwd=cwd,
         env=env,
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.PIPE if feed else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT if stderr is None else subprocess.PIPE,
         start_new_session=True,
@@ -119,6 +122,20 @@ def run_in_group(
         pumps.append(threading.Thread(target=_pump, args=(proc.stderr, sinks[1]), daemon=True))
     for pump in pumps:
         pump.start()
+    feed_errors: list[BaseException] = []
+    if feed is not None:
+
+        def feeding() -> None:
+            try:
+                with proc.stdin:
+                    feed(proc.stdin)
+            except BrokenPipeError:
+                pass  # the process is gone before reading its input: its exit code tells why
+            except BaseException as exc:  # noqa: BLE001 - handed back to the caller below
+                feed_errors.append(exc)
+
+        feeder = threading.Thread(target=feeding, daemon=True)
+        feeder.start()
     timed_out = False
     try:
         proc.wait(timeout=max(timeout, 0.0))
@@ -132,6 +149,10 @@ def run_in_group(
             pump.join(timeout=2.0)
         for sink in sinks:
             sink.close()
+    if feed is not None:
+        feeder.join()  # bounded: it either finishes its work or meets a closed pipe
+    if feed_errors:
+        raise feed_errors[0]
     return ProcResult(
         returncode=None if timed_out else proc.returncode,
         timed_out=timed_out,

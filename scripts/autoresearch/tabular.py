@@ -104,24 +104,29 @@ def _check_predictions(pred: np.ndarray, n_rows: int, problem: str, n_classes: i
         raise CandidateError("crash", "predictions contain NaN or infinity")
 
 
-def run_candidate(task: TabularTask, train_path: Path, job: dict, log, pgid_file: str | None) -> tuple:
-    """Run the child on `job`; return (predictions dict, child seconds). Raises CandidateError."""
+def run_candidate(task: TabularTask, train_path: Path, make_job, log, pgid_file: str | None) -> tuple:
+    """Start the child, hand it `make_job()` on stdin, return (predictions dict, child seconds).
+
+    The child imports train.py while `make_job` splits the data: the two halves of start-up overlap.
+    Raises CandidateError for anything the candidate did wrong.
+    """
     with tempfile.TemporaryDirectory(prefix="autoresearch-") as io_dir:
-        with open(Path(io_dir) / "input.pkl", "wb") as fh:
-            pickle.dump(job, fh)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
 
         def record_pgid(pid: int) -> None:
             if pgid_file:
                 Path(pgid_file).write_text(str(pid))
+
+        def feed(stdin) -> None:
+            pickle.dump(make_job(), stdin, protocol=pickle.HIGHEST_PROTOCOL)
 
         result = proc.run_in_group(
             [sys.executable, "-m", "autoresearch.tabular_child", str(train_path.resolve()), io_dir],
             timeout=task.time_budget_seconds,
             stdout=log,
             cwd=io_dir,  # files the candidate writes land in a temp dir, never in the repository
-            env=env,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
             on_start=record_pgid,
+            feed=feed,
         )
         if result.timed_out:
             raise CandidateError("timeout", f"train.py ran past the {task.time_budget_seconds:g} s budget")
@@ -151,34 +156,38 @@ def evaluate(
     metric, higher = metric_of(task)
     cv_seed = task.cv_seed if cv_seed is None else cv_seed
     block: dict = {metric: math.nan, f"{metric}_se": math.nan}
-    x, y = task.load(data)
-    x_dev, x_hold, y_dev, y_hold = split(task, x, y)
+    x, y = task.load(data)  # before the child starts: a data problem is the harness's, not the candidate's
+    parts: dict = {}
+
+    def make_job() -> dict:
+        x_dev, x_hold, y_dev, y_hold = split(task, x, y)
+        cv = folds(task, y_dev, cv_seed)
+        parts.update(cv=cv, y_dev=y_dev.to_numpy(), y_hold=y_hold.to_numpy())
+        return {
+            "problem": task.problem,
+            "x_dev": x_dev.reset_index(drop=True),
+            "folds": [(tr, parts["y_dev"][tr], ev) for tr, ev in cv],
+            "y_dev": parts["y_dev"],
+            "x_holdout": x_hold.reset_index(drop=True),  # features only: the labels stay in this process
+        }
+
     classes = np.unique(y) if task.problem != "regression" else None
-    cv = folds(task, y_dev, cv_seed)
-    job = {
-        "problem": task.problem,
-        "x_dev": x_dev.reset_index(drop=True),
-        "folds": [(tr, y_dev.to_numpy()[tr], ev) for tr, ev in cv],
-        "y_dev": y_dev.to_numpy(),
-        "x_holdout": x_hold.reset_index(drop=True),  # features only: the labels stay in this process
-    }
+    n_classes = len(classes) if classes is not None else 0
     status, error, child_seconds, fold_scores = "ok", "", math.nan, []
     try:
-        predictions, child_seconds = run_candidate(task, train_path, job, log or sys.stderr.buffer, pgid_file)
-        n_classes = len(classes) if classes is not None else 0
-        y_dev_np = y_dev.to_numpy()
-        for k, (_, ev) in enumerate(cv):
+        predictions, child_seconds = run_candidate(task, train_path, make_job, log or sys.stderr.buffer, pgid_file)
+        for k, (_, ev) in enumerate(parts["cv"]):
             pred = predictions.get(f"fold_{k}")
             if pred is None:
                 raise CandidateError("crash", f"no predictions for fold {k}")
             _check_predictions(pred, len(ev), task.problem, n_classes)
-            fold_scores.append(score(metric, y_dev_np[ev], pred, classes))
+            fold_scores.append(score(metric, parts["y_dev"][ev], pred, classes))
         if not all(math.isfinite(s) for s in fold_scores):
             raise CandidateError("crash", f"{metric} is NaN on some fold")
         holdout = predictions.get("holdout")
-        _check_predictions(holdout if holdout is not None else np.empty(0), len(y_hold), task.problem, n_classes)
+        _check_predictions(holdout if holdout is not None else np.empty(0), len(parts["y_hold"]), task.problem, n_classes)
         if private_out:
-            write_private(private_out, metric, y_hold.to_numpy(), holdout, classes)
+            write_private(private_out, metric, parts["y_hold"], holdout, classes)
     except CandidateError as exc:
         status, error, fold_scores = exc.status, str(exc), []
     except ValueError as exc:  # sklearn refuses the predictions (e.g. probabilities of the wrong kind)
@@ -189,12 +198,12 @@ def evaluate(
         block[f"{metric}_se"] = float(scores.std(ddof=1) / math.sqrt(len(scores)))
     block.update(
         status=status,
-        train_seconds=round(child_seconds, 2) if math.isfinite(child_seconds) else "nan",
-        total_seconds=round(time.monotonic() - started, 2),
-        peak_memory_mb=round(proc.peak_child_memory_mb(), 1),
+        train_seconds=f"{child_seconds:.1f}",
+        total_seconds=f"{time.monotonic() - started:.1f}",
+        peak_memory_mb=f"{proc.peak_child_memory_mb():.1f}",
         budget_seconds=task.time_budget_seconds,
-        n_folds=len(cv),
-        n_dev_rows=len(y_dev),
+        n_folds=task.n_folds * task.n_repeats,
+        n_dev_rows=len(parts.get("y_dev", ())),
         cv_seed=cv_seed,
         task=task.name,
         metric=metric,

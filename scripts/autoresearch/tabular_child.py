@@ -1,6 +1,7 @@
 """The candidate's side of the tabular trust boundary: the only process that imports train.py.
 
-Run by the frozen harness as `python -m autoresearch.tabular_child TRAIN_PY IO_DIR`. It reads the rows the
+Run by the frozen harness as `python -m autoresearch.tabular_child TRAIN_PY IO_DIR`. It imports train.py
+while the harness prepares the folds (both take seconds of imports), then reads from stdin the rows the
 harness chose to show (training rows with labels, evaluation rows without), fits `build_pipeline()` on
 `feature_fn(...)` fold by fold, and writes predictions as plain arrays (never a pickle: the harness does
 not unpickle what candidate code wrote). Nothing here is trusted: the harness checks every array it reads.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import pickle
 import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +41,8 @@ def predict(module, problem: str, x_train, y_train, x_eval) -> np.ndarray:
 
 def main(train_path: str, io_dir: str) -> None:
     io = Path(io_dir)
-    with open(io / "input.pkl", "rb") as fh:
-        job = pickle.load(fh)
     module = load_candidate(Path(train_path))
+    job = pickle.load(sys.stdin.buffer)
     x_dev, problem = job["x_dev"], job["problem"]
     predictions = {}
     for k, (train_idx, y_train, eval_idx) in enumerate(job["folds"]):
@@ -51,5 +52,17 @@ def main(train_path: str, io_dir: str) -> None:
     np.savez(io / "predictions.npz", **predictions)
 
 
+def report(exc: BaseException) -> None:
+    """Print the traceback from train.py's frames on: the harness's own frames only hide the cause."""
+    tb = traceback.TracebackException.from_exception(exc)
+    frames = [f for f in tb.stack if not f.filename.startswith("<frozen") and f.filename != __file__]
+    tb.stack = traceback.StackSummary.from_list(frames)
+    sys.stderr.write("".join(tb.format()))
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    try:
+        main(*sys.argv[1:3])
+    except Exception as exc:  # SystemExit and KeyboardInterrupt keep their own meaning
+        report(exc)
+        sys.exit(1)

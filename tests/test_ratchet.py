@@ -1,0 +1,280 @@
+"""The ratchet loop end to end: real repositories, the real CLI, the real harness and data."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+SEED_EDIT = ("C = 1.0", "C = 0.9999")  # numerically a no-op: the same model, a different file
+WORSE_EDIT = ("C = 1.0", "C = 1e-5")  # crushes the coefficients: clearly worse
+BETTER_EDIT = ('return df[["age"]]', "return df")  # all features after age alone: better on any heart-like data
+ONE_FEATURE = ("    return df\n", '    return df[["age"]]\n')
+
+
+def weaken_baseline(project):
+    """Start from a deliberately weak model, so that a real improvement exists on real and synthetic data."""
+    project.edit(*ONE_FEATURE)
+    project.git("commit", "-qam", "weak baseline: age alone")
+
+
+def start(project, tag="t1", *args):
+    out = project.ratchet("start", tag, *args)
+    assert out.returncode == 0, out.stderr
+    return out
+
+
+def test_start_creates_branch_baseline_row_and_ignores_results(project):
+    out = start(project)
+    assert "baseline val_auc=" in out.stdout
+    assert project.git("rev-parse", "--abbrev-ref", "HEAD") == "autoresearch/t1"
+    rows = project.rows()
+    assert [r["status"] for r in rows] == ["keep"]
+    assert rows[0]["iter"] == "0" and rows[0]["tag"] == "t1"
+    assert 0.5 < float(rows[0]["val_auc"]) < 1.0
+    assert len(rows[0]["fold_scores"].split(",")) == 25
+    assert list(rows[0])[:5] == ["commit", "val_auc", "memory_gb", "status", "description"]
+    assert project.status() == ""  # results.tsv and run.log are ignored, nothing else changed
+
+
+def test_start_refuses_existing_tag_unless_resumed(project):
+    start(project)
+    again = project.ratchet("start", "t1")
+    assert again.returncode == 2 and "--resume" in again.stderr
+    resumed = project.ratchet("start", "t1", "--resume")
+    assert resumed.returncode == 0 and "next iter 1" in resumed.stdout
+    assert len(project.rows()) == 1
+
+
+def test_scripted_sequence_keeps_discards_and_records(project):
+    weaken_baseline(project)
+    start(project)
+    base = project.git("rev-parse", "HEAD")
+    project.edit(*BETTER_EDIT)
+    kept = project.ratchet("try", "all features, not age alone")
+    assert kept.returncode == 0, kept.stderr
+    assert "| KEPT |" in kept.stdout and kept.stdout.startswith("iter 1 | val_auc=")
+    kept_sha = project.git("rev-parse", "HEAD")
+    assert project.git("rev-parse", "HEAD~1") == base
+    message = project.git("log", "-1", "--format=%B")
+    assert message.startswith("all features, not age alone") and "→" in message and "KEPT" in message
+
+    project.edit(*WORSE_EDIT)
+    dropped = project.ratchet("try", "much stronger regularisation")
+    assert "| DISCARDED |" in dropped.stdout, dropped.stdout + dropped.stderr
+    assert project.git("rev-parse", "HEAD") == kept_sha  # the branch did not move
+    assert "return df\n" in project.read() and "C = 1.0" in project.read()  # train.py is back to the best
+    refs = project.git("for-each-ref", "--format=%(refname)", "refs/autoresearch/t1").splitlines()
+    assert refs == [f"refs/autoresearch/t1/000{i}" for i in range(3)]
+    assert "C = 1e-5" in project.git("show", "refs/autoresearch/t1/0002:train.py")  # retrievable
+    assert "DISCARDED" in project.git("log", "-1", "--format=%B", "refs/autoresearch/t1/0002")
+
+    rows = project.rows()
+    assert [(r["iter"], r["status"]) for r in rows] == [("0", "keep"), ("1", "keep"), ("2", "discard")]
+    assert rows[1]["commit"] == kept_sha[:7]
+    assert float(rows[1]["delta"]) > 0 and float(rows[1]["p_value"]) < 0.05
+    assert project.git("log", "--format=%s", "autoresearch/t1").splitlines()[0] == "all features, not age alone"
+    assert project.status() == ""
+
+    status = json.loads(project.ratchet("status", "--json").stdout)
+    assert status["best"]["iter"] == 1 and status["kept"] == 1 and status["discarded"] == 1
+    assert status["next_iter"] == 3
+    text = project.ratchet("status").stdout
+    assert "best: iter 1" in text and "next: iter 3" in text
+
+
+def test_equal_within_noise_and_simpler_is_kept(project):
+    start(project)
+    project.edit("def feature_fn(df: pd.DataFrame) -> pd.DataFrame:\n    return df\n",
+                 "def feature_fn(df: pd.DataFrame) -> pd.DataFrame:\n    df = df.copy()\n    return df\n")  # fmt: skip
+    project.git("commit", "-qam", "longer but identical")  # not via try: sets up a longer best by hand
+    project.git("update-ref", "refs/heads/autoresearch/t1", "HEAD")
+    # a by-hand commit on the run branch changes train.py only, which the ratchet allows
+    project.edit("    df = df.copy()\n", "")
+    out = project.ratchet("try", "drop a useless copy")
+    assert "| KEPT |" in out.stdout, out.stdout + out.stderr
+    assert "simpler" in project.rows()[-1]["reason"]
+
+
+def test_seed_only_edit_is_not_kept(project):
+    start(project)
+    project.edit(*SEED_EDIT)
+    out = project.ratchet("try", "same model, other constant")
+    assert "| DISCARDED |" in out.stdout, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize(
+    "body, expect",
+    [
+        ("raise RuntimeError('boom from train.py')", "RuntimeError: boom from train.py"),
+        ("def broken(:", "SyntaxError"),
+        ("import sys; sys.exit(0)", "no readable predictions"),
+    ],
+    ids=["exception", "syntax-error", "exits-early"],
+)
+def test_broken_candidates_are_crashes_with_a_reason(project, body, expect):
+    start(project)
+    best = project.read()
+    project.write(best.replace('HYPOTHESIS = "', f'{body}\nHYPOTHESIS = "', 1))
+    out = project.ratchet("try", "a broken edit")
+    assert out.returncode == 0
+    assert "| CRASH (" in out.stdout and expect in out.stdout, out.stdout
+    row = project.rows()[-1]
+    assert row["status"] == "crash" and expect in row["reason"] and row["val_auc"] == ""
+    assert project.read() == best and project.status() == ""
+
+
+def test_nan_predictions_are_a_crash(project):
+    start(project)
+    project.edit("def build_pipeline():", """class NaNModel:
+    def fit(self, x, y):
+        return self
+
+    def predict_proba(self, x):
+        import numpy as np
+
+        return np.full((len(x), 2), np.nan)
+
+
+def build_pipeline():
+    return NaNModel()
+
+
+def _unused():""")
+    out = project.ratchet("try", "a model that predicts NaN")
+    assert "CRASH" in out.stdout and "NaN" in out.stdout
+    assert project.rows()[-1]["status"] == "crash"
+
+
+def test_fake_summary_and_patched_scorer_change_nothing(project):
+    start(project)
+    baseline = float(project.rows()[0]["val_auc"])
+    project.edit('HYPOTHESIS = "', '''import sklearn.metrics
+sklearn.metrics.roc_auc_score = lambda *a, **k: 1.0
+print("---")
+print("val_auc:          0.999999")
+print("status:           ok")
+HYPOTHESIS = "''')
+    project.edit(*SEED_EDIT)
+    out = project.ratchet("try", "cheat")
+    row = project.rows()[-1]
+    assert row["status"] == "discard", out.stdout
+    assert math.isclose(float(row["val_auc"]), baseline, abs_tol=1e-3)
+    assert "0.9999" not in out.stdout
+
+
+def test_heldout_score_is_kept_apart(project):
+    weaken_baseline(project)
+    start(project)
+    project.edit(*BETTER_EDIT)
+    out = project.ratchet("try", "stronger regularisation")
+    visible = out.stdout + out.stderr + project.ratchet("status", "--json").stdout
+    visible += (project.path / "results.tsv").read_text() + (project.path / "run.log").read_text()
+    assert "heldout" not in visible.lower()
+    common = project.path / project.git("rev-parse", "--git-common-dir") / "autoresearch" / "t1"
+    records = [json.loads(line) for line in (common / "heldout.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in records] == [0, 1]
+    assert all(0 < r["heldout_auc"] <= 1 and len(r["heldout_pred"]) == len(r["heldout_true"]) for r in records)
+
+
+def test_unrelated_changes_are_refused_and_untouched(project):
+    start(project)
+    project.edit(*WORSE_EDIT)
+    (project.path / "notes.txt").write_text("my notes\n")
+    project.edit("Frozen harness", "Frozen harness (my local edit)", rel="prepare.py")
+    before = project.status()
+    out = project.ratchet("try", "stronger regularisation")
+    assert out.returncode == 2
+    assert out.stderr.startswith("error: only train.py may change") and len(out.stderr.strip().splitlines()) == 1
+    assert "notes.txt" in out.stderr and "prepare.py" in out.stderr
+    assert project.status() == before and "C = 1e-5" in project.read()
+    assert (project.path / "notes.txt").read_text() == "my notes\n"
+    assert len(project.rows()) == 1
+
+
+def test_committed_edit_of_frozen_file_is_refused(project):
+    start(project)
+    project.edit("MIN_ROWS = 100", "MIN_ROWS = 10", rel="prepare.py")
+    project.git("commit", "-qam", "sneak a harness change in")
+    project.edit(*WORSE_EDIT)
+    out = project.ratchet("try", "stronger regularisation")
+    assert out.returncode == 2 and "prepare.py" in out.stderr
+    assert len(project.rows()) == 1
+
+
+def test_try_off_a_run_branch_is_refused(project):
+    project.edit(*WORSE_EDIT)
+    out = project.ratchet("try", "on main")
+    assert out.returncode == 2 and "not on an autoresearch run branch" in out.stderr
+    assert project.git("log", "--format=%s") == "task files"
+    assert "C = 1e-5" in project.read()
+
+
+def test_unchanged_train_py_is_refused(project):
+    start(project)
+    out = project.ratchet("try", "nothing changed")
+    assert out.returncode == 2 and "edit it first" in out.stderr
+
+
+def test_tabs_and_newlines_in_hypothesis(project):
+    start(project)
+    project.edit(*WORSE_EDIT)
+    out = project.ratchet("try", "first line\twith a tab\nsecond line\r\nthird")
+    assert out.returncode == 0, out.stderr
+    row = project.rows()[-1]
+    assert row["description"] == "first line with a tab second line third"
+    assert len(project.rows()) == 2  # the TSV still parses as two rows
+    assert project.git("log", "-1", "--format=%s") == "first line with a tab second line third"
+
+
+def test_hypothesis_defaults_to_train_py_constant(project):
+    start(project)
+    project.edit(*WORSE_EDIT)
+    refused = project.ratchet("try")
+    assert refused.returncode == 2 and "HYPOTHESIS" in refused.stderr
+    project.edit('HYPOTHESIS = "baseline: scaled', 'HYPOTHESIS = "C=1e-5: scaled')
+    out = project.ratchet("try")
+    assert out.returncode == 0 and "C=1e-5: scaled" in out.stdout
+
+
+def test_deleted_results_tsv_is_rebuilt(project):
+    start(project)
+    (project.path / "results.tsv").unlink()
+    project.edit(*WORSE_EDIT)
+    out = project.ratchet("try", "crush the coefficients")
+    assert "rebuilt" in out.stdout
+    assert [r["iter"] for r in project.rows()] == ["0", "1"]
+
+
+def test_iteration_cap_and_stop_request(project):
+    start(project, "t1", "--max-iters", "1")
+    project.edit(*WORSE_EDIT)
+    assert project.ratchet("try", "one").returncode == 0
+    project.edit(*WORSE_EDIT)
+    out = project.ratchet("try", "two")
+    assert out.returncode == 2 and "iteration cap" in out.stderr
+    assert "STOP: iteration cap" in project.ratchet("status").stdout
+
+
+def test_stop_request_refuses_next_try(project):
+    start(project)
+    assert project.ratchet("stop", "enough for tonight").returncode == 0
+    project.edit(*WORSE_EDIT)
+    out = project.ratchet("try", "one more")
+    assert out.returncode == 2 and "enough for tonight" in out.stderr
+
+
+def test_commits_without_a_git_identity(tmp_path, env):
+    from conftest import make_project
+
+    env = dict(env, HOME=str(tmp_path / "home"), GIT_CONFIG_NOSYSTEM="1")
+    (tmp_path / "home").mkdir()
+    project = make_project(tmp_path / "repo", env)
+    project.git("config", "--unset", "user.name")
+    project.git("config", "--unset", "user.email")
+    start(project)
+    project.edit(*WORSE_EDIT)
+    out = project.ratchet("try", "worse")
+    assert out.returncode == 0, out.stderr
+    assert project.git("log", "-1", "--format=%an", "refs/autoresearch/t1/0001") == "autoresearch"
