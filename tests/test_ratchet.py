@@ -225,7 +225,8 @@ def test_tabs_and_newlines_in_hypothesis(project):
     row = project.rows()[-1]
     assert row["description"] == "first line with a tab second line third"
     assert len(project.rows()) == 2  # the TSV still parses as two rows
-    assert project.git("log", "-1", "--format=%s") == "first line with a tab second line third"
+    subject = project.git("log", "-1", "--format=%s", "refs/autoresearch/t1/0001")
+    assert subject == "first line with a tab second line third"
 
 
 def test_hypothesis_defaults_to_train_py_constant(project):

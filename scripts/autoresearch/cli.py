@@ -36,6 +36,9 @@ def dispatch(args) -> int:
             print(loop.try_edit(repo, args.hypothesis))
         elif args.verb == "status":
             config, task = run_for(repo, args.tag)
+            note = loop.recover_if_idle(repo, config, task)
+            if note and not args.json:
+                print(note)
             d = digest.digest(config, loop.ledger_for(repo, config, task).rows(config.tag), repo)
             print(json.dumps(d, indent=1, default=_json_default) if args.json else digest.render(d))
         elif args.verb == "stop":

@@ -114,7 +114,8 @@ def run_harness(repo: Repo, task: Task, folder: Path, timeout: float, on_start=N
     if result.timed_out:
         error = f"the harness ran past {timeout:g} s and was killed"
     elif not block:
-        error = f"the harness exited with code {result.returncode} and printed no summary block"
+        why = proc.last_line(result.tail)
+        error = f"the harness exited with code {result.returncode} and printed no summary block" + (f": {why}" if why else "")
     return HarnessRun(block, result.seconds, error)
 
 
@@ -384,6 +385,19 @@ def recover(repo: Repo, config: RunConfig, task: Task) -> str | None:
         write_json(folder / "state.json", state)
     _finish(repo, config, task, state)
     return f"recovered iter {state['iter']} ({state['status']}) left by a ratchet that died"
+
+
+def recover_if_idle(repo: Repo, config: RunConfig, task: Task) -> str | None:
+    """For readers (`status`, hooks): recover a dead iteration if no ratchet is running, else say one is."""
+    if not (run_dir(repo, config.tag) / "state.json").exists():
+        return None
+    if repo.branch() != BRANCH_PREFIX + config.tag:
+        return f"iter in flight or interrupted on {BRANCH_PREFIX + config.tag}; check it out to recover it"
+    try:
+        with CheckoutLock(repo):
+            return recover(repo, config, task)
+    except RunError:
+        return "an iteration is in flight (a ratchet is running)"
 
 
 def _record_private(folder: Path, n: int, sha: str) -> None:
