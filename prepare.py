@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-
 from autoresearch import data
 from autoresearch.tabular import TabularTask, main
 

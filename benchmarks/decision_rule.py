@@ -18,13 +18,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from autoresearch import tabular
+from autoresearch.decide import decide, paired_test
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
-
-from autoresearch import tabular
-from autoresearch.decide import decide, paired_test
 
 ROOT = Path(__file__).resolve().parents[1]
 POWER_EFFECT_SE = 3.0  # the "real improvement of about 3 standard errors"
