@@ -21,6 +21,7 @@ from typing import BinaryIO
 MAX_OUTPUT_BYTES = 2_000_000  # head of the output kept in a log: enough for any honest traceback or progress print
 TAIL_BYTES = 64_000  # and the tail after a cut, where the error of a flooding program is
 CHUNK_BYTES = 65_536
+PIPE_DRAIN_SECONDS = 15  # after the group is killed, only a process that left it can hold the pipe open
 LAST_BYTES = 4096  # kept apart so that a failure's last line can be quoted without reading a log back
 
 
@@ -146,7 +147,7 @@ def run_in_group(
         proc.wait()
         for pump in pumps:
             # A grandchild that escaped the group may still hold the pipe: do not wait for it forever.
-            pump.join(timeout=2.0)
+            pump.join(timeout=PIPE_DRAIN_SECONDS)
         for sink in sinks:
             sink.close()
     if feed is not None:
