@@ -85,16 +85,36 @@ def test_scripted_sequence_keeps_discards_and_records(project):
 
 
 def test_equal_within_noise_and_simpler_is_kept(project):
+    project.edit("    return df\n", "    df = df.copy()\n    return df\n")  # a line that changes nothing
+    project.git("commit", "-qam", "a redundant copy")
     start(project)
-    project.edit("def feature_fn(df: pd.DataFrame) -> pd.DataFrame:\n    return df\n",
-                 "def feature_fn(df: pd.DataFrame) -> pd.DataFrame:\n    df = df.copy()\n    return df\n")  # fmt: skip
-    project.git("commit", "-qam", "longer but identical")  # not via try: sets up a longer best by hand
-    project.git("update-ref", "refs/heads/autoresearch/t1", "HEAD")
-    # a by-hand commit on the run branch changes train.py only, which the ratchet allows
     project.edit("    df = df.copy()\n", "")
     out = project.ratchet("try", "drop a useless copy")
     assert "| KEPT |" in out.stdout, out.stdout + out.stderr
     assert "simpler" in project.rows()[-1]["reason"]
+
+
+def test_branch_changed_by_hand_is_refused(project):
+    start(project)
+    project.edit(*WORSE_EDIT)
+    project.git("commit", "-qam", "by hand, not through the ratchet")
+    project.edit("C = 1e-5", "C = 2.0")
+    out = project.ratchet("try", "on top of an unscored commit")
+    assert out.returncode == 2 and "not the one scored as best" in out.stderr
+    assert len(project.rows()) == 1
+
+
+def test_person_may_edit_program_md_during_a_run(project):
+    (project.path / "program.md").write_text("# directions\n")
+    project.git("add", "program.md")
+    project.git("commit", "-qm", "program")
+    start(project)
+    (project.path / "program.md").write_text("# directions\n- try trees next\n")
+    project.edit(*WORSE_EDIT)
+    out = project.ratchet("try", "worse")
+    assert out.returncode == 0, out.stderr
+    assert "try trees next" in (project.path / "program.md").read_text()  # untouched, still uncommitted
+    assert project.status() == "M program.md"
 
 
 def test_seed_only_edit_is_not_kept(project):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,6 +42,8 @@ def check_sha256(path: Path, expected: str) -> None:
 
 def download(url: str, dest: Path, validate: Callable[[Path], None]) -> Path:
     """Download `url` to `dest` atomically: validated in a temp file first, renamed only if it passes."""
+    import urllib.request  # only a download needs it, and it is slow to import
+
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     tmp = Path(tmp_name)

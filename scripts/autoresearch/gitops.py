@@ -110,6 +110,13 @@ class Repo:
         self.git.reset("-q", "--soft", sha)
         self.git.checkout(sha, "--", rel)
 
+    def blob(self, rev: str, rel: str) -> str | None:
+        """The object id of `rel` at `rev` (None if it is not there): equal ids, equal contents."""
+        try:
+            return self.git.rev_parse(f"{rev}:{rel}")
+        except git.GitCommandError:
+            return None
+
     def show(self, sha: str, rel: str) -> str:
         return self.git.show(f"{sha}:{rel}")
 

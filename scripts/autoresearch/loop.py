@@ -39,6 +39,7 @@ HARNESS_GRACE_SECONDS = 60  # interpreter start-up, data and scoring on top of t
 BASELINE_TIMEOUT_SECONDS = 3600  # the budget is not known before the baseline reports it
 LOG_TAIL_LINES = 12  # what a crash shows of run.log: the traceback's end, not the whole log
 LOG_TAIL_LINE_CHARS = 240
+STEERING_FILES = ("program.md",)  # the person's directions: may be edited during a run; the ratchet never commits it
 SUBJECT_CHARS = 100  # commit subjects longer than this are cut; the full hypothesis goes in the body
 
 
@@ -266,9 +267,9 @@ def try_edit(repo: Repo, hypothesis: str | None) -> str:
         reason = stopping.stop_reason(config, rows, folder, include_harness=False)
         if reason:
             raise RunError(f"the run is over: {reason}")
-        _check_tree(repo, config, task)
-        source = (task.dir / "train.py").read_text(errors="replace")
         best = best_row(rows)
+        _check_tree(repo, config, task, best)
+        source = (task.dir / "train.py").read_text(errors="replace")
         best_sha = repo.head()
         hypothesis = ledger.clean_text(hypothesis or "")
         if not hypothesis:
@@ -296,18 +297,25 @@ def try_edit(repo: Repo, hypothesis: str | None) -> str:
     return "\n".join([n for n in notes if n] + [line] + [f"  | {t}" for t in tail])
 
 
-def _check_tree(repo: Repo, config: RunConfig, task: Task) -> None:
-    frozen = [p for p in repo.changed_between(config.base, "HEAD") if p != task.train_rel]
+def _check_tree(repo: Repo, config: RunConfig, task: Task, best: dict) -> None:
+    """Refuse unless the one change is the task's train.py, on top of the commit the best row scored."""
+    allowed = {task.train_rel, *STEERING_FILES}
+    frozen = [p for p in repo.changed_between(config.base, "HEAD") if p not in allowed]
     if frozen:
-        raise RunError(f"files other than {task.train_rel} changed on this branch since the run started ({_list(frozen)})")
-    changes = repo.changes()
-    others = [p for p in changes if p != task.train_rel]
+        raise RunError(f"frozen files changed on this branch since the run started ({_list(frozen)}); revert them")
+    others = [p for p in repo.changes() if p not in allowed]
     if others:
         raise RunError(
             f"only {task.train_rel} may change; also changed: {_list(others)} (nothing was touched; "
             "revert or commit those elsewhere)"
         )
-    if not changes:
+    scored = repo.blob(best["commit"], task.train_rel)
+    if scored != repo.blob("HEAD", task.train_rel):
+        raise RunError(
+            f"{task.train_rel} at HEAD is not the one scored as best (iter {best['iter']}, {best['commit']}): "
+            "the branch was changed by hand; reset it to that commit"
+        )
+    if task.train_rel not in repo.changes():
         raise RunError(f"{task.train_rel} is the same as the best commit: edit it first")
 
 
