@@ -278,9 +278,9 @@ def try_edit(repo: Repo, hypothesis: str | None) -> str:
                 raise RunError('say what this edit tests: ratchet.py try "HYPOTHESIS" (or update HYPOTHESIS in train.py)')
             hypothesis = ledger.clean_text(declared)
         n = next_iter(rows)
-        candidate = repo.commit_file(task.train_rel, _subject(hypothesis))
-        state = {"phase": "running", "iter": n, "candidate": candidate, "best": best_sha,
-                 "hypothesis": hypothesis, "started": time.time()}  # fmt: skip
+        state = {"phase": "running", "iter": n, "best": best_sha, "hypothesis": hypothesis, "started": time.time()}
+        write_json(folder / "state.json", state)  # before the commit: a kill right after it is still recovered
+        state["candidate"] = repo.commit_file(task.train_rel, _subject(hypothesis))
         write_json(folder / "state.json", state)
 
         def record_harness(pid: int) -> None:
@@ -381,6 +381,12 @@ def recover(repo: Repo, config: RunConfig, task: Task) -> str | None:
     kill_recorded_group(folder / "child.pgid")
     repo.remove_stale_index_lock()
     if state["phase"] == "running":
+        if "candidate" not in state:
+            head = repo.head()
+            if head == state["best"]:  # died before committing: the edit is still in the tree, untouched
+                (folder / "state.json").unlink()
+                return None
+            state["candidate"] = head
         row = {
             "commit": repo.short(state["candidate"]), "status": "interrupted", "iter": state["iter"],
             "tag": config.tag, "description": state["hypothesis"],
