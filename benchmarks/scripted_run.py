@@ -47,8 +47,10 @@ def set_pipeline(imports: str, body: str):
     """Replace build_pipeline's body and add the imports it needs at the top."""
 
     def edit(source: str) -> str:
-        source = re.sub(r"(def build_pipeline\(\):\n)(    .*\n)+", lambda m: m.group(1) + body + "\n", source, count=1)
-        return source.replace("import pandas as pd\n", f"import pandas as pd\n{imports}\n", 1) if imports else source
+        source = re.sub(r"(def build_pipeline\(\):\n)(    .*\n)+", lambda m: m.group(1) + body + "\n", source)
+        if imports:
+            source = source.replace("import pandas as pd\n", f"import pandas as pd\n{imports}\n", 1)
+        return source
 
     return edit
 
@@ -66,20 +68,23 @@ EDITS = [
                   "RandomForestClassifier(n_estimators=300, n_jobs=1))")),
     ("gradient boosting (typo in a keyword argument)",
      set_pipeline("from sklearn.ensemble import GradientBoostingClassifier",
-                  "    return make_pipeline(SimpleImputer(strategy='median'), GradientBoostingClassifier(n_estimator=100))")),
+                  "    return make_pipeline(SimpleImputer(strategy='median'), "
+                  "GradientBoostingClassifier(n_estimator=100))")),
     ("combine near misses: one-hot cp, thal, slope with C=0.1",
      lambda s: set_constant("C", "0.1")(add_feature(NOMINAL)(s))),
     ("even stronger regularisation: C=0.03", set_constant("C", "0.03")),
-    ("age x max heart rate interaction", add_feature("df = df.assign(age_thalach=df['age'] * df['thalach'] / 1000)")),
+    ("age x max heart rate interaction",
+     add_feature("df = df.assign(age_thalach=df['age'] * df['thalach'] / 1000)")),
     ("balanced class weights",
-     set_pipeline("", f"    return make_pipeline(SimpleImputer(strategy='median'), StandardScaler(), "
-                      f"LogisticRegression(C=C, max_iter=MAX_ITER, class_weight='balanced'))")),
+     set_pipeline("", "    return make_pipeline(SimpleImputer(strategy='median'), StandardScaler(), "
+                      "LogisticRegression(C=C, max_iter=MAX_ITER, class_weight='balanced'))")),
     ("inline the MAX_ITER constant (one line fewer)",
      lambda s: s.replace("MAX_ITER = 1000  # lbfgs converges in well under this on 13 features\n", "")
                 .replace("max_iter=MAX_ITER", "max_iter=1000")),
     ("drop cholesterol and fasting blood sugar (weak features)",
      add_feature("df = df.drop(columns=['chol', 'fbs'])")),
-    ("ST depression squared (oldpeak effect is convex)", add_feature("df = df.assign(oldpeak2=df['oldpeak'] ** 2)")),
+    ("ST depression squared (oldpeak effect is convex)",
+     add_feature("df = df.assign(oldpeak2=df['oldpeak'] ** 2)")),
     ("unfinished edit left a syntax error", lambda s: s.replace("C = ", "C = (", 1)),
     ("soft-voting ensemble of logistic regression and a 200-tree forest",
      set_pipeline("from sklearn.ensemble import RandomForestClassifier, VotingClassifier",
@@ -96,7 +101,7 @@ def sh(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", help="where to build the run's repository (default: a temp dir, removed)")
+    parser.add_argument("--workdir", help="where to build the run's repository (default: a new temp dir)")
     parser.add_argument("--docs", action="store_true", help="copy progress.png into docs/ of this checkout")
     parser.add_argument("--fresh-seeds", type=int, default=3)
     args = parser.parse_args()
@@ -107,8 +112,9 @@ def main() -> int:
     repo.mkdir(parents=True)
     for name in TASK_FILES:
         shutil.copy(ROOT / name, repo / name)
+    identity = ["-c", "user.name=scripted", "-c", "user.email=scripted@localhost"]
     for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=scripted", "-c", "user.email=scripted@localhost", "commit", "-qm", "task"]):  # fmt: skip
+                ["git", *identity, "commit", "-qm", "task"]):  # fmt: skip
         sh(cmd, repo).check_returncode()
     started = time.monotonic()
     out = sh([sys.executable, str(RATCHET), "start", TAG], repo)
@@ -138,7 +144,8 @@ def main() -> int:
         shutil.copy(files["chart"], ROOT / "docs" / "progress.png")
     d, h, f = built.digest, built.heldout, built.fresh
     figures = {
-        "iterations": d["iterations"], "kept": d["kept"], "discarded": d["discarded"], "crashed": d["crashed"],
+        "iterations": d["iterations"], "kept": d["kept"], "discarded": d["discarded"],
+        "crashed": d["crashed"],
         "run_seconds": round(run_seconds, 1), "report_seconds": round(remeasure_seconds, 1),
         "seen_gain": d["gain_over_baseline"],
         "fresh_gain": f.fresh if f else math.nan, "fresh_gain_se": f.fresh_se if f else math.nan,

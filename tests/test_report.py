@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_project
-
 from autoresearch import audit, report
+from conftest import make_project
 
 CHART_SHAPE = (int(report.CHART_INCHES[1] * report.CHART_DPI), int(report.CHART_INCHES[0] * report.CHART_DPI))
 KEPT_GREEN = np.array([0x2C, 0xA0, 0x2C]) / 255  # report.py's kept colour, as matplotlib reads PNG pixels
@@ -43,12 +41,13 @@ def test_bootstrap_auc_matches_sklearn_and_pairs_the_resamples():
 
     labels = rng.integers(0, 2, 61)
     pred = 0.5 * labels + rng.random(61)
-    same = {"heldout_auc": roc_auc_score(labels, pred), "heldout_true": labels.tolist(), "heldout_pred": pred.tolist()}
+    auc = roc_auc_score(labels, pred)
+    same = {"heldout_auc": auc, "heldout_true": labels.tolist(), "heldout_pred": pred.tolist()}
     c = audit.compare(same, same, "val_auc", higher_is_better=True)
     assert c.diff == 0 and c.diff_ci == (0.0, 0.0)  # paired: the same model never differs from itself
     assert c.verdict.startswith("not distinguishable")
     assert c.baseline_ci[0] < c.baseline < c.baseline_ci[1]
-    assert 0.05 < c.baseline_ci[1] - c.baseline_ci[0] < 0.4  # 61 rows: an interval of tenths, not of thousandths
+    assert 0.05 < c.baseline_ci[1] - c.baseline_ci[0] < 0.4  # 61 rows: an interval of tenths
 
 
 def test_clear_gain_on_many_rows_is_distinguishable_and_noise_on_61_is_not():
@@ -60,7 +59,8 @@ def test_clear_gain_on_many_rows_is_distinguishable_and_noise_on_61_is_not():
         from sklearn.metrics import roc_auc_score
 
         def rec(p):
-            return {"heldout_auc": roc_auc_score(y, p), "heldout_true": y.tolist(), "heldout_pred": p.tolist()}
+            return {"heldout_auc": roc_auc_score(y, p), "heldout_true": y.tolist(),
+                    "heldout_pred": p.tolist()}  # fmt: skip
 
         return rec(a), rec(b)
 
@@ -83,7 +83,8 @@ def test_per_item_values_bootstrap_for_a_loss_metric():
 
 def test_fresh_gain_reports_the_fraction_that_survived():
     def scores(commit, values):
-        return [audit.FreshScore(commit, seed, float(np.mean(v)), list(v)) for seed, v in enumerate(values, 1)]
+        return [audit.FreshScore(commit, seed, float(np.mean(v)), list(v))
+                for seed, v in enumerate(values, 1)]  # fmt: skip
 
     base = scores("a", [[0.80, 0.82, 0.81], [0.79, 0.83, 0.80]])
     final = scores("b", [[0.81, 0.83, 0.82], [0.80, 0.84, 0.81]])
@@ -102,7 +103,7 @@ ALL_FEATURES = "    return df  # every feature <all 13>\n"
 
 @pytest.fixture(scope="module")
 def reported_run(tmp_path_factory, data_mirror):
-    """A run built through the real CLI: a weak baseline, a kept edit, a discarded edit, a crash; then reported."""
+    """A run through the real CLI: a weak baseline, a kept edit, a discarded edit, a crash; then reported."""
     import os
 
     base = tmp_path_factory.mktemp("report-run")
@@ -123,7 +124,8 @@ def reported_run(tmp_path_factory, data_mirror):
     assert "KEPT" in ratchet("try", "use all 13 features")
     project.edit(ALL_FEATURES, "    return df[['chol']]\n")
     assert "DISCARDED" in ratchet("try", "cholesterol alone")
-    project.edit("def build_pipeline():\n", "def build_pipeline():\n    raise RuntimeError('deliberate crash')\n")
+    crash = "def build_pipeline():\n    raise RuntimeError('deliberate crash')\n"
+    project.edit("def build_pipeline():\n", crash)
     assert "CRASH" in ratchet("try", "a pipeline that raises")
     out_dir = base / "out"
     terminal = ratchet("report", "--out", str(out_dir), "--fresh-seeds", "1")

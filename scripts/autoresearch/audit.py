@@ -1,12 +1,13 @@
-"""The held-out audit and the fresh-fold re-measure: what the morning report says about whether a gain is real.
+"""The held-out audit and the fresh-fold re-measure: what the morning report says about whether a gain is
+real.
 
 Held-out records come from `.git/autoresearch/<tag>/heldout.jsonl`, one per scored iteration, written by the
 ratchet from the harness's `--private-out`. The audit is keyed by metric name, so any task fits:
 - `heldout_<name>`: the held-out score (a float), e.g. `heldout_auc`, `heldout_bpb`;
 - `heldout_true` + `heldout_pred`: per-row labels and predictions; intervals by a paired bootstrap over rows,
   scored with the tabular harness's `score("val_<name>", ...)`;
-- or `heldout_<name>_values`: per-item values (e.g. bits per byte of each held-out text chunk) whose mean is the
-  score; intervals by a paired bootstrap over items.
+- or `heldout_<name>_values`: per-item values (e.g. bits per byte of each held-out text chunk) whose mean is
+  the score; intervals by a paired bootstrap over items.
 Nothing here is ever shown to the agent during a run: only the report reads these files.
 """
 
@@ -60,7 +61,7 @@ def heldout_score(record: dict | None, metric: str) -> float:
 
 # -- statistics -----------------------------------------------------------------------------------------
 def _auc_rows(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """ROC AUC of each row of `scores` against the matching row of labels `y` (rank formula, ties averaged)."""
+    """ROC AUC of each row of `scores` against the same row of labels `y` (rank formula, ties averaged)."""
     from scipy.stats import rankdata
 
     ranks = rankdata(scores, axis=1)
@@ -111,7 +112,7 @@ def _interval(samples: np.ndarray) -> tuple[float, float]:
 
 @dataclass
 class Comparison:
-    """Baseline against final on the same held-out items, with percentile intervals from a paired bootstrap."""
+    """Baseline against final on the same held-out items; percentile intervals from a paired bootstrap."""
 
     metric: str
     items: int
@@ -175,7 +176,7 @@ class FreshScore:
 
 def score_on_fresh_folds(prepare: Path, source: str, commit: str, cv_seeds, data: str | None = None,
                          env: dict | None = None, timeout: float = 3600) -> list[FreshScore]:  # fmt: skip
-    """Run the frozen harness on `source` (train.py at `commit`) with each CV seed; held-out output is discarded."""
+    """Score `source` (train.py at `commit`) by the frozen harness on each CV seed; drop held-out output."""
     results = []
     with tempfile.TemporaryDirectory(prefix="autoresearch-fresh-") as tmp:
         train = Path(tmp) / "train.py"
@@ -196,7 +197,8 @@ def score_on_fresh_folds(prepare: Path, source: str, commit: str, cv_seeds, data
                 block, error = {}, f"timed out after {timeout:g} s"
             metric = block.get("metric", "")
             results.append(FreshScore(
-                commit=commit, cv_seed=seed, value=summary.parse_float(block.get(metric)) if not error else math.nan,
+                commit=commit, cv_seed=seed,
+                value=summary.parse_float(block.get(metric)) if not error else math.nan,
                 fold_scores=summary.parse_floats(block.get("fold_scores")) if not error else [], error=error,
             ))  # fmt: skip
     return results
@@ -220,9 +222,9 @@ def fresh_gain(
     seen: float, baseline: list[FreshScore], final: list[FreshScore], higher_is_better: bool
 ) -> FreshGain:
     diffs: list[float] = []
-    for a, b in zip(baseline, final):
+    for a, b in zip(baseline, final, strict=False):  # a seed may be missing from one side
         if not a.error and not b.error and len(a.fold_scores) == len(b.fold_scores):
-            diffs += [y - x for x, y in zip(a.fold_scores, b.fold_scores)]
+            diffs += [y - x for x, y in zip(a.fold_scores, b.fold_scores, strict=True)]
     d = np.asarray(diffs)
     fresh = float(d.mean()) if len(d) else math.nan
     se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.nan
@@ -237,7 +239,10 @@ def fresh_verdict(g: FreshGain) -> str:
     sign = 1 if g.higher_is_better else -1
     if not (math.isfinite(g.seen) and sign * g.seen > 0):
         return f"no gain was seen, so none can survive (fresh difference {g.fresh:+.4f} ± {g.fresh_se:.4f})"
-    head = f"seen gain {g.seen:+.4f} on the ratchet's folds, {g.fresh:+.4f} ± {g.fresh_se:.4f} on {g.folds} fresh folds"
+    head = (
+        f"seen gain {g.seen:+.4f} on the ratchet's folds, "
+        f"{g.fresh:+.4f} ± {g.fresh_se:.4f} on {g.folds} fresh folds"
+    )
     if g.survived <= 0:
         return f"{head}: none of the gain survived"
     return f"{head}: {min(g.survived, 9.99):.0%} of the gain survived"

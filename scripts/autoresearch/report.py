@@ -118,12 +118,13 @@ def harness_takes_cv_seed(task: loop.Task) -> bool:
 
 # -- the chart ------------------------------------------------------------------------------------------
 def progress_chart(report: Report, path: Path) -> Path:
-    """karpathy's progress.png: grey discards, green kept steps with their hypotheses, the frontier as a step line.
-    The y axis always puts better up: inverted (and said so) when lower is better."""
+    """karpathy's progress.png: grey discards, green kept steps with their hypotheses, the frontier as a step
+    line. The y axis always puts better up: inverted (and said so) when lower is better."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     import numpy as np
 
     d, metric, higher = report.digest, report.config.metric, report.config.higher_is_better
@@ -148,9 +149,8 @@ def progress_chart(report: Report, path: Path) -> Path:
     inside = [(i, v) for i, v, s in scored if s != "keep" and sign * v >= bad_edge]
     outside = [i for i, v, s in scored if s != "keep" and sign * v < bad_edge]
     if inside:
-        ax.scatter(
-            *zip(*inside), s=22, color="#b0b0b0", zorder=2, label=f"discarded ({len(inside) + len(outside)})"
-        )
+        label = f"discarded ({len(inside) + len(outside)})"
+        ax.scatter(*zip(*inside, strict=True), s=22, color="#b0b0b0", zorder=2, label=label)
     if outside:
         ax.scatter(outside, [bad_edge_value] * len(outside), marker="v", s=30, color="#909090", zorder=2,
                    clip_on=False, label="discarded, off the scale" if not inside else None)  # fmt: skip
@@ -172,18 +172,21 @@ def progress_chart(report: Report, path: Path) -> Path:
                    label=f"kept ({len(kept) - 1} + baseline)")  # fmt: skip
         for step in report.chain:
             text = "baseline" if step.entry["iter"] == 0 else _cut(step.entry["description"], LABEL_CHARS)
-            ax.annotate(text, (step.entry["iter"], step.entry[metric]), xytext=(5, 7), textcoords="offset points",
-                        rotation=22, fontsize=8.5, color="#1b6e1b", ha="left", va="bottom", zorder=5)  # fmt: skip
+            ax.annotate(text, (step.entry["iter"], step.entry[metric]), xytext=(5, 7),
+                        textcoords="offset points", rotation=22, fontsize=8.5, color="#1b6e1b",
+                        ha="left", va="bottom", zorder=5)  # fmt: skip
     low, high = sorted((sign * bad_edge, sign * good_edge))
     ax.set_ylim(low, high)
     if not higher:
         ax.invert_yaxis()
     ax.set_xlim(-0.5, max(last_iter, 1) * 1.04 + 0.5)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("iteration")
     direction = "higher is better" if higher else "lower is better — axis inverted, up is better"
     ax.set_ylabel(f"{metric} ({direction})")
     ax.set_title(
-        f"{report.name} · run {report.config.tag}: {d['iterations']} experiments, {d['kept']} kept improvements"
+        f"{report.name} · run {report.config.tag}: "
+        f"{d['iterations']} experiments, {d['kept']} kept improvements"
     )
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=9, framealpha=0.9)
@@ -257,7 +260,8 @@ def markdown(report: Report, files: dict[str, Path] | None = None) -> str:
         )
     lines += [
         "",
-        f"**Fresh folds** (cv seeds {', '.join(map(str, report.fresh_seeds)) or '-'}): {fresh_sentence(report)}",
+        f"**Fresh folds** (cv seeds {', '.join(map(str, report.fresh_seeds)) or '-'}): "
+        f"{fresh_sentence(report)}",
     ]
     if d["near_misses"]:
         lines += ["", "**Near misses worth combining**: " + "; ".join(
@@ -271,15 +275,19 @@ def markdown(report: Report, files: dict[str, Path] | None = None) -> str:
 
 # -- HTML -----------------------------------------------------------------------------------------------
 STYLE = """
-body{font:15px/1.45 -apple-system,'Segoe UI',Helvetica,Arial,sans-serif;max-width:1200px;margin:24px auto;padding:0 16px;color:#222}
-h1{font-size:24px;margin-bottom:4px} h2{font-size:19px;margin-top:32px;border-bottom:1px solid #ddd;padding-bottom:4px}
-table{border-collapse:collapse;margin:8px 0} td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
+body{font:15px/1.45 -apple-system,'Segoe UI',Helvetica,Arial,sans-serif;max-width:1200px;margin:24px auto;
+  padding:0 16px;color:#222}
+h1{font-size:24px;margin-bottom:4px}
+h2{font-size:19px;margin-top:32px;border-bottom:1px solid #ddd;padding-bottom:4px}
+table{border-collapse:collapse;margin:8px 0}
+td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
 th{background:#f6f6f6} td.num{text-align:right;font-variant-numeric:tabular-nums}
 .verdict{padding:10px 14px;border-radius:6px;margin:10px 0;border:1px solid}
 .same{background:#fff8e1;border-color:#f0c36d} .better{background:#e8f5e9;border-color:#81c784}
 .worse{background:#ffebee;border-color:#e57373} .plain{background:#f4f4f4;border-color:#ccc}
 img.chart{width:100%;max-width:1200px;border:1px solid #ddd}
-pre.diff{background:#fafafa;border:1px solid #e4e4e4;padding:8px;overflow-x:auto;font-size:12.5px;line-height:1.35}
+pre.diff{background:#fafafa;border:1px solid #e4e4e4;padding:8px;overflow-x:auto;font-size:12.5px;
+  line-height:1.35}
 pre.diff .add{color:#116329;background:#e6ffec} pre.diff .del{color:#82071e;background:#ffebe9}
 pre.diff .hunk{color:#6f42c1}
 .step{margin:18px 0} .muted{color:#777;font-size:13px}
@@ -315,14 +323,15 @@ def _tone(sentence: str) -> str:
     return "plain"
 
 
-def _table(header: list[str], rows: list[list[str]], numeric: set[int] = frozenset()) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f'<td class="num">{html.escape(c)}</td>' if i in numeric else f"<td>{html.escape(c)}</td>"
-                         for i, c in enumerate(row)) + "</tr>"
-        for row in rows
-    )  # fmt: skip
-    return f"<table><tr>{head}</tr>{body}</table>"
+def _table(header: list[str] | None, rows: list[list[str]], numeric: set[int] = frozenset()) -> str:
+    head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>" if header else ""
+
+    def cell(i: int, text: str) -> str:
+        kind = ' class="num"' if i in numeric else ""
+        return f"<td{kind}>{html.escape(text)}</td>"
+
+    body = "".join("<tr>" + "".join(cell(i, c) for i, c in enumerate(row)) + "</tr>" for row in rows)
+    return f"<table>{head}{body}</table>"
 
 
 def render_html(report: Report, chart: Path) -> str:
@@ -332,9 +341,10 @@ def render_html(report: Report, chart: Path) -> str:
     held, fresh = heldout_sentence(report), fresh_sentence(report)
     parts = [
         f"<h1>autoresearch run {esc(report.config.tag)} — {esc(report.name)}</h1>",
-        f'<p class="muted">branch autoresearch/{esc(report.config.tag)} · started {esc(report.config.created)}'
+        f'<p class="muted">branch autoresearch/{esc(report.config.tag)}'
+        f" · started {esc(report.config.created)}"
         f" · base {esc(report.config.base[:7])}</p>",
-        _table(["", ""], [[k, v] for k, v in summary_lines(report)]),
+        _table(None, [[k, v] for k, v in summary_lines(report)]),
         f'<div class="verdict {_tone(held)}"><b>Held-out audit:</b> {esc(held)}</div>',
         f'<div class="verdict {_tone(fresh)}"><b>Fresh folds:</b> {esc(fresh)}</div>',
         f'<img class="chart" alt="progress chart" src="data:image/png;base64,{image}">',
@@ -345,7 +355,8 @@ def render_html(report: Report, chart: Path) -> str:
         figures = f"{m} {_v(e[m])}" + (f" · {_delta(e)} (p={_v(e['p_value'], 3)})" if e["iter"] else "")
         figures += f" · held-out {_v(step.heldout)} · gap {_s(step.gap)} · {_v(e['seconds'], 1)} s"
         parts.append(
-            f'<div class="step"><b>iter {e["iter"]}</b> <code>{esc(e["commit"] or "")}</code> — {esc(e["description"])}'
+            f'<div class="step"><b>iter {e["iter"]}</b> <code>{esc(e["commit"] or "")}</code>'
+            f" — {esc(e['description'])}"
             f'<br><span class="muted">{esc(figures)}</span>'
             + (f'<pre class="diff">{_diff_html(step.diff)}</pre>' if e["iter"] else "")
             + "</div>"
@@ -365,13 +376,14 @@ def render_html(report: Report, chart: Path) -> str:
                  " signature of fitting the validation folds):</p>")  # fmt: skip
     parts.append(_table(
         ["iter", "commit", m, "held-out", "gap"],
-        [[str(s.entry["iter"]), s.entry["commit"] or "", _v(s.entry[m]), _v(s.heldout), _s(s.gap)] for s in report.chain],
+        [[str(s.entry["iter"]), s.entry["commit"] or "", _v(s.entry[m]), _v(s.heldout), _s(s.gap)]
+         for s in report.chain],
         {2, 3, 4},
     ))  # fmt: skip
     parts.append("<h2>Fresh-fold re-measure</h2>")
     if report.fresh_baseline:
         rows = []
-        for a, b in zip(report.fresh_baseline, report.fresh_final):
+        for a, b in zip(report.fresh_baseline, report.fresh_final, strict=True):
             rows.append([str(a.cv_seed), _v(a.value), _v(b.value), _s(b.value - a.value), a.error or b.error])
         parts.append(_table(["cv seed", "baseline", "final", "final − baseline", "error"], rows, {1, 2, 3}))
     parts.append(f"<p>{esc(fresh)}</p>")
@@ -380,19 +392,22 @@ def render_html(report: Report, chart: Path) -> str:
         parts.append('<p class="muted">discarded, but within one standard error of a gain: '
                      "<code>git show REF:train.py</code> to read one</p>")  # fmt: skip
         parts.append(_table(["iter", "Δ ± se", "p", "ref", "hypothesis"], [
-            [str(r["iter"]), _delta(r), _v(r["p_value"], 3), r["ref"], r["description"]] for r in d["near_misses"]]))  # fmt: skip
+            [str(r["iter"]), _delta(r), _v(r["p_value"], 3), r["ref"], r["description"]]
+            for r in d["near_misses"]]))  # fmt: skip
     else:
         parts.append("<p>none</p>")
     parts.append("<h2>Crash causes</h2>")
     if d["crash_causes"]:
         parts.append(_table(["count", "cause", "iters"],
-                            [[str(c["count"]), c["reason"], ", ".join(map(str, c["iters"]))] for c in d["crash_causes"]]))  # fmt: skip
+                            [[str(c["count"]), c["reason"], ", ".join(map(str, c["iters"]))]
+                             for c in d["crash_causes"]]))  # fmt: skip
     else:
         parts.append("<p>none</p>")
     parts.append("<h2>Every experiment</h2>")
     parts.append(_table(["iter", "status", m, "Δ ± se", "seconds", "hypothesis"], [
         [r.get("iter", ""), r.get("status", ""), _v(parse_float(r.get(m) or None)),
-         _delta({"delta": parse_float(r.get("delta") or None), "delta_se": parse_float(r.get("delta_se") or None)}),
+         _delta({"delta": parse_float(r.get("delta") or None),
+                 "delta_se": parse_float(r.get("delta_se") or None)}),
          r.get("seconds", ""), r.get("description", "")] for r in report.rows], {2, 4}))  # fmt: skip
     body = "\n".join(parts)
     title = f"autoresearch {report.config.tag}"
