@@ -96,6 +96,37 @@ def test_fresh_gain_reports_the_fraction_that_survived():
     assert "none of the gain survived" in lost.verdict
 
 
+# -- the chart's direction, on constructed rows ----------------------------------------------------------
+def constructed_report(higher_is_better: bool) -> report.Report:
+    from autoresearch import digest
+    from autoresearch.runs import RunConfig
+
+    metric = "val_auc" if higher_is_better else "val_bpb"
+    sign = 1 if higher_is_better else -1
+    values = {0: 1.0, 1: 1.0 + 0.05 * sign, 2: 1.0 - 0.02 * sign, 3: None, 4: 1.0 + 0.12 * sign}
+    status = {0: "keep", 1: "keep", 2: "discard", 3: "crash", 4: "keep"}
+    rows = [{"iter": str(i), "commit": f"c{i}", metric: "" if v is None else str(v), "status": status[i],
+             "description": f"edit {i}", "seconds": "10", "timestamp": f"2026-01-01T00:0{i}:00"}
+            for i, v in values.items()]  # fmt: skip
+    config = RunConfig("t", ".", "c0", metric, higher_is_better, 60.0, "2026-01-01T00:00:00")
+    d = digest.digest(config, rows)
+    chain = [report.Step(e, e["commit"], "", float("nan"), float("nan")) for e in d["kept_chain"]]
+    return report.Report(config, None, rows, d, chain)
+
+
+@pytest.mark.parametrize("higher_is_better", [True, False])
+def test_chart_puts_better_up_for_either_direction(tmp_path, higher_is_better):
+    import matplotlib.image
+
+    path = report.progress_chart(constructed_report(higher_is_better), tmp_path / "p.png")
+    pixels = matplotlib.image.imread(path)
+    assert pixels.shape[:2] == CHART_SHAPE
+    green_rows, green_cols = np.nonzero(np.abs(pixels[..., :3] - KEPT_GREEN).max(axis=2) < 0.08)
+    first = green_rows[green_cols <= green_cols.min() + 3].mean()  # the frontier's start: the baseline
+    last = green_rows[green_cols >= green_cols.max() - 3].mean()  # its end: the final kept value
+    assert last < first - 100  # the final value is drawn well above the baseline: better is up
+
+
 # -- a real run, reported -------------------------------------------------------------------------------
 WEAK_BASELINE = "    return df[['chol', 'fbs']]  # baseline: two weak features\n"
 ALL_FEATURES = "    return df  # every feature <all 13>\n"
@@ -177,10 +208,10 @@ def test_heldout_figures_stay_out_of_status(reported_run):
 @pytest.mark.slow
 def test_no_remeasure_skips_the_fresh_folds(reported_run, tmp_path):
     project, _, _ = reported_run
-    out = project.ratchet("report", "--tag", "r1", "--out", str(tmp_path), "--no-remeasure")
+    out = project.ratchet("report", "--all", "--out", str(tmp_path), "--no-remeasure")
     assert out.returncode == 0, out.stderr
     assert "skipped (--no-remeasure)" in out.stdout
-    assert (tmp_path / "progress.png").is_file()
+    assert (tmp_path / "r1" / "progress.png").is_file()  # --all: one folder per run
 
 
 def test_report_outside_a_run_is_one_line_error(project):

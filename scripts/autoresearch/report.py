@@ -457,7 +457,7 @@ def generate(repo: Repo, tags: list[str] | None = None, *, all_runs: bool = Fals
     texts = []
     for config, task in runs:
         if out:
-            folder = Path(out) / config.tag if len(runs) > 1 else Path(out)
+            folder = Path(out) / config.tag if all_runs or len(runs) > 1 else Path(out)
         else:
             folder = repo.root / REPORT_DIR / config.tag
         report = build(repo, config, task, remeasure=remeasure, fresh_seeds=fresh_seeds)
