@@ -4,6 +4,7 @@
     uv run scripts/ratchet.py try "HYPOTHESIS"      commit train.py, score it, keep or reset; prints one line
     uv run scripts/ratchet.py status [--json] [--tag TAG]
     uv run scripts/ratchet.py stop ["REASON"]       ask the active run to stop after the current iteration
+    uv run scripts/ratchet.py report [--tag TAG ...|--all] [--out DIR] [--no-remeasure]   the morning review
 
 Exit codes: 0 done (an iteration that crashed is still done: it is recorded), 2 refused (nothing changed).
 """
@@ -33,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("stop", help="ask the active run to stop")
     p.add_argument("reason", nargs="?", default="")
     p.add_argument("--tag", help="a run other than the checked-out one")
+    p = sub.add_parser("report", help="the morning review: progress.png, report.html, report.md")
+    p.add_argument("--tag", action="append", help="a run to report (repeatable; default: the current run)")
+    p.add_argument("--all", action="store_true", help="every autoresearch/* run in the repository")
+    p.add_argument("--out", help="output folder (default: report/<tag>/ in the repository root)")
+    p.add_argument("--no-remeasure", action="store_true", help="skip the fresh-fold re-measure")
+    p.add_argument("--fresh-seeds", type=int, default=3, help="fresh CV seeds to re-measure on (default 3)")
     args = parser.parse_args(argv)
     return cli.dispatch(args)
 

@@ -45,6 +45,12 @@ def dispatch(args) -> int:
             config, _ = run_for(repo, args.tag)
             (run_dir(repo, config.tag) / STOP_FILE).write_text(args.reason + "\n")
             print(f"run {config.tag} will stop: the next try is refused and the agent may end its session")
+        elif args.verb == "report":
+            from autoresearch import report  # matplotlib is loaded only when a report is asked for
+
+            seeds = tuple(range(1, args.fresh_seeds + 1))
+            print(report.generate(repo, args.tag, all_runs=args.all, out=args.out,
+                                  remeasure=not args.no_remeasure, fresh_seeds=seeds), end="")  # fmt: skip
         return 0
     except (RunError, GitError, DataError, ledger.LedgerError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -5,6 +5,7 @@ the SessionStart hook and the report all read it from here. Held-out figures are
 from __future__ import annotations
 
 import math
+import statistics
 from datetime import datetime
 
 from autoresearch import stopping
@@ -40,7 +41,7 @@ def digest(config: RunConfig, rows: list[dict], repo=None) -> dict:
             "iter": int(row["iter"]), "commit": row.get("commit"), "status": row.get("status"),
             metric: _num(row, metric), "delta": _num(row, "delta"), "delta_se": _num(row, "delta_se"),
             "p_value": _num(row, "p_value"), "description": row.get("description", ""),
-            "ref": f"{REF_PREFIX}{config.tag}/{int(row['iter']):04d}",
+            "seconds": _num(row, "seconds"), "ref": f"{REF_PREFIX}{config.tag}/{int(row['iter']):04d}",
         }  # fmt: skip
 
     near = [
@@ -57,9 +58,11 @@ def digest(config: RunConfig, rows: list[dict], repo=None) -> dict:
         parse_float(best.get(metric)) - parse_float(baseline.get(metric)) if best and baseline else math.nan
     )
     folder = run_dir(repo, config.tag) if repo is not None else None
+    seconds = sorted(s for s in (_num(r, "seconds") for r in tried) if math.isfinite(s))
     return {
         "tag": config.tag,
         "task": config.task,
+        "device": config.extra.get("device"),
         "metric": metric,
         "direction": "higher" if config.higher_is_better else "lower",
         "budget_seconds": config.budget_seconds,
@@ -72,10 +75,16 @@ def digest(config: RunConfig, rows: list[dict], repo=None) -> dict:
         "best": brief(best) if best else None,
         "gain_over_baseline": gain_total,
         "last": [brief(r) for r in rows[-LAST_ROWS:]],
+        "kept_chain": [brief(r) for r in kept],  # the baseline first, then every kept step in order
         "near_misses": [brief(r) for r in near[:NEAR_MISSES]],
         "crash_causes": [{"reason": k, "count": len(v), "iters": v} for k, v in sorted(crashes.items(), key=lambda kv: -len(kv[1]))],
         "iterations_per_hour": round(len(tried) / hours, 1) if hours > 0 else None,
         "hours": round(hours, 2),
+        "seconds_per_iteration": {
+            "median": statistics.median(seconds) if seconds else None,
+            "max": seconds[-1] if seconds else None,
+            "total": round(sum(seconds), 1),
+        },
         "next_iter": max((int(r["iter"]) for r in rows), default=-1) + 1,
         "deadline": config.deadline,
         "max_iters": config.max_iters,

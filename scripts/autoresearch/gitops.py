@@ -120,6 +120,10 @@ class Repo:
     def show(self, sha: str, rel: str) -> str:
         return self.git.show(f"{sha}:{rel}")
 
+    def diff(self, a: str, b: str, rel: str) -> str:
+        """The unified diff of one file between two commits (empty when it did not change)."""
+        return self.git.diff(a, b, "--", rel)
+
     def message(self, sha: str) -> str:
         return self.repo.commit(sha).message
 

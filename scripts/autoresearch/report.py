@@ -1,0 +1,466 @@
+"""The morning review: `ratchet.py report` writes, per run, into report/<tag>/
+
+    progress.png   every experiment over iteration number, kept steps labelled, the best-so-far frontier
+    report.html    one self-contained page: summary, chart, kept chain with diffs, held-out audit, fresh folds
+    report.md      the short version, also printed to the terminal (paste it into a pull request)
+
+Run data is read only through the ledger (rows), the digest (every summary figure, the same ones
+`status --json` shows), the run's held-out records and git. The statistics live in audit.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autoresearch import audit, digest, loop
+from autoresearch.gitops import REF_PREFIX, Repo
+from autoresearch.runs import RunConfig, RunError, load_config, run_dir, tag_of_branch
+from autoresearch.summary import parse_float
+
+CHART_INCHES = (12, 6.5)
+CHART_DPI = 100  # 1200 x 650 px: readable on a laptop screen and in a pull request without zooming
+LABEL_CHARS = 46  # kept-step labels longer than this are cut; the HTML has the full hypothesis
+WORST_QUANTILE = 10  # the axis shows discards down to this percentile; worse ones sit on the edge as ▼
+REPORT_DIR = "report"  # in the repository root; gitignored
+
+
+@dataclass
+class Step:
+    """One kept commit of the chain, with what it changed in train.py since the previous kept commit."""
+
+    entry: dict  # the digest's brief of the row
+    sha: str
+    diff: str
+    heldout: float
+    gap: float  # validation minus held-out
+
+
+@dataclass
+class Report:
+    config: RunConfig
+    task: loop.Task
+    rows: list[dict]
+    digest: dict
+    chain: list[Step]
+    heldout: audit.Comparison | None = None
+    heldout_note: str = ""
+    fresh_seeds: tuple[int, ...] = ()
+    fresh_baseline: list[audit.FreshScore] = field(default_factory=list)
+    fresh_final: list[audit.FreshScore] = field(default_factory=list)
+    fresh: audit.FreshGain | None = None
+    fresh_note: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.config.extra.get("task") or self.config.task
+
+
+# -- gathering ------------------------------------------------------------------------------------------
+def build(repo: Repo, config: RunConfig, task: loop.Task, *, remeasure: bool = True,
+          fresh_seeds: tuple[int, ...] = audit.FRESH_CV_SEEDS) -> Report:  # fmt: skip
+    rows = loop.ledger_for(repo, config, task).rows(config.tag)
+    d = digest.digest(config, rows, repo)
+    metric = config.metric
+    refs = repo.refs(f"{REF_PREFIX}{config.tag}/")
+    records = audit.heldout_records(run_dir(repo, config.tag))
+    chain, previous = [], None
+    for entry in d["kept_chain"]:
+        sha = refs.get(entry["ref"], entry["commit"])
+        held = audit.heldout_score(records.get(entry["iter"]), metric)
+        diff = repo.diff(previous, sha, task.train_rel) if previous else ""
+        chain.append(Step(entry, sha, diff, held, entry[metric] - held))
+        previous = sha
+    report = Report(config, task, rows, d, chain)
+    if len(chain) < 2:
+        report.heldout_note = report.fresh_note = "no edit was kept: the final commit is the baseline"
+        return report
+    first, last = chain[0], chain[-1]
+    base_record, final_record = records.get(first.entry["iter"]), records.get(last.entry["iter"])
+    if audit.can_bootstrap(base_record, metric) and audit.can_bootstrap(final_record, metric):
+        report.heldout = audit.compare(base_record, final_record, metric, config.higher_is_better)
+    else:
+        report.heldout_note = (
+            "no held-out records for the baseline and the final commit (the harness wrote none)"
+        )
+    if not remeasure:
+        report.fresh_note = "skipped (--no-remeasure)"
+    elif not harness_takes_cv_seed(task):
+        report.fresh_note = (
+            "this task's harness has no --cv-seed option, so there are no fresh folds to score on"
+        )
+    else:
+        report.fresh_seeds = tuple(fresh_seeds)
+        prepare = task.dir / "prepare.py"
+        report.fresh_baseline = audit.score_on_fresh_folds(
+            prepare, repo.show(first.sha, task.train_rel), first.sha, fresh_seeds
+        )
+        report.fresh_final = audit.score_on_fresh_folds(
+            prepare, repo.show(last.sha, task.train_rel), last.sha, fresh_seeds)  # fmt: skip
+        seen = last.entry[metric] - first.entry[metric]
+        report.fresh = audit.fresh_gain(
+            seen, report.fresh_baseline, report.fresh_final, config.higher_is_better
+        )
+    return report
+
+
+def harness_takes_cv_seed(task: loop.Task) -> bool:
+    out = subprocess.run([sys.executable, str(task.dir / "prepare.py"), "--help"],
+                         cwd=task.dir, capture_output=True, text=True, timeout=120)  # fmt: skip
+    return "--cv-seed" in out.stdout
+
+
+# -- the chart ------------------------------------------------------------------------------------------
+def progress_chart(report: Report, path: Path) -> Path:
+    """karpathy's progress.png: grey discards, green kept steps with their hypotheses, the frontier as a step
+    line. The y axis always puts better up: inverted (and said so) when lower is better."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+    import numpy as np
+
+    d, metric, higher = report.digest, report.config.metric, report.config.higher_is_better
+    sign = 1 if higher else -1
+    points = [(int(r["iter"]), parse_float(r.get(metric) or None), r.get("status", "")) for r in report.rows]
+    scored = [(i, v, s) for i, v, s in points if math.isfinite(v)]
+    kept = [(s.entry["iter"], s.entry[metric]) for s in report.chain if math.isfinite(s.entry[metric])]
+    failed = [
+        i for i, v, s in points if s in ("crash", "interrupted") or (s != "keep" and not math.isfinite(v))
+    ]
+    last_iter = max((i for i, _, _ in points), default=0)
+
+    fig, ax = plt.subplots(figsize=CHART_INCHES, dpi=CHART_DPI)
+    goodness = np.array([sign * v for _, v, _ in scored]) if scored else np.array([0.0])
+    kept_good = np.array([sign * v for _, v in kept]) if kept else goodness
+    worst = min(kept_good.min(), np.percentile(goodness, WORST_QUANTILE))
+    best = max(goodness.max(), kept_good.max())  # a discard can score above the frontier: keep it in view
+    span = max(best - worst, 1e-6)
+    bad_edge, good_edge = worst - 0.08 * span, best + 0.35 * span  # room above the frontier for the labels
+    bad_edge_value = sign * bad_edge
+
+    inside = [(i, v) for i, v, s in scored if s != "keep" and sign * v >= bad_edge]
+    outside = [i for i, v, s in scored if s != "keep" and sign * v < bad_edge]
+    if inside:
+        label = f"discarded ({len(inside) + len(outside)})"
+        ax.scatter(*zip(*inside, strict=True), s=22, color="#b0b0b0", zorder=2, label=label)
+    if outside:
+        ax.scatter(outside, [bad_edge_value] * len(outside), marker="v", s=30, color="#909090", zorder=2,
+                   clip_on=False, label="discarded, off the scale" if not inside else None)  # fmt: skip
+    if failed:
+        ax.scatter(failed, [bad_edge_value] * len(failed), marker="x", s=46, color="#d62728", zorder=3,
+                   clip_on=False, label=f"crashed ({len(failed)})")  # fmt: skip
+    if kept:
+        xs, ys = [i for i, _ in kept], [v for _, v in kept]
+        ax.step(
+            xs + [last_iter],
+            ys + [ys[-1]],
+            where="post",
+            color="#2ca02c",
+            lw=2,
+            zorder=3,
+            label="best so far",
+        )
+        ax.scatter(xs, ys, s=70, color="#2ca02c", edgecolors="black", linewidths=0.8, zorder=4,
+                   label=f"kept ({len(kept) - 1} + baseline)")  # fmt: skip
+        for step in report.chain:
+            text = "baseline" if step.entry["iter"] == 0 else _cut(step.entry["description"], LABEL_CHARS)
+            ax.annotate(text, (step.entry["iter"], step.entry[metric]), xytext=(5, 7),
+                        textcoords="offset points", rotation=22, fontsize=8.5, color="#1b6e1b",
+                        ha="left", va="bottom", zorder=5)  # fmt: skip
+    low, high = sorted((sign * bad_edge, sign * good_edge))
+    ax.set_ylim(low, high)
+    if not higher:
+        ax.invert_yaxis()
+    ax.set_xlim(-0.5, max(last_iter, 1) * 1.04 + 0.5)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_xlabel("iteration")
+    direction = "higher is better" if higher else "lower is better — axis inverted, up is better"
+    ax.set_ylabel(f"{metric} ({direction})")
+    ax.set_title(
+        f"{report.name} · run {report.config.tag}: "
+        f"{d['iterations']} experiments, {d['kept']} kept improvements"
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=9, framealpha=0.9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=CHART_DPI)
+    plt.close(fig)
+    return path
+
+
+# -- text -----------------------------------------------------------------------------------------------
+def _cut(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _v(x: float | None, digits: int = 4) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def _s(x: float | None, digits: int = 4) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:+.{digits}f}"
+
+
+def _delta(entry: dict) -> str:
+    return "" if not math.isfinite(entry["delta"]) else f"Δ {_s(entry['delta'])} ± {_v(entry['delta_se'])}"
+
+
+def _ci(ci: tuple[float, float]) -> str:
+    return f"[{_v(ci[0])}, {_v(ci[1])}]"
+
+
+def heldout_sentence(report: Report) -> str:
+    return report.heldout.verdict if report.heldout else report.heldout_note
+
+
+def fresh_sentence(report: Report) -> str:
+    return report.fresh.verdict if report.fresh else report.fresh_note
+
+
+def summary_lines(report: Report) -> list[tuple[str, str]]:
+    d = report.digest
+    per_iter = d["seconds_per_iteration"]
+    return [
+        ("task", f"{report.name} ({d['metric']}, {d['direction']} is better)"),
+        ("device", d.get("device") or "cpu (not reported)"),
+        ("budget", f"{d['budget_seconds']:g} s per experiment"),
+        ("iterations", str(d["iterations"])),
+        ("kept / discarded / crashed", f"{d['kept']} / {d['discarded']} / {d['crashed'] + d['interrupted']}"),
+        ("iterations per hour", str(d["iterations_per_hour"] or "n/a")),
+        ("wall time", f"{d['hours']:.2f} h"),
+        ("time per iteration", f"median {_v(per_iter['median'], 1)} s, slowest {_v(per_iter['max'], 1)} s,"
+                               f" {per_iter['total'] / 60:.1f} min scoring in all"),
+        ("baseline", f"{_v(d['baseline'][d['metric']]) if d['baseline'] else 'n/a'}"),
+        ("best (seen)", f"{_v(d['best'][d['metric']])} at iter {d['best']['iter']} "
+                        f"({_s(d['gain_over_baseline'])} over the baseline)" if d["best"] else "n/a"),
+    ]  # fmt: skip
+
+
+def markdown(report: Report, files: dict[str, Path] | None = None) -> str:
+    d, m = report.digest, report.config.metric
+    lines = [f"## autoresearch run `{report.config.tag}` — {report.name}", ""]
+    lines += [f"- **{k}**: {v}" for k, v in summary_lines(report)]
+    lines += ["", "**Kept chain**", ""]
+    for step in report.chain:
+        e = step.entry
+        lines.append(f"{e['iter']}. `{e['commit']}` {m} {_v(e[m])} {_delta(e)} — {e['description']}")
+    lines += ["", f"**Held-out audit**: {heldout_sentence(report)}"]
+    if report.heldout:
+        h = report.heldout
+        lines.append(
+            f"(baseline {_v(h.baseline)} {_ci(h.baseline_ci)}, final {_v(h.final)} {_ci(h.final_ci)})"
+        )
+    lines += [
+        "",
+        f"**Fresh folds** (cv seeds {', '.join(map(str, report.fresh_seeds)) or '-'}): "
+        f"{fresh_sentence(report)}",
+    ]
+    if d["near_misses"]:
+        lines += ["", "**Near misses worth combining**: " + "; ".join(
+            f"iter {r['iter']} ({_delta(r)}) {r['description']}" for r in d["near_misses"])]  # fmt: skip
+    if d["crash_causes"]:
+        lines += ["", "**Crashes**: " + "; ".join(f"{c['count']}× {c['reason']}" for c in d["crash_causes"])]
+    if files:
+        lines += ["", "Files: " + ", ".join(f"`{p}`" for p in files.values())]
+    return "\n".join(lines) + "\n"
+
+
+# -- HTML -----------------------------------------------------------------------------------------------
+STYLE = """
+body{font:15px/1.45 -apple-system,'Segoe UI',Helvetica,Arial,sans-serif;max-width:1200px;margin:24px auto;
+  padding:0 16px;color:#222}
+h1{font-size:24px;margin-bottom:4px}
+h2{font-size:19px;margin-top:32px;border-bottom:1px solid #ddd;padding-bottom:4px}
+table{border-collapse:collapse;margin:8px 0}
+td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
+th{background:#f6f6f6} td.num{text-align:right;font-variant-numeric:tabular-nums}
+.verdict{padding:10px 14px;border-radius:6px;margin:10px 0;border:1px solid}
+.same{background:#fff8e1;border-color:#f0c36d} .better{background:#e8f5e9;border-color:#81c784}
+.worse{background:#ffebee;border-color:#e57373} .plain{background:#f4f4f4;border-color:#ccc}
+img.chart{width:100%;max-width:1200px;border:1px solid #ddd}
+pre.diff{background:#fafafa;border:1px solid #e4e4e4;padding:8px;overflow-x:auto;font-size:12.5px;
+  line-height:1.35}
+pre.diff .add{color:#116329;background:#e6ffec} pre.diff .del{color:#82071e;background:#ffebe9}
+pre.diff .hunk{color:#6f42c1}
+.step{margin:18px 0} .muted{color:#777;font-size:13px}
+"""
+
+
+def _diff_html(diff: str) -> str:
+    out = []
+    for line in diff.splitlines():
+        if line.startswith(("diff --git", "index ", "--- ", "+++ ")):
+            continue
+        cls = (
+            "add"
+            if line.startswith("+")
+            else "del"
+            if line.startswith("-")
+            else "hunk"
+            if line.startswith("@@")
+            else ""
+        )
+        text = html.escape(line)
+        out.append(f'<span class="{cls}">{text}</span>' if cls else text)
+    return "\n".join(out) or "(train.py unchanged)"
+
+
+def _tone(sentence: str) -> str:
+    if sentence.startswith("not distinguishable"):
+        return "same"
+    if sentence.startswith("better"):
+        return "better"
+    if sentence.startswith("worse") or "none of the gain" in sentence:
+        return "worse"
+    return "plain"
+
+
+def _table(header: list[str] | None, rows: list[list[str]], numeric: set[int] = frozenset()) -> str:
+    head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>" if header else ""
+
+    def cell(i: int, text: str) -> str:
+        kind = ' class="num"' if i in numeric else ""
+        return f"<td{kind}>{html.escape(text)}</td>"
+
+    body = "".join("<tr>" + "".join(cell(i, c) for i, c in enumerate(row)) + "</tr>" for row in rows)
+    return f"<table>{head}{body}</table>"
+
+
+def render_html(report: Report, chart: Path) -> str:
+    d, m = report.digest, report.config.metric
+    esc = html.escape
+    image = base64.b64encode(chart.read_bytes()).decode("ascii")
+    held, fresh = heldout_sentence(report), fresh_sentence(report)
+    parts = [
+        f"<h1>autoresearch run {esc(report.config.tag)} — {esc(report.name)}</h1>",
+        f'<p class="muted">branch autoresearch/{esc(report.config.tag)}'
+        f" · started {esc(report.config.created)}"
+        f" · base {esc(report.config.base[:7])}</p>",
+        _table(None, [[k, v] for k, v in summary_lines(report)]),
+        f'<div class="verdict {_tone(held)}"><b>Held-out audit:</b> {esc(held)}</div>',
+        f'<div class="verdict {_tone(fresh)}"><b>Fresh folds:</b> {esc(fresh)}</div>',
+        f'<img class="chart" alt="progress chart" src="data:image/png;base64,{image}">',
+        "<h2>Kept chain</h2>",
+    ]
+    for step in report.chain:
+        e = step.entry
+        figures = f"{m} {_v(e[m])}" + (f" · {_delta(e)} (p={_v(e['p_value'], 3)})" if e["iter"] else "")
+        figures += f" · held-out {_v(step.heldout)} · gap {_s(step.gap)} · {_v(e['seconds'], 1)} s"
+        parts.append(
+            f'<div class="step"><b>iter {e["iter"]}</b> <code>{esc(e["commit"] or "")}</code>'
+            f" — {esc(e['description'])}"
+            f'<br><span class="muted">{esc(figures)}</span>'
+            + (f'<pre class="diff">{_diff_html(step.diff)}</pre>' if e["iter"] else "")
+            + "</div>"
+        )
+    parts.append("<h2>Held-out audit</h2>")
+    if report.heldout:
+        h = report.heldout
+        parts.append(_table(
+            ["", f"held-out {audit.heldout_name(m)}", f"{audit.CONFIDENCE:.0%} CI"],
+            [["baseline", _v(h.baseline), _ci(h.baseline_ci)], ["final", _v(h.final), _ci(h.final_ci)],
+             ["final − baseline", _s(h.diff), _ci(h.diff_ci)]], {1},
+        ))  # fmt: skip
+        parts.append(f'<p class="muted">paired bootstrap over the {h.items} held-out items, '
+                     f"{audit.BOOTSTRAP_RESAMPLES} resamples, seed {audit.BOOTSTRAP_SEED}</p>")  # fmt: skip
+    parts.append(f"<p>{esc(held)}</p>")
+    parts.append("<p>Validation minus held-out along the kept chain (a gap that grows step by step is the"
+                 " signature of fitting the validation folds):</p>")  # fmt: skip
+    parts.append(_table(
+        ["iter", "commit", m, "held-out", "gap"],
+        [[str(s.entry["iter"]), s.entry["commit"] or "", _v(s.entry[m]), _v(s.heldout), _s(s.gap)]
+         for s in report.chain],
+        {2, 3, 4},
+    ))  # fmt: skip
+    parts.append("<h2>Fresh-fold re-measure</h2>")
+    if report.fresh_baseline:
+        rows = []
+        for a, b in zip(report.fresh_baseline, report.fresh_final, strict=True):
+            rows.append([str(a.cv_seed), _v(a.value), _v(b.value), _s(b.value - a.value), a.error or b.error])
+        parts.append(_table(["cv seed", "baseline", "final", "final − baseline", "error"], rows, {1, 2, 3}))
+    parts.append(f"<p>{esc(fresh)}</p>")
+    parts.append("<h2>Near misses worth combining</h2>")
+    if d["near_misses"]:
+        parts.append('<p class="muted">discarded, but within one standard error of a gain: '
+                     "<code>git show REF:train.py</code> to read one</p>")  # fmt: skip
+        parts.append(_table(["iter", "Δ ± se", "p", "ref", "hypothesis"], [
+            [str(r["iter"]), _delta(r), _v(r["p_value"], 3), r["ref"], r["description"]]
+            for r in d["near_misses"]]))  # fmt: skip
+    else:
+        parts.append("<p>none</p>")
+    parts.append("<h2>Crash causes</h2>")
+    if d["crash_causes"]:
+        parts.append(_table(["count", "cause", "iters"],
+                            [[str(c["count"]), c["reason"], ", ".join(map(str, c["iters"]))]
+                             for c in d["crash_causes"]]))  # fmt: skip
+    else:
+        parts.append("<p>none</p>")
+    parts.append("<h2>Every experiment</h2>")
+    parts.append(_table(["iter", "status", m, "Δ ± se", "seconds", "hypothesis"], [
+        [r.get("iter", ""), r.get("status", ""), _v(parse_float(r.get(m) or None)),
+         _delta({"delta": parse_float(r.get("delta") or None),
+                 "delta_se": parse_float(r.get("delta_se") or None)}),
+         r.get("seconds", ""), r.get("description", "")] for r in report.rows], {2, 4}))  # fmt: skip
+    body = "\n".join(parts)
+    title = f"autoresearch {report.config.tag}"
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+            f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n")  # fmt: skip
+
+
+# -- writing --------------------------------------------------------------------------------------------
+def write(report: Report, out: Path) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"chart": out / "progress.png", "html": out / "report.html", "markdown": out / "report.md"}
+    progress_chart(report, files["chart"])
+    _atomic_text(files["html"], render_html(report, files["chart"]))
+    _atomic_text(files["markdown"], markdown(report, files))
+    return files
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def runs_to_report(repo: Repo, tags: list[str] | None, all_runs: bool) -> list[tuple[RunConfig, loop.Task]]:
+    if all_runs:
+        tags = [tag_of_branch(b) for b in repo.run_branches()]
+    elif not tags:
+        current = tag_of_branch(repo.branch())
+        if not current:
+            raise RunError("not on an autoresearch run branch; pass --tag TAG (repeatable) or --all")
+        tags = [current]
+    chosen = []
+    for tag in tags:
+        config = load_config(repo, tag) if tag else None
+        if config is None:
+            raise RunError(f"no run {tag!r} (no .git/autoresearch/{tag}/run.json)")
+        chosen.append((config, loop.find_task(repo, config.task)))
+    if not chosen:
+        raise RunError("no autoresearch runs in this repository")
+    return chosen
+
+
+def generate(repo: Repo, tags: list[str] | None = None, *, all_runs: bool = False, out: str | None = None,
+             remeasure: bool = True, fresh_seeds: tuple[int, ...] = audit.FRESH_CV_SEEDS) -> str:  # fmt: skip
+    """Write the report of each chosen run; return the markdown summaries for the terminal."""
+    runs = runs_to_report(repo, tags, all_runs)
+    texts = []
+    for config, task in runs:
+        if out:
+            folder = Path(out) / config.tag if all_runs or len(runs) > 1 else Path(out)
+        else:
+            folder = repo.root / REPORT_DIR / config.tag
+        report = build(repo, config, task, remeasure=remeasure, fresh_seeds=fresh_seeds)
+        files = write(report, folder.resolve())
+        texts.append(markdown(report, files))
+    return "\n".join(texts)
