@@ -49,7 +49,7 @@ FILE_WRITERS = {"cp", "mv", "rm", "ln", "touch", "truncate", "install", "rsync",
 IN_PLACE_EDITORS = {"sed": ("-i", "--in-place"), "perl": ("-i", "-pi"), "ruby": ("-i",)}
 SHELLS = {"bash", "sh", "zsh", "dash", "eval"}
 PAGERS = {"cat", "less", "more", "bat", "nl", "strings", "view", "vim", "vi", "tac"}
-SEPARATORS = {";", "&&", "||", "|", "&", "(", ")", "\n", "|&"}
+SEPARATORS = {";", "&&", "||", "|", "&", "(", ")", "|&"}
 
 
 @dataclass(frozen=True)
@@ -158,14 +158,14 @@ def _private_reason(state: RunState) -> str:
 
 def split_command(command: str) -> list[list[str]]:
     """A shell command as simple commands (lists of words), split on ; && || | & ( ) and newlines."""
+    command = command.replace("\n", " ; ")  # a newline separates commands (in a quoted string it is harmless here)
     lexer = shlex.shlex(command, posix=True, punctuation_chars=";&|()<>")
-    lexer.whitespace = " \t\r"  # keep newlines: they separate commands
     lexer.whitespace_split = True
     lexer.commenters = ""
     try:
         tokens = list(lexer)
     except ValueError:  # unbalanced quotes (a heredoc with an apostrophe): fall back to plain words
-        tokens = re.findall(r"[;&|()<>]+|\n|[^\s;&|()<>]+", command)
+        tokens = re.findall(r"[;&|()<>]+|[^\s;&|()<>]+", command)
     commands, current = [], []
     for token in tokens:
         if token in SEPARATORS or (set(token) <= set(";&|") and token):
