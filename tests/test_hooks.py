@@ -7,11 +7,9 @@ import os
 import shutil
 import subprocess
 import sys
-
 from pathlib import Path
 
 import pytest
-
 from autoresearch import hooks
 from conftest import Project, make_project
 

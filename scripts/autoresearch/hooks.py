@@ -249,6 +249,8 @@ def _simple_command_rule(words: list[str], cwd: Path, state: RunState, pipeline:
             )
     if program == "git":
         return _git_rule(args, state)
+    if program == "headless.py":
+        return f"run {state.tag} is already going; a run does not start another (headless.py is for the person)"
     if program in FILE_WRITERS:
         if program == "rm" and any(re.fullmatch(r"-[a-zA-Z]*[rR][a-zA-Z]*|--recursive", a) for a in args):
             return "rm -r is not allowed during a run; the ratchet cleans up after itself"
