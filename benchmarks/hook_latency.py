@@ -28,7 +28,9 @@ CALLS = int(sys.argv[1]) if len(sys.argv) > 1 else 20
 
 
 def git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=b", "-c", "user.email=b@b", *args], cwd=repo, check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-c", "user.name=b", "-c", "user.email=b@b", *args], cwd=repo, check=True, capture_output=True
+    )
 
 
 def make_run(repo: Path) -> None:
@@ -39,7 +41,9 @@ def make_run(repo: Path) -> None:
     git(repo, "commit", "-qm", "task")
     git(repo, "checkout", "-qb", "autoresearch/bench")
     handle = Repo(repo)
-    config = RunConfig("bench", ".", handle.head(), "val_auc", True, 60.0, "2026-01-01T00:00:00+00:00", max_iters=100)
+    config = RunConfig(
+        "bench", ".", handle.head(), "val_auc", True, 60.0, "2026-01-01T00:00:00+00:00", max_iters=100
+    )
     save_config(handle, config)
     book = ledger.Ledger(repo / "results.tsv", run_dir(handle, "bench") / "results.tsv", "val_auc")
     book.append({"commit": handle.head()[:7], "val_auc": 0.88, "memory_gb": 0.1, "status": "keep",
@@ -65,18 +69,27 @@ def main() -> None:
         make_run(on)
         edit = {"tool_name": "Edit", "tool_input": {"file_path": str(on / "train.py")}, "cwd": str(on)}
         shell = {"tool_name": "Bash", "tool_input": {"command": "git reset --hard HEAD~1"}, "cwd": str(on)}
-        runners = {"venv_python": [sys.executable], "uv_run_no_sync": ["uv", "run", "--no-sync", "--project", str(ROOT), "python"]}
+        runners = {
+            "venv_python": [sys.executable],
+            "uv_run_no_sync": ["uv", "run", "--no-sync", "--project", str(ROOT), "python"],
+        }
         print(f"calls_per_figure: {CALLS}")
         start = time.perf_counter()
         for _ in range(CALLS):
             subprocess.run([sys.executable, "-c", "pass"], check=True)
         print(f"bare_python_start_ms: {(time.perf_counter() - start) * 1000 / CALLS:.0f}")
         for name, command in runners.items():
-            print(f"{name}_pre_tool_use_off_run_ms: {time_calls(command, 'pre-tool-use', {**edit, 'cwd': str(off)}, off):.0f}")
+            print(
+                f"{name}_pre_tool_use_off_run_ms: {time_calls(command, 'pre-tool-use', {**edit, 'cwd': str(off)}, off):.0f}"
+            )
             print(f"{name}_pre_tool_use_edit_ms: {time_calls(command, 'pre-tool-use', edit, on):.0f}")
             print(f"{name}_pre_tool_use_bash_deny_ms: {time_calls(command, 'pre-tool-use', shell, on):.0f}")
-            print(f"{name}_stop_ms: {time_calls(command, 'stop', {'stop_hook_active': False, 'cwd': str(on)}, on):.0f}")
-            print(f"{name}_session_start_ms: {time_calls(command, 'session-start', {'source': 'compact', 'cwd': str(on)}, on):.0f}")
+            print(
+                f"{name}_stop_ms: {time_calls(command, 'stop', {'stop_hook_active': False, 'cwd': str(on)}, on):.0f}"
+            )
+            print(
+                f"{name}_session_start_ms: {time_calls(command, 'session-start', {'source': 'compact', 'cwd': str(on)}, on):.0f}"
+            )
 
 
 if __name__ == "__main__":

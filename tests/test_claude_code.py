@@ -96,7 +96,10 @@ def test_headless_run_with_the_real_client(tmp_path, env):
     assert "Stop hook" in stop_refused and "not over (next: iter 2" in stop_refused
 
     assert project.git("rev-parse", "--abbrev-ref", "HEAD") == "autoresearch/t1"
-    assert project.git("log", "--format=%s", "-2").splitlines() == ["all features, not age alone", "weak baseline: age alone"]
+    assert project.git("log", "--format=%s", "-2").splitlines() == [
+        "all features, not age alone",
+        "weak baseline: age alone",
+    ]
     rows = project.rows()
     assert [(r["iter"], r["status"]) for r in rows] == [("0", "keep"), ("1", "keep"), ("2", "discard")]
     assert rows[2]["description"] == "much stronger regularisation"

@@ -58,7 +58,10 @@ def test_no_run_no_opinion(project):
     project.git("checkout", "-qb", "autoresearch/orphan")  # a run branch without a run record
     assert hooks.run_state(project.path) is None
     for name, event in [
-        ("pre-tool-use", {"tool_name": "Edit", "tool_input": {"file_path": str(project.path / "prepare.py")}}),
+        (
+            "pre-tool-use",
+            {"tool_name": "Edit", "tool_input": {"file_path": str(project.path / "prepare.py")}},
+        ),
         ("stop", {"stop_hook_active": False}),
         ("session-start", {"source": "startup"}),
     ]:
@@ -104,7 +107,12 @@ def test_run_log_only_in_pieces(run):
     for command in ["cat run.log", "less run.log", "cat ./run.log && echo done", "tail -n 5000 run.log"]:
         reason = bash(state, command)
         assert reason and "tail -n 50 run.log" in reason, command
-    for command in ["tail -n 50 run.log", "grep -n Error run.log", "cat run.log | tail -20", "head -40 run.log"]:
+    for command in [
+        "tail -n 50 run.log",
+        "grep -n Error run.log",
+        "cat run.log | tail -20",
+        "head -40 run.log",
+    ]:
         assert bash(state, command) is None, command
     assert pre(state, "Read", file_path="run.log")
     assert pre(state, "Read", file_path="run.log", offset=1, limit=100) is None
@@ -178,7 +186,9 @@ def test_stop_blocks_until_a_stop_condition(run):
 
 def test_stop_gives_up_when_the_agent_is_stuck(run):
     _, state = run
-    answers = [hooks.stop({"stop_hook_active": True}, state) for _ in range(hooks.STOP_BLOCKS_WITHOUT_PROGRESS + 1)]
+    answers = [
+        hooks.stop({"stop_hook_active": True}, state) for _ in range(hooks.STOP_BLOCKS_WITHOUT_PROGRESS + 1)
+    ]
     assert all(a.get("decision") == "block" for a in answers[:-1])
     assert "decision" not in answers[-1] and "without a new iteration" in answers[-1]["systemMessage"]
 
@@ -195,7 +205,11 @@ def test_session_start_injects_the_digest_without_heldout(run):
 
 def test_shim_denies_as_claude_code_expects(run):
     project, _ = run
-    event = {"tool_name": "Edit", "tool_input": {"file_path": str(project.path / "prepare.py")}, "cwd": str(project.path)}
+    event = {
+        "tool_name": "Edit",
+        "tool_input": {"file_path": str(project.path / "prepare.py")},
+        "cwd": str(project.path),
+    }
     out = call_shim("pre-tool-use", event, project.path)
     decision = json.loads(out.stdout)["hookSpecificOutput"]
     assert decision["hookEventName"] == "PreToolUse" and decision["permissionDecision"] == "deny"

@@ -17,7 +17,9 @@ import subprocess
 from pathlib import Path
 from typing import TextIO
 
-SETTINGS = ".claude/settings.json"  # passed with --settings: its allow rules then apply without the trust dialog
+SETTINGS = (
+    ".claude/settings.json"  # passed with --settings: its allow rules then apply without the trust dialog
+)
 LOG_NAME = "headless.jsonl"  # in the run folder under .git: never in the tree, never committed
 RELAUNCHES_WITHOUT_PROGRESS = 1  # a relaunched session that adds no row means something needs a person
 ECHOED = ("iter ", "run ", "error:")  # the ratchet's own lines, worth a line in cron mail or tmux
@@ -34,9 +36,20 @@ def find_claude() -> str:
     return found
 
 
-def claude_command(claude: str, root: Path, tag: str, start_args: list[str], max_turns: int | None) -> list[str]:
+def claude_command(
+    claude: str, root: Path, tag: str, start_args: list[str], max_turns: int | None
+) -> list[str]:
     prompt = " ".join(["/autoresearch", shlex.quote(tag), *map(shlex.quote, start_args)])
-    command = [claude, "-p", prompt, "--settings", str(root / SETTINGS), "--output-format", "stream-json", "--verbose"]
+    command = [
+        claude,
+        "-p",
+        prompt,
+        "--settings",
+        str(root / SETTINGS),
+        "--output-format",
+        "stream-json",
+        "--verbose",
+    ]
     return command + (["--max-turns", str(max_turns)] if max_turns else [])
 
 
@@ -119,9 +132,16 @@ def headless(root: Path, tag: str, start_args: list[str], *, max_turns: int | No
             ended = result.get("subtype") or f"exit code {result['exit_code']}"
             said = " ".join(str(result.get("result") or "").split())[:300]
             if not exists:
-                return 1, f"autoresearch {tag}: the run did not start ({ended}): {said or 'see ' + str(log_path)}"
+                return (
+                    1,
+                    f"autoresearch {tag}: the run did not start ({ended}): {said or 'see ' + str(log_path)}",
+                )
             idle = 0 if rows > rows_before else idle + 1
             if idle > RELAUNCHES_WITHOUT_PROGRESS:
                 return 1, (f"autoresearch {tag}: claude ended ({ended}) with no stop condition and no new "
                            f"iteration; see {log_path}: {said}")  # fmt: skip
-            print(f"autoresearch {tag}: claude ended ({ended}) before a stop condition; relaunching", file=out, flush=True)
+            print(
+                f"autoresearch {tag}: claude ended ({ended}) before a stop condition; relaunching",
+                file=out,
+                flush=True,
+            )

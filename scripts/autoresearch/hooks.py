@@ -45,7 +45,20 @@ GIT_WRITES = {
     "worktree", "gc", "prune",
 }  # fmt: skip  # every one moves the branch, the index or the tree behind the ratchet's back
 GIT_OPTIONS_WITH_VALUE = {"-C", "-c", "--git-dir", "--work-tree", "--namespace", "--exec-path"}
-FILE_WRITERS = {"cp", "mv", "rm", "ln", "touch", "truncate", "install", "rsync", "chmod", "chown", "unlink", "shred"}
+FILE_WRITERS = {
+    "cp",
+    "mv",
+    "rm",
+    "ln",
+    "touch",
+    "truncate",
+    "install",
+    "rsync",
+    "chmod",
+    "chown",
+    "unlink",
+    "shred",
+}
 IN_PLACE_EDITORS = {"sed": ("-i", "--in-place"), "perl": ("-i", "-pi"), "ruby": ("-i",)}
 SHELLS = {"bash", "sh", "zsh", "dash", "eval"}
 PAGERS = {"cat", "less", "more", "bat", "nl", "strings", "view", "vim", "vi", "tac"}
@@ -158,7 +171,9 @@ def _private_reason(state: RunState) -> str:
 
 def split_command(command: str) -> list[list[str]]:
     """A shell command as simple commands (lists of words), split on ; && || | & ( ) and newlines."""
-    command = command.replace("\n", " ; ")  # a newline separates commands (in a quoted string it is harmless here)
+    command = command.replace(
+        "\n", " ; "
+    )  # a newline separates commands (in a quoted string it is harmless here)
     lexer = shlex.shlex(command, posix=True, punctuation_chars=";&|()<>")
     lexer.whitespace_split = True
     lexer.commenters = ""
@@ -184,7 +199,14 @@ def _program(words: list[str]) -> tuple[str, list[str]]:
     i = 0
     while i < len(words):
         word = words[i]
-        if re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", word) or word in ("sudo", "env", "command", "time", "nohup", "exec"):
+        if re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", word) or word in (
+            "sudo",
+            "env",
+            "command",
+            "time",
+            "nohup",
+            "exec",
+        ):
             i += 1
         elif word == "uv" and i + 1 < len(words) and words[i + 1] == "run":
             i += 2
@@ -226,7 +248,9 @@ def bash_rule(command: str, cwd: Path, state: RunState) -> str | None:
     return None
 
 
-def _simple_command_rule(words: list[str], cwd: Path, state: RunState, pipeline: list[list[str]]) -> str | None:
+def _simple_command_rule(
+    words: list[str], cwd: Path, state: RunState, pipeline: list[list[str]]
+) -> str | None:
     for target in _targets(words):
         if _frozen(target, cwd, state):
             return _frozen_reason(target, state)
@@ -236,7 +260,11 @@ def _simple_command_rule(words: list[str], cwd: Path, state: RunState, pipeline:
     if not program:
         return None
     if program in SHELLS:
-        inner = args[args.index("-c") + 1] if "-c" in args and args.index("-c") + 1 < len(args) else " ".join(args)
+        inner = (
+            args[args.index("-c") + 1]
+            if "-c" in args and args.index("-c") + 1 < len(args)
+            else " ".join(args)
+        )
         return bash_rule(inner, cwd, state) if program == "eval" or "-c" in args else None
     if program in ("python", "python3") and args[:2] == ["-m", "pip"]:
         program, args = "pip", args[2:]
@@ -250,7 +278,9 @@ def _simple_command_rule(words: list[str], cwd: Path, state: RunState, pipeline:
     if program == "git":
         return _git_rule(args, state)
     if program == "headless.py":
-        return f"run {state.tag} is already going; a run does not start another (headless.py is for the person)"
+        return (
+            f"run {state.tag} is already going; a run does not start another (headless.py is for the person)"
+        )
     if program in FILE_WRITERS:
         if program == "rm" and any(re.fullmatch(r"-[a-zA-Z]*[rR][a-zA-Z]*|--recursive", a) for a in args):
             return "rm -r is not allowed during a run; the ratchet cleans up after itself"
@@ -293,7 +323,10 @@ def _git_rule(args: list[str], state: RunState) -> str | None:
     verb, rest = args[i], args[i + 1 :]
     dangerous = verb in GIT_WRITES
     if verb == "branch":
-        dangerous = any(a in ("-d", "-D", "-m", "-M", "-f", "-c", "-C", "--delete", "--force", "--move", "--copy") for a in rest)
+        dangerous = any(
+            a in ("-d", "-D", "-m", "-M", "-f", "-c", "-C", "--delete", "--force", "--move", "--copy")
+            for a in rest
+        )
         dangerous = dangerous or any(not a.startswith("-") for a in rest)  # creating a branch
     elif verb == "tag":
         dangerous = any(a in ("-d", "--delete", "-f", "--force") for a in rest)
@@ -359,7 +392,9 @@ def stop(event: dict, state: RunState) -> dict:
     write_json(state.folder / STOP_BLOCKS_FILE, {"rows": len(rows), "blocks": blocks})
     d = digest.digest(config, rows, state)
     best = d["best"]
-    shown = f"best {d['metric']}={best[d['metric']]:.4f} at iter {best['iter']}" if best else "no kept row yet"
+    shown = (
+        f"best {d['metric']}={best[d['metric']]:.4f} at iter {best['iter']}" if best else "no kept row yet"
+    )
     return {
         "decision": "block",
         "reason": (
