@@ -46,8 +46,18 @@ def make_run(repo: Path) -> None:
     )
     save_config(handle, config)
     book = ledger.Ledger(repo / "results.tsv", run_dir(handle, "bench") / "results.tsv", "val_auc")
-    book.append({"commit": handle.head()[:7], "val_auc": 0.88, "memory_gb": 0.1, "status": "keep",
-                 "description": "baseline", "iter": 0, "tag": "bench", "timestamp": config.created})  # fmt: skip
+    book.append(
+        {
+            "commit": handle.head()[:7],
+            "val_auc": 0.88,
+            "memory_gb": 0.1,
+            "status": "keep",
+            "description": "baseline",
+            "iter": 0,
+            "tag": "bench",
+            "timestamp": config.created,
+        }
+    )
 
 
 def time_calls(command: list[str], event_name: str, event: dict, project: Path) -> float:
@@ -55,8 +65,15 @@ def time_calls(command: list[str], event_name: str, event: dict, project: Path) 
     times = []
     for _ in range(CALLS):
         start = time.perf_counter()
-        subprocess.run([*command, str(HOOK), event_name], input=json.dumps(event), capture_output=True, text=True,
-                       env=env, cwd=project, check=True)  # fmt: skip
+        subprocess.run(
+            [*command, str(HOOK), event_name],
+            input=json.dumps(event),
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=project,
+            check=True,
+        )
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
 
@@ -78,18 +95,16 @@ def main() -> None:
         for _ in range(CALLS):
             subprocess.run([sys.executable, "-c", "pass"], check=True)
         print(f"bare_python_start_ms: {(time.perf_counter() - start) * 1000 / CALLS:.0f}")
+        cases = {
+            "pre_tool_use_off_run": ("pre-tool-use", {**edit, "cwd": str(off)}, off),
+            "pre_tool_use_edit": ("pre-tool-use", edit, on),
+            "pre_tool_use_bash_deny": ("pre-tool-use", shell, on),
+            "stop": ("stop", {"stop_hook_active": False, "cwd": str(on)}, on),
+            "session_start": ("session-start", {"source": "compact", "cwd": str(on)}, on),
+        }
         for name, command in runners.items():
-            print(
-                f"{name}_pre_tool_use_off_run_ms: {time_calls(command, 'pre-tool-use', {**edit, 'cwd': str(off)}, off):.0f}"
-            )
-            print(f"{name}_pre_tool_use_edit_ms: {time_calls(command, 'pre-tool-use', edit, on):.0f}")
-            print(f"{name}_pre_tool_use_bash_deny_ms: {time_calls(command, 'pre-tool-use', shell, on):.0f}")
-            print(
-                f"{name}_stop_ms: {time_calls(command, 'stop', {'stop_hook_active': False, 'cwd': str(on)}, on):.0f}"
-            )
-            print(
-                f"{name}_session_start_ms: {time_calls(command, 'session-start', {'source': 'compact', 'cwd': str(on)}, on):.0f}"
-            )
+            for case, (event_name, event, project) in cases.items():
+                print(f"{name}_{case}_ms: {time_calls(command, event_name, event, project):.0f}")
 
 
 if __name__ == "__main__":

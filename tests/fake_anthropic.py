@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Union
+from typing import Any
 
 __all__ = [
     "Text",
@@ -76,9 +76,9 @@ class ApiError:
     message: str = "fake server error"
 
 
-Block = Union[Text, ToolUse]
-Turn = Union[str, Block, Sequence[str | Block]]
-Script = Union[Sequence[Turn], Callable[[dict], Any]]
+Block = Text | ToolUse
+Turn = str | Block | Sequence[str | Block]
+Script = Sequence[Turn] | Callable[[dict], Any]
 
 
 # --------------------------------------------------------------------------- request helpers

@@ -26,9 +26,17 @@ from test_ratchet import BETTER_EDIT, WORSE_EDIT, weaken_baseline
 pytest.importorskip("claude_agent_sdk", reason="the e2e group is not installed: uv sync --all-groups")
 
 PROJECT_FILES = [
-    "prepare.py", "train.py", ".gitignore", "program.md", "CLAUDE.md", ".claude/settings.json",
-    ".claude/commands/autoresearch.md", "scripts/ratchet.py", "scripts/hook.py", "scripts/headless.py",
-]  # fmt: skip
+    "prepare.py",
+    "train.py",
+    ".gitignore",
+    "program.md",
+    "CLAUDE.md",
+    ".claude/settings.json",
+    ".claude/commands/autoresearch.md",
+    "scripts/ratchet.py",
+    "scripts/hook.py",
+    "scripts/headless.py",
+]
 TIMEOUT_SECONDS = 300  # three harness runs on a busy 2-core machine, plus the client's own start-up
 
 
@@ -67,11 +75,29 @@ def test_headless_run_with_the_real_client(tmp_path, env):
     scratch = Path(tempfile.mkdtemp(prefix="cc-e2e-"))
     (scratch / "home").mkdir(), (scratch / "tmp").mkdir()
     with FakeAnthropic(agent_script(repo)) as api:
-        run_env = clean_env(api.url, scratch / "home", scratch / "tmp", {**{k: v for k, v in env.items()
-                            if k.startswith("AUTORESEARCH_")}, "CLAUDE_BIN": find_claude()})  # fmt: skip
-        proc = subprocess.Popen([sys.executable, str(repo / "scripts" / "headless.py"), "t1", "--max-iters", "2",
-                                 "--max-turns", "30"], cwd=repo, env=run_env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+        run_env = clean_env(
+            api.url,
+            scratch / "home",
+            scratch / "tmp",
+            {**{k: v for k, v in env.items() if k.startswith("AUTORESEARCH_")}, "CLAUDE_BIN": find_claude()},
+        )
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(repo / "scripts" / "headless.py"),
+                "t1",
+                "--max-iters",
+                "2",
+                "--max-turns",
+                "30",
+            ],
+            cwd=repo,
+            env=run_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         try:
             stdout, stderr = proc.communicate(timeout=TIMEOUT_SECONDS)
         finally:

@@ -13,8 +13,14 @@ HEADLESS = ROOT / "scripts" / "headless.py"
 
 def headless(project, *args, claude: str) -> subprocess.CompletedProcess:
     env = {**project.env, "CLAUDE_BIN": claude}
-    return subprocess.run([sys.executable, str(HEADLESS), *args], cwd=project.path, env=env, capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(HEADLESS), *args],
+        cwd=project.path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_command_passes_the_run_options_and_the_settings(tmp_path):
@@ -25,8 +31,19 @@ def test_command_passes_the_run_options_and_the_settings(tmp_path):
 
 
 def test_echoes_only_the_ratchets_lines():
-    event = {"type": "user", "message": {"content": [{"type": "tool_result", "content": [
-        {"type": "text", "text": "noise\niter 3 | val_auc=0.9 | KEPT | 2.0 s — x\nmore noise"}]}]}}  # fmt: skip
+    event = {
+        "type": "user",
+        "message": {
+            "content": [
+                {
+                    "type": "tool_result",
+                    "content": [
+                        {"type": "text", "text": "noise\niter 3 | val_auc=0.9 | KEPT | 2.0 s — x\nmore noise"}
+                    ],
+                }
+            ]
+        },
+    }
     assert echo_lines(event) == ["iter 3 | val_auc=0.9 | KEPT | 2.0 s — x"]
     assert echo_lines({"type": "assistant", "message": {"content": "iter 3"}}) == []
 

@@ -21,8 +21,11 @@ HOOK = ROOT / "scripts" / "hook.py"
 def started(tmp_path_factory, data_mirror) -> Project:
     """One run t1 on the heart task, started once (scoring the baseline takes seconds) and copied per test."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTORESEARCH_", "GIT_"))}
-    env.update(AUTORESEARCH_DATA_MIRROR=str(data_mirror), PYTHONDONTWRITEBYTECODE="1",
-               AUTORESEARCH_CACHE=str(tmp_path_factory.mktemp("cache")))  # fmt: skip
+    env.update(
+        AUTORESEARCH_DATA_MIRROR=str(data_mirror),
+        PYTHONDONTWRITEBYTECODE="1",
+        AUTORESEARCH_CACHE=str(tmp_path_factory.mktemp("cache")),
+    )
     project = make_project(tmp_path_factory.mktemp("started") / "repo", env)
     out = project.ratchet("start", "t1", "--max-iters", "3")
     assert out.returncode == 0, out.stderr
@@ -49,8 +52,14 @@ def bash(state, command):
 
 def call_shim(event_name: str, event: dict, project_dir) -> subprocess.CompletedProcess:
     env = {"CLAUDE_PROJECT_DIR": str(project_dir), "PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, str(HOOK), event_name], input=json.dumps(event), capture_output=True,
-                          text=True, env=env, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(HOOK), event_name],
+        input=json.dumps(event),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
 
 
 def test_no_run_no_opinion(project):
@@ -84,8 +93,13 @@ def test_edit_only_the_tasks_train_py(run):
     project, state = run
     assert pre(state, "Edit", file_path=str(project.path / "train.py")) is None
     assert pre(state, "Write", file_path="train.py") is None  # relative to cwd
-    for tool, path in [("Edit", "prepare.py"), ("Write", "notes.md"), ("MultiEdit", ".claude/settings.json"),
-                       ("Edit", "../train.py"), ("Edit", "tasks/x/train.py")]:  # fmt: skip
+    for tool, path in [
+        ("Edit", "prepare.py"),
+        ("Write", "notes.md"),
+        ("MultiEdit", ".claude/settings.json"),
+        ("Edit", "../train.py"),
+        ("Edit", "tasks/x/train.py"),
+    ]:
         reason = pre(state, tool, file_path=str(project.path / path))
         assert reason and "only train.py may change" in reason and "ratchet.py try" in reason
     assert pre(state, "NotebookEdit", notebook_path=str(project.path / "a.ipynb"))
@@ -121,27 +135,48 @@ def test_run_log_only_in_pieces(run):
 def test_shell_writes_to_frozen_files(run):
     _, state = run
     for command in [
-        "echo x > prepare.py", "echo x >> scripts/ratchet.py", "printf x 2> pyproject.toml",
-        "sed -i s/60/600/ prepare.py", "cp /tmp/x.py prepare.py", "mv train.py prepare.py", "rm prepare.py",
-        "python3 -c pass && echo x | tee .gitignore", "bash -c 'echo > prepare.py'", "touch notes.txt",
-        "dd if=/dev/zero of=prepare.py", "ln -sf /tmp/x prepare.py", "truncate -s0 results.tsv",
-    ]:  # fmt: skip
+        "echo x > prepare.py",
+        "echo x >> scripts/ratchet.py",
+        "printf x 2> pyproject.toml",
+        "sed -i s/60/600/ prepare.py",
+        "cp /tmp/x.py prepare.py",
+        "mv train.py prepare.py",
+        "rm prepare.py",
+        "python3 -c pass && echo x | tee .gitignore",
+        "bash -c 'echo > prepare.py'",
+        "touch notes.txt",
+        "dd if=/dev/zero of=prepare.py",
+        "ln -sf /tmp/x prepare.py",
+        "truncate -s0 results.tsv",
+    ]:
         reason = bash(state, command)
         assert reason and "frozen" in reason and "train.py" in reason, command
     assert "rm -r" in bash(state, "rm -rf /tmp/whatever")
     assert bash(state, "find . -name '*.py' -delete")
     for command in [
-        "echo x > /tmp/scratch.txt", "python3 -c 'print(1)' > /dev/null 2>&1", "cat > train.py <<'EOF'\nx = 1\nEOF",
-        "cp /tmp/best.py train.py", "sed -n 1,20p prepare.py", 'uv run scripts/ratchet.py try "a > b; c && d"',
-        "ls -la && wc -l train.py", "uv run train.py 2>&1 | tail -n 20",
-    ]:  # fmt: skip
+        "echo x > /tmp/scratch.txt",
+        "python3 -c 'print(1)' > /dev/null 2>&1",
+        "cat > train.py <<'EOF'\nx = 1\nEOF",
+        "cp /tmp/best.py train.py",
+        "sed -n 1,20p prepare.py",
+        'uv run scripts/ratchet.py try "a > b; c && d"',
+        "ls -la && wc -l train.py",
+        "uv run train.py 2>&1 | tail -n 20",
+    ]:
         assert bash(state, command) is None, command
 
 
 def test_no_package_installs(run):
     _, state = run
-    for command in ["pip install xgboost", "uv add catboost", "python -m pip install torch", "npm i left-pad",
-                    "uv sync --extra lm", "uv pip install optuna", "cd /tmp && sudo apt-get install -y foo"]:  # fmt: skip
+    for command in [
+        "pip install xgboost",
+        "uv add catboost",
+        "python -m pip install torch",
+        "npm i left-pad",
+        "uv sync --extra lm",
+        "uv pip install optuna",
+        "cd /tmp && sudo apt-get install -y foo",
+    ]:
         reason = bash(state, command)
         assert reason and "pyproject.toml" in reason, command
     assert bash(state, "pip list") is None and bash(state, "uv run python -c 'import sklearn'") is None
@@ -150,16 +185,36 @@ def test_no_package_installs(run):
 def test_no_git_history_changes_outside_the_ratchet(run):
     _, state = run
     for command in [
-        "git commit -am x", "git reset --hard HEAD~1", "git checkout main", "git checkout -- train.py",
-        "git restore train.py", "git stash", "git rebase -i HEAD~3", "git push --force origin x",
-        "git push origin +autoresearch/t1", "git branch -D main", "git -C . commit --amend -m x",
-        "git commit --amend", "git update-ref refs/heads/main HEAD", "git switch main", "git merge main",
-        "git config user.name x", "git tag -d v1", "git reflog expire --all",
-    ]:  # fmt: skip
+        "git commit -am x",
+        "git reset --hard HEAD~1",
+        "git checkout main",
+        "git checkout -- train.py",
+        "git restore train.py",
+        "git stash",
+        "git rebase -i HEAD~3",
+        "git push --force origin x",
+        "git push origin +autoresearch/t1",
+        "git branch -D main",
+        "git -C . commit --amend -m x",
+        "git commit --amend",
+        "git update-ref refs/heads/main HEAD",
+        "git switch main",
+        "git merge main",
+        "git config user.name x",
+        "git tag -d v1",
+        "git reflog expire --all",
+    ]:
         reason = bash(state, command)
         assert reason and "ratchet" in reason, command
-    for command in ["git status", "git log --oneline -5", "git show refs/autoresearch/t1/0000:train.py",
-                    "git diff HEAD~1", "git branch", "git branch --show-current", "git config user.name"]:  # fmt: skip
+    for command in [
+        "git status",
+        "git log --oneline -5",
+        "git show refs/autoresearch/t1/0000:train.py",
+        "git diff HEAD~1",
+        "git branch",
+        "git branch --show-current",
+        "git config user.name",
+    ]:
         assert bash(state, command) is None, command
 
 

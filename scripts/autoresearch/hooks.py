@@ -161,12 +161,12 @@ def read_rule(tool: str, args: dict, cwd: Path, state: RunState) -> str | None:
     if ".git/autoresearch" in str(args.get("pattern", "")):
         return _private_reason(state)
     if tool == "Read" and args.get("file_path", "").endswith("run.log") and not args.get("limit"):
-        return f"run.log is long: Read it with offset and limit (at most {MAX_LOG_LINES} lines), or `tail -n 50 run.log`"
+        return f"run.log is long: Read at most {MAX_LOG_LINES} lines of it (limit), or `tail -n 50 run.log`"
     return None
 
 
 def _private_reason(state: RunState) -> str:
-    return f"the run's private records are not for the agent; `uv run scripts/ratchet.py status` shows what {state.tag} has done"
+    return "the run's private records are not for the agent; `uv run scripts/ratchet.py status` has the rest"
 
 
 def split_command(command: str) -> list[list[str]]:
@@ -303,7 +303,7 @@ def _simple_command_rule(
             if arg.startswith("of=") and _frozen(arg[3:], cwd, state):
                 return _frozen_reason(arg[3:], state)
     if program == "find" and ("-delete" in args or "-exec" in args or "-execdir" in args):
-        return "find with -delete or -exec is not allowed during a run; list files with find, read them with grep/tail"
+        return "find -delete or -exec is not allowed during a run; list with find, read with grep or tail"
     return _log_rule(program, args, pipeline)
 
 
@@ -340,7 +340,7 @@ def _git_rule(args: list[str], state: RunState) -> str | None:
     if not dangerous:
         return None
     return (
-        f"git {verb} is the ratchet's job during run {state.tag}: it commits, keeps or resets train.py itself; "
+        f"git {verb} is the ratchet's job during run {state.tag}: it commits, keeps or resets train.py; "
         f'edit {state.train_rel} and run `uv run scripts/ratchet.py try "HYPOTHESIS"`'
     )
 
@@ -387,7 +387,7 @@ def stop(event: dict, state: RunState) -> dict:
     if blocks > STOP_BLOCKS_WITHOUT_PROGRESS:
         return {
             "systemMessage": f"autoresearch run {state.tag} may stop: the agent ended its turn "
-            f"{STOP_BLOCKS_WITHOUT_PROGRESS} times without a new iteration; look at the session before resuming"
+            f"{STOP_BLOCKS_WITHOUT_PROGRESS} times without a new iteration; look at the session, then resume"
         }
     write_json(state.folder / STOP_BLOCKS_FILE, {"rows": len(rows), "blocks": blocks})
     d = digest.digest(config, rows, state)
@@ -398,7 +398,8 @@ def stop(event: dict, state: RunState) -> dict:
     return {
         "decision": "block",
         "reason": (
-            f"autoresearch run {state.tag} is not over (next: iter {d['next_iter']}, {shown}). Do not stop and do "
+            f"autoresearch run {state.tag} is not over (next: iter {d['next_iter']}, {shown}). "
+            "Do not stop and do "
             f"not ask: edit {state.train_rel} with the next idea, then run "
             f'`uv run scripts/ratchet.py try "HYPOTHESIS"`. Stop only when try says the run is over.'
         ),
@@ -407,14 +408,15 @@ def stop(event: dict, state: RunState) -> dict:
 
 # -- SessionStart ---------------------------------------------------------------------------------------
 def session_start(event: dict, state: RunState) -> dict:
-    """The digest as context: best, last rows, near misses, crash causes, next iteration; no held-out figure."""
+    """The digest as context: best, last rows, near misses, crashes, next iteration; no held-out figure."""
     from autoresearch import digest
 
     config, rows = _load(state)
     text = digest.render(digest.digest(config, rows, state))
     intro = (
         f"An autoresearch run is checked out (branch autoresearch/{state.tag}). Follow program.md: edit "
-        f'{state.train_rel} with one idea, then `uv run scripts/ratchet.py try "HYPOTHESIS"`; never stop on your own.'
+        f'{state.train_rel} with one idea, then `uv run scripts/ratchet.py try "HYPOTHESIS"`; '
+        "never stop on your own."
     )
     return {"hookSpecificOutput": {"hookEventName": "SessionStart", "additionalContext": f"{intro}\n{text}"}}
 
