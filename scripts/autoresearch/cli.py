@@ -6,7 +6,7 @@ import json
 import math
 import sys
 
-from autoresearch import digest, ledger, loop
+from autoresearch import digest, ledger, loop, newtask
 from autoresearch.data import DataError
 from autoresearch.gitops import GitError, Repo
 from autoresearch.runs import RunError, load_config, run_dir, tag_of_branch
@@ -42,6 +42,12 @@ def dispatch(args) -> int:
             config, _ = run_for(repo, args.tag)
             (run_dir(repo, config.tag) / STOP_FILE).write_text(args.reason + "\n")
             print(f"run {config.tag} will stop: the next try is refused and the agent may end its session")
+        elif args.verb == "new-task":
+            newtask.new_task(
+                repo, args.csv, args.target, echo=lambda line: print(line, flush=True), name=args.name,
+                problem=args.problem, metric=args.metric, budget=args.budget, drop=args.drop, keep=args.keep,
+                missing=args.missing, force=args.force,
+            )  # fmt: skip
         return 0
     except (RunError, GitError, DataError, ledger.LedgerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
