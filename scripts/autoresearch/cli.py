@@ -6,7 +6,7 @@ import json
 import math
 import sys
 
-from autoresearch import digest, ledger, loop, newtask
+from autoresearch import digest, ledger, loop
 from autoresearch.data import DataError
 from autoresearch.gitops import GitError, Repo
 from autoresearch.runs import RunError, load_config, run_dir, tag_of_branch
@@ -43,6 +43,9 @@ def dispatch(args) -> int:
             (run_dir(repo, config.tag) / STOP_FILE).write_text(args.reason + "\n")
             print(f"run {config.tag} will stop: the next try is refused and the agent may end its session")
         elif args.verb == "new-task":
+            # pandas and sklearn take seconds to import; the other verbs do not need them
+            from autoresearch import newtask
+
             newtask.new_task(
                 repo, args.csv, args.target, echo=lambda line: print(line, flush=True), name=args.name,
                 problem=args.problem, metric=args.metric, budget=args.budget, drop=args.drop, keep=args.keep,

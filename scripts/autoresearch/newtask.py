@@ -77,6 +77,11 @@ def _names(columns, most: int = 6) -> str:
     return shown + (f" and {len(columns) - most} more" if len(columns) > most else "")
 
 
+def _show(value) -> str:
+    """A value as a person wrote it: 'yes', 3, 0.5 (not np.float64(0.5))."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 def _split_list(values: list[str] | None) -> list[str]:
     return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
 
@@ -184,7 +189,7 @@ def check_rows(y: pd.Series, problem: str) -> None:
     need = min_rows_per_class()
     small = counts[counts < need]
     if not small.empty:
-        shown = ", ".join(f"{k!r} has {v}" for k, v in small.items())
+        shown = ", ".join(f"{_show(k)} has {v}" for k, v in small.items())
         raise RunError(f"too few rows per class for stratified {N_FOLDS}-fold CV after the held-out part "
                        f"(each class needs at least {need}): {shown}")  # fmt: skip
     codes = pd.Series(pd.factorize(y)[0], index=y.index)
@@ -201,7 +206,7 @@ def target_summary(y: pd.Series, problem: str) -> str:
     if problem == "regression":
         return f"mean {y.mean():.4g}, sd {y.std():.4g}, range {y.min():.4g} to {y.max():.4g}"
     counts = y.value_counts().sort_index()
-    shown = ", ".join(f"{k!r} ({v})" for k, v in list(counts.items())[:6])
+    shown = ", ".join(f"{_show(k)} ({v})" for k, v in list(counts.items())[:6])
     return f"{len(counts)} classes: {shown}" + (" …" if len(counts) > 6 else "")
 
 
@@ -256,11 +261,11 @@ def plan(
     if y.empty:
         raise RunError(f"target {target!r} is empty in every row")
     if y.nunique() < 2:
-        raise RunError(f"target {target!r} has a single value ({y.iloc[0]!r}) in all {len(y)} rows: nothing to predict")
+        raise RunError(f"target {target!r} has a single value ({_show(y.iloc[0])}) in all {len(y)} rows: nothing to predict")
     inferred, reason = infer_problem(y)
     if problem and problem != inferred:
         if problem == "regression" and not pd.api.types.is_numeric_dtype(y):
-            raise RunError(f"non-numeric regression target {target!r} (e.g. {y.iloc[0]!r}); leave out --problem for classification")
+            raise RunError(f"non-numeric regression target {target!r} (e.g. {_show(y.iloc[0])}); leave out --problem for classification")
         if problem == "binary" and y.nunique() != 2:
             raise RunError(f"--problem binary: target {target!r} has {y.nunique()} distinct values, not 2")
         if problem == "multiclass" and y.nunique() == 2:
@@ -286,7 +291,7 @@ def plan(
         if values.isna().all():
             dropped[column] = "all missing"
         elif values.nunique(dropna=False) == 1:
-            dropped[column] = f"constant ({values.iloc[0]!r} in every row)"
+            dropped[column] = f"constant ({_show(values.iloc[0])} in every row)"
         elif column not in keep:
             why = identifier_like(column, values) or perfect_predictor(values, y, problem)
             if why:
