@@ -139,7 +139,7 @@ def test_binary_from_breast_cancer_with_text_labels_ids_and_categories(project, 
     prepare = project.read("tasks/breast_cancer/prepare.py")
     assert '"patient_id": "identifier-like' in prepare and '"batch": "constant' in prepare
     assert "'benign' (357), 'malignant' (212)" in project.read("tasks/breast_cancer/README.md")
-    assert "5 numeric and 1 text columns" in project.read("tasks/breast_cancer/train.py")
+    assert "5 numeric and 1 categorical (text) columns" in project.read("tasks/breast_cancer/train.py")
     commit_all(project)
     start_and_try(project, "tasks/breast_cancer", "C = 1.0", "C = 0.1")
     heldout = (project.path / ".git" / "autoresearch" / "t1" / "heldout.jsonl").read_text().splitlines()
@@ -211,6 +211,7 @@ def test_missing_file_and_existing_folder_are_refused(project, tmp_path):
     out = new_task(project, csv, "--target", "outcome")
     assert out.returncode == 2 and "tasks/messy exists; pick another --name, or pass --force" in out.stderr
     assert project.read("tasks/messy/train.py") == "# mine\n"
+    assert newtask.plan(Repo(project.path), csv, "outcome", force=True).name == "messy"  # --force goes on
 
 
 # -- the checks that warn: left out of the features, reason recorded, --keep overrides ---------------------------

@@ -239,7 +239,7 @@ def write_private(path: str, metric: str, y_true: np.ndarray, pred: np.ndarray, 
         "heldout_true": y_true.tolist(),
         "heldout_pred": pred.tolist(),
     }
-    if names is not None:  # heldout_true holds class codes; these are the labels they stand for
+    if names is not None and names.tolist() != list(range(len(names))):  # codes stand for other labels: say which
         record["heldout_classes"] = [n.item() if hasattr(n, "item") else n for n in names]
     tmp = Path(path).with_suffix(".tmp")
     tmp.write_text(json.dumps(record))

@@ -182,7 +182,7 @@ def prepare_py(plan) -> str:
 
 def train_py(plan) -> str:
     classification = plan.problem != "regression"
-    columns = f"{len(plan.numeric)} numeric and {len(plan.categorical)} text columns"
+    columns = f"{len(plan.numeric)} numeric and {len(plan.categorical)} categorical (text) columns"
     columns_note = f"It sees {columns}; missing values are NaN."
     if classification:
         labels = ("Labels are class codes 0..K-1, the classes in sorted order (see README.md); `predict_proba` "
@@ -214,7 +214,7 @@ def card(plan, block: dict | None = None) -> str:
         f"metric:    {plan.metric}, {'higher' if plan.higher_is_better else 'lower'} is better; "
         f"{newtask.N_FOLDS}x{newtask.N_REPEATS} repeated CV, {newtask.HOLDOUT_FRACTION:.0%} held out (seed {newtask.SPLIT_SEED})",
         f"budget:    {plan.budget:g} s for the whole evaluation of a candidate",
-        f"features:  {len(plan.numeric)} numeric, {len(plan.categorical)} text",
+        f"features:  {len(plan.numeric)} numeric, {len(plan.categorical)} categorical",
     ]  # fmt: skip
     for column, why in plan.dropped.items():
         lines.append(f"left out:  {column}: {why}")
