@@ -62,6 +62,7 @@ class Plan:
     target_summary: str
     numeric: list[str]
     categorical: list[str]
+    classes: list = field(default_factory=list)  # the labels in sorted order: code k stands for classes[k]
     dropped: dict[str, str] = field(default_factory=dict)  # column -> why it is not a feature
     warnings: list[str] = field(default_factory=list)
     created: str = field(default_factory=lambda: date.today().isoformat())
@@ -313,6 +314,7 @@ def plan(
         missing_values=missing_values, n_rows=len(y), n_missing_target=n_missing_target,
         target_summary=target_summary(y, problem), numeric=numeric, categorical=categorical,
         dropped=dropped, warnings=warnings,
+        classes=[] if problem == "regression" else [v.item() if isinstance(v, np.generic) else v for v in np.unique(y.to_numpy())],
     )  # fmt: skip
 
 

@@ -185,8 +185,12 @@ def train_py(plan) -> str:
     columns = f"{len(plan.numeric)} numeric and {len(plan.categorical)} categorical (text) columns"
     columns_note = f"It sees {columns}; missing values are NaN."
     if classification:
-        labels = ("Labels are class codes 0..K-1, the classes in sorted order (see README.md); `predict_proba` "
-                  "columns follow\n  `classes_`, and a class a fit never saw scores 0.")  # fmt: skip
+        codes = ", ".join(f"{k} = {label!r}" for k, label in enumerate(plan.classes[:10]))
+        codes += ", …" if len(plan.classes) > 10 else ""
+        if plan.classes == list(range(len(plan.classes))):
+            codes = f"the classes 0..{len(plan.classes) - 1}, as in the data"
+        labels = (f"Labels are class codes in the sorted order of the labels: {codes}.\n  `predict_proba` columns "
+                  "follow `classes_`; a class a fit never saw scores 0.")  # fmt: skip
         predict = "`predict_proba(X)`"
     else:
         labels = "Labels are the target's values as floats; `predict` returns one number per row."
