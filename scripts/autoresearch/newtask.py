@@ -192,7 +192,8 @@ def check_rows(y: pd.Series, problem: str) -> None:
     if not small.empty:
         shown = ", ".join(f"{_show(k)} has {v}" for k, v in small.items())
         raise RunError(f"too few rows per class for stratified {N_FOLDS}-fold CV after the held-out part "
-                       f"(each class needs at least {need}): {shown}")  # fmt: skip
+                       f"(each class needs at least {need}): {shown}; merge rare classes, or --problem regression "
+                       "if the target is a quantity")  # fmt: skip
     codes = pd.Series(pd.factorize(y)[0], index=y.index)
     task = TabularTask(name="check", load=None, problem=problem, holdout_fraction=HOLDOUT_FRACTION, split_seed=SPLIT_SEED)
     try:
