@@ -5,6 +5,7 @@
     uv run scripts/ratchet.py status [--json] [--tag TAG]
     uv run scripts/ratchet.py stop ["REASON"]       ask the active run to stop after the current iteration
     uv run scripts/ratchet.py report [--tag TAG ...|--all] [--out DIR] [--no-remeasure]   the morning review
+    uv run scripts/ratchet.py new-task DATA.csv --target COLUMN [--name NAME] [--metric M] [--budget S]
 
 Exit codes: 0 done (an iteration that crashed is still done: it is recorded), 2 refused (nothing changed).
 """
@@ -40,6 +41,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="output folder (default: report/<tag>/ in the repository root)")
     p.add_argument("--no-remeasure", action="store_true", help="skip the fresh-fold re-measure")
     p.add_argument("--fresh-seeds", type=int, default=3, help="fresh CV seeds to re-measure on (default 3)")
+    p = sub.add_parser("new-task", help="make tasks/NAME/ (frozen harness, baseline, card) from a CSV file")
+    p.add_argument("csv", help="the data: a CSV file with a header row (referenced by path and sha256, not copied)")
+    p.add_argument("--target", required=True, help="the column to predict")
+    p.add_argument("--name", help="the task folder's name (default: the file's name)")
+    p.add_argument("--problem", choices=["binary", "multiclass", "regression"], help="default: inferred from the target")
+    p.add_argument("--metric", help="val_auc, val_logloss, val_balanced_accuracy, val_rmse or val_r2 "
+                   "(default: val_auc, val_logloss, val_rmse by problem)")  # fmt: skip
+    p.add_argument("--budget", type=float, default=60.0, help="seconds for a candidate's whole evaluation (default 60)")
+    p.add_argument("--drop", action="append", help="columns to leave out of the features (comma-separated)")
+    p.add_argument("--keep", action="append", help="columns to keep although they look like ids or leakage")
+    p.add_argument("--missing", action="append", help="strings that mean missing, e.g. --missing '?'")
+    p.add_argument("--force", action="store_true", help="overwrite the files of an existing tasks/NAME")
     args = parser.parse_args(argv)
     return cli.dispatch(args)
 

@@ -51,6 +51,15 @@ def dispatch(args) -> int:
             seeds = tuple(range(1, args.fresh_seeds + 1))
             print(report.generate(repo, args.tag, all_runs=args.all, out=args.out,
                                   remeasure=not args.no_remeasure, fresh_seeds=seeds), end="")  # fmt: skip
+        elif args.verb == "new-task":
+            # pandas and sklearn take seconds to import; the other verbs do not need them
+            from autoresearch import newtask
+
+            newtask.new_task(
+                repo, args.csv, args.target, echo=lambda line: print(line, flush=True), name=args.name,
+                problem=args.problem, metric=args.metric, budget=args.budget, drop=args.drop, keep=args.keep,
+                missing=args.missing, force=args.force,
+            )  # fmt: skip
         return 0
     except (RunError, GitError, DataError, ledger.LedgerError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -31,6 +31,14 @@ METRICS = {
     "multiclass": ("val_logloss", False),
     "regression": ("val_rmse", False),
 }
+# Every metric a problem type may be ratcheted on; all of them are reported in the block, the first is the default.
+METRIC_CHOICES = {
+    "binary": ("val_auc", "val_logloss", "val_balanced_accuracy"),
+    "multiclass": ("val_logloss", "val_balanced_accuracy"),
+    "regression": ("val_rmse", "val_r2"),
+}
+COMPANIONS = {"binary": (), "multiclass": ("val_balanced_accuracy",), "regression": ("val_r2",)}  # shown beside
+LOWER_IS_BETTER = ("val_logloss", "val_rmse")
 PROBA_CLIP = 1e-15  # log loss of a probability of exactly 0 is infinite; sklearn clips the same way
 
 
@@ -50,8 +58,18 @@ class TabularTask:
 
 def metric_of(task: TabularTask) -> tuple[str, bool]:
     if task.metric:
-        return task.metric, task.metric not in ("val_logloss", "val_rmse")
+        if task.metric not in METRIC_CHOICES[task.problem]:
+            raise DataError(f"metric {task.metric} does not apply to a {task.problem} task")
+        return task.metric, task.metric not in LOWER_IS_BETTER
     return METRICS[task.problem]
+
+
+def encode_target(task: TabularTask, y: pd.Series) -> tuple[pd.Series, np.ndarray | None]:
+    """Class labels as codes 0..K-1 in sorted order (strings too), so every model and metric sees the same classes."""
+    if task.problem == "regression":
+        return y.astype(float), None
+    classes, codes = np.unique(y.to_numpy(), return_inverse=True)
+    return pd.Series(codes, index=y.index, name=y.name), classes
 
 
 def score(metric: str, y_true: np.ndarray, pred: np.ndarray, classes: np.ndarray | None = None) -> float:
@@ -62,7 +80,8 @@ def score(metric: str, y_true: np.ndarray, pred: np.ndarray, classes: np.ndarray
     if metric == "val_logloss":
         return float(metrics.log_loss(y_true, np.clip(pred, PROBA_CLIP, 1), labels=classes))
     if metric == "val_balanced_accuracy":
-        return float(metrics.balanced_accuracy_score(y_true, classes[np.argmax(pred, axis=1)]))
+        labels = (pred >= 0.5).astype(int) if pred.ndim == 1 else classes[np.argmax(pred, axis=1)]
+        return float(metrics.balanced_accuracy_score(y_true, labels))
     if metric == "val_rmse":
         return float(np.sqrt(metrics.mean_squared_error(y_true, pred)))
     if metric == "val_r2":
@@ -156,7 +175,12 @@ def evaluate(
     metric, higher = metric_of(task)
     cv_seed = task.cv_seed if cv_seed is None else cv_seed
     block: dict = {metric: math.nan, f"{metric}_se": math.nan}
-    x, y = task.load(data)  # before the child starts: a data problem is the harness's, not the candidate's
+    x, labels = task.load(data)  # before the child starts: a data problem is the harness's, not the candidate's
+    y, names = encode_target(task, labels)
+    classes = np.arange(len(names)) if names is not None else None
+    n_classes = len(names) if names is not None else 0
+    companions = [m for m in (*COMPANIONS[task.problem], *METRIC_CHOICES[task.problem][:1]) if m != metric]
+    companion_scores: dict[str, list[float]] = {m: [] for m in dict.fromkeys(companions)}
     parts: dict = {}
 
     def make_job() -> dict:
@@ -165,14 +189,13 @@ def evaluate(
         parts.update(cv=cv, y_dev=y_dev.to_numpy(), y_hold=y_hold.to_numpy())
         return {
             "problem": task.problem,
+            "n_classes": n_classes,
             "x_dev": x_dev.reset_index(drop=True),
             "folds": [(tr, parts["y_dev"][tr], ev) for tr, ev in cv],
             "y_dev": parts["y_dev"],
             "x_holdout": x_hold.reset_index(drop=True),  # features only: the labels stay in this process
         }
 
-    classes = np.unique(y) if task.problem != "regression" else None
-    n_classes = len(classes) if classes is not None else 0
     status, error, child_seconds, fold_scores = "ok", "", math.nan, []
     try:
         predictions, child_seconds = run_candidate(task, train_path, make_job, log or sys.stderr.buffer, pgid_file)
@@ -182,12 +205,14 @@ def evaluate(
                 raise CandidateError("crash", f"no predictions for fold {k}")
             _check_predictions(pred, len(ev), task.problem, n_classes)
             fold_scores.append(score(metric, parts["y_dev"][ev], pred, classes))
+            for other, values in companion_scores.items():
+                values.append(score(other, parts["y_dev"][ev], pred, classes))
         if not all(math.isfinite(s) for s in fold_scores):
             raise CandidateError("crash", f"{metric} is NaN on some fold")
         holdout = predictions.get("holdout")
         _check_predictions(holdout if holdout is not None else np.empty(0), len(parts["y_hold"]), task.problem, n_classes)
         if private_out:
-            write_private(private_out, metric, parts["y_hold"], holdout, classes)
+            write_private(private_out, metric, parts["y_hold"], holdout, classes, names)
     except CandidateError as exc:
         status, error, fold_scores = exc.status, str(exc), []
     except ValueError as exc:  # sklearn refuses the predictions (e.g. probabilities of the wrong kind)
@@ -196,6 +221,7 @@ def evaluate(
         scores = np.asarray(fold_scores)
         block[metric] = float(scores.mean())
         block[f"{metric}_se"] = float(scores.std(ddof=1) / math.sqrt(len(scores)))
+        block.update({other: float(np.mean(values)) for other, values in companion_scores.items()})
     block.update(
         status=status,
         train_seconds=f"{child_seconds:.1f}",
@@ -215,13 +241,15 @@ def evaluate(
     return block
 
 
-def write_private(path: str, metric: str, y_true: np.ndarray, pred: np.ndarray, classes) -> None:
+def write_private(path: str, metric: str, y_true: np.ndarray, pred: np.ndarray, classes, names=None) -> None:
     """Held-out figures for the morning review; written atomically, never printed."""
     record = {
         f"heldout_{metric.removeprefix('val_')}": score(metric, y_true, pred, classes),
         "heldout_true": y_true.tolist(),
         "heldout_pred": pred.tolist(),
     }
+    if names is not None and names.tolist() != list(range(len(names))):  # codes stand for other labels: say which
+        record["heldout_classes"] = [n.item() if hasattr(n, "item") else n for n in names]
     tmp = Path(path).with_suffix(".tmp")
     tmp.write_text(json.dumps(record))
     os.replace(tmp, path)

@@ -29,26 +29,38 @@ def load_candidate(path: Path):
     return module
 
 
-def predict(module, problem: str, x_train, y_train, x_eval) -> np.ndarray:
+def predict(module, problem: str, x_train, y_train, x_eval, n_classes: int = 0) -> np.ndarray:
     model = module.build_pipeline()
     model.fit(module.feature_fn(x_train.copy()), y_train)
     features = module.feature_fn(x_eval.copy())
     if problem == "regression":
         return np.asarray(model.predict(features), dtype=float)
     proba = np.asarray(model.predict_proba(features), dtype=float)
-    return proba[:, 1] if problem == "binary" else proba
+    if problem == "multiclass":
+        return all_classes(proba, getattr(model, "classes_", None), n_classes)
+    return proba[:, 1]
+
+
+def all_classes(proba: np.ndarray, seen, n_classes: int) -> np.ndarray:
+    """One column per class of the task (codes 0..K-1): a class absent from a fit's rows gets probability 0."""
+    if seen is None or proba.ndim != 2 or proba.shape[1] != len(seen) or len(seen) == n_classes:
+        return proba  # the harness checks the shape; nothing to realign
+    full = np.zeros((proba.shape[0], n_classes))
+    full[:, np.asarray(seen, dtype=int)] = proba
+    return full
 
 
 def main(train_path: str, io_dir: str) -> None:
     io = Path(io_dir)
     module = load_candidate(Path(train_path))
     job = pickle.load(sys.stdin.buffer)
-    x_dev, problem = job["x_dev"], job["problem"]
+    x_dev, problem, n_classes = job["x_dev"], job["problem"], job.get("n_classes", 0)
     predictions = {}
     for k, (train_idx, y_train, eval_idx) in enumerate(job["folds"]):
-        predictions[f"fold_{k}"] = predict(module, problem, x_dev.iloc[train_idx], y_train, x_dev.iloc[eval_idx])
+        x_train, x_eval = x_dev.iloc[train_idx], x_dev.iloc[eval_idx]
+        predictions[f"fold_{k}"] = predict(module, problem, x_train, y_train, x_eval, n_classes)
     if job.get("x_holdout") is not None:
-        predictions["holdout"] = predict(module, problem, x_dev, job["y_dev"], job["x_holdout"])
+        predictions["holdout"] = predict(module, problem, x_dev, job["y_dev"], job["x_holdout"], n_classes)
     np.savez(io / "predictions.npz", **predictions)
 
 
