@@ -182,3 +182,17 @@ def test_sha256_mismatch_is_an_error(tmp_path):
     path.write_text("hello")
     with pytest.raises(data.DataError, match="sha256"):
         data.check_sha256(path, "0" * 64)
+
+
+# -- stop conditions ------------------------------------------------------------------------------------
+def test_leakage_ceiling_stops_a_climb_but_not_an_easy_task(tmp_path):
+    from autoresearch.runs import RunConfig
+    from autoresearch.stopping import stop_reason
+
+    config = RunConfig("t", ".", "abc", "val_auc", True, 60.0, "2026-11-22T00:00:00+00:00")
+    climb = [{"iter": "0", "status": "keep", "val_auc": "0.88"}, {"iter": "1", "status": "keep", "val_auc": "0.995"}]
+    assert "leakage" in stop_reason(config, climb, tmp_path)
+    easy = [{"iter": "0", "status": "keep", "val_auc": "0.994"}, {"iter": "1", "status": "keep", "val_auc": "0.996"}]
+    assert stop_reason(config, easy, tmp_path) is None
+    discarded = [{"iter": "0", "status": "keep", "val_auc": "0.88"}, {"iter": "1", "status": "discard", "val_auc": "1.0"}]
+    assert stop_reason(config, discarded, tmp_path) is None
