@@ -1,7 +1,7 @@
 """A scripted run of the heart task (no LLM): a fixed list of edits to train.py through the real ratchet, then
 the morning report. It makes docs/progress.png and prints the report's figures as a `key: value` block.
 
-    AUTORESEARCH_DATA_MIRROR=/work/shared/data uv run benchmarks/scripted_run.py [--workdir DIR] [--docs]
+    AUTORESEARCH_DATA_MIRROR=../shared/data uv run benchmarks/scripted_run.py [--workdir DIR] [--docs]
 
 Each edit is applied to whatever train.py is at that moment (the best so far), so a kept edit is built on.
 Takes about 3 minutes on 2 cores (14 iterations of ~7 s, then 6 fresh-fold scorings).

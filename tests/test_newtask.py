@@ -110,8 +110,8 @@ def test_multiclass_from_digits_leaves_constant_pixels_out(project, tmp_path):
 def messy_breast_cancer(path, rows: int | None = None):
     """Breast cancer with text labels, a patient id, a constant column, a text column and blanked cells.
 
-    Only five of the weaker columns are kept: on all 30 a logistic regression scores AUC 0.995, above the
-    ratchet's leakage ceiling (0.99), and the run would stop before its first try.
+    Only five of the weaker columns are kept: on all 30 a logistic regression scores AUC 0.995, which leaves an
+    AUC ratchet nothing to find.
     """
     bunch = datasets.load_breast_cancer(as_frame=True)
     frame = bunch.frame[["mean texture", "mean smoothness", "mean symmetry", "texture error", "smoothness error"]].copy()

@@ -366,9 +366,9 @@ def leakage_note(plan: Plan, block: dict) -> str | None:
     if ceiling is None or not math.isfinite(value) or value < ceiling:
         return None
     others = [m for m in METRIC_CHOICES[plan.problem] if m not in LEAKAGE_CEILINGS]
-    return (f"the baseline's {plan.metric} {value:.4f} is at or above {ceiling}, where the ratchet stops a run as "
-            f"suspected leakage: look for a leaking column, or ratchet on {' or '.join(others) or 'another metric'} "
-            f"(--metric)")  # fmt: skip
+    return (f"the baseline's {plan.metric} {value:.4f} is at or above {ceiling}: look for a leaking column; if the "
+            f"task is just easy, {plan.metric} has little left to gain (ratchet on {' or '.join(others) or 'another metric'} "
+            f"with --metric), and the ratchet's leakage stop will not fire since the baseline starts there")  # fmt: skip
 
 
 def new_task(repo: Repo, csv: str, target: str, *, echo=print, **options) -> int:
