@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autoresearch import ledger, proc, stopping, summary
-from autoresearch.decide import code_lines, decide
+from autoresearch.decide import CALIBRATION_RUNS, code_lines, decide, decide_reruns, pooled_sd
 from autoresearch.gitops import BRANCH_PREFIX, REF_PREFIX, Repo
 from autoresearch.runs import (
     CheckoutLock,
@@ -96,13 +96,15 @@ class HarnessRun:
     harness_error: str  # non-empty when the harness itself failed (no block): a cause outside train.py
 
 
-def run_harness(repo: Repo, task: Task, folder: Path, timeout: float, on_start=None) -> HarnessRun:
+def run_harness(
+    repo: Repo, task: Task, folder: Path, timeout: float, on_start=None, extra_args: list[str] = ()
+) -> HarnessRun:
     """Score the task's train.py: the harness's stdout is the block, everything else goes to run.log."""
     private, pgid_file = folder / "heldout.next.json", folder / "child.pgid"
     private.unlink(missing_ok=True)
     cmd = [
         sys.executable, str(task.dir / "prepare.py"), "--train", str(task.dir / "train.py"),
-        "--private-out", str(private), "--pgid-file", str(pgid_file),
+        "--private-out", str(private), "--pgid-file", str(pgid_file), *extra_args,
     ]  # fmt: skip
     out = io.BytesIO()
     with open(task.log, "wb") as log:
@@ -163,7 +165,7 @@ def _fmt(value: float, digits: int = 4) -> str:
 # -- start ----------------------------------------------------------------------------------------------
 def start(
     repo: Repo, tag: str, task_arg: str = ".", *, resume: bool = False,
-    deadline: str | None = None, max_iters: int | None = None,
+    deadline: str | None = None, max_iters: int | None = None, budget: float | None = None,
 ) -> str:  # fmt: skip
     """Create `autoresearch/TAG`, score the baseline and write its row; or resume an existing run."""
     check_tag(tag)
@@ -189,8 +191,13 @@ def start(
             raise RunError(f"{folder} holds an old run {tag} whose branch is gone; pick a new tag or remove it")
         base = repo.head()
         folder.mkdir(parents=True, exist_ok=True)
-        harness = run_harness(repo, task, folder, BASELINE_TIMEOUT_SECONDS)
+        harness_args = ["--budget", f"{budget:g}"] if budget is not None else []  # frozen for the run
+        harness = run_harness(repo, task, folder, BASELINE_TIMEOUT_SECONDS, extra_args=harness_args)
         block = harness.block
+        for seed in range(1, CALIBRATION_RUNS if block.get("keep_rule") == RERUN_RULE else 1):
+            harness = _rerun(harness, run_harness(repo, task, folder, BASELINE_TIMEOUT_SECONDS,
+                                                  extra_args=[*harness_args, "--seed", str(seed)]))  # fmt: skip
+            block = harness.block
         if harness.harness_error or block.get("status") != "ok":
             why = harness.harness_error or block.get("error", block.get("status"))
             tail = "\n".join(log_tail(task, 3))
@@ -202,7 +209,8 @@ def start(
             budget_seconds=summary.parse_float(block.get("budget_seconds")),
             created=stopping.now().isoformat(timespec="seconds"),
             deadline=deadline, max_iters=max_iters,
-            extra={k: block[k] for k in ("device", "task") if k in block},
+            extra={**{k: block[k] for k in ("device", "task", "keep_rule", "timeout_seconds") if k in block},
+                   **({"harness_args": harness_args} if harness_args else {})},
         )  # fmt: skip
         book = ledger_for(repo, config, task)
         book.check()
@@ -285,8 +293,15 @@ def try_edit(repo: Repo, hypothesis: str | None) -> str:
             write_json(folder / "state.json", {**state, "harness_pgid": pid})
 
         timeout = config.budget_seconds + HARNESS_GRACE_SECONDS if math.isfinite(config.budget_seconds) else BASELINE_TIMEOUT_SECONDS
-        harness = run_harness(repo, task, folder, timeout, on_start=record_harness)
-        row, final = _judge(repo, config, task, harness, best, source, n, hypothesis, candidate)
+        timeout = float(config.extra.get("timeout_seconds", timeout))
+        harness_args = list(config.extra.get("harness_args", []))
+        harness = run_harness(repo, task, folder, timeout, on_start=record_harness, extra_args=harness_args)
+        seed = 1
+        while _wants_rerun(config, rows, harness, best, source):
+            rerun = run_harness(repo, task, folder, timeout, on_start=record_harness,
+                                extra_args=[*harness_args, "--seed", str(seed)])  # fmt: skip
+            harness, seed = _rerun(harness, rerun), seed + 1
+        row, final = _judge(repo, config, task, harness, best, source, n, hypothesis, candidate, rows)
         state.update(phase="decided", row=row, final=final, status=row["status"])
         write_json(folder / "state.json", state)
         _finish(repo, config, task, state)
@@ -310,7 +325,8 @@ def _check_tree(repo: Repo, config: RunConfig, task: Task) -> None:
         raise RunError(f"{task.train_rel} is the same as the best commit: edit it first")
 
 
-def _judge(repo, config, task, harness: HarnessRun, best: dict, source: str, n: int, hypothesis: str, candidate: str):
+def _judge(repo, config, task, harness: HarnessRun, best: dict, source: str, n: int, hypothesis: str, candidate: str,
+           rows: list[dict] = ()):
     """Decide on the candidate and amend its commit message with the verdict; return (row, final sha)."""
     block, metric = harness.block, config.metric
     lines = code_lines(source)
@@ -324,6 +340,8 @@ def _judge(repo, config, task, harness: HarnessRun, best: dict, source: str, n: 
         status = "crash"
         verdict = f"CRASH ({reason})"
         delta = se = p = math.nan
+    elif block.get("keep_rule") == RERUN_RULE:
+        decision = _decide_reruns(config, rows, block, best, lines)
     else:
         decision = decide(
             summary.parse_floats(block.get("fold_scores")), summary.parse_floats(best.get("fold_scores")),
@@ -341,6 +359,42 @@ def _judge(repo, config, task, harness: HarnessRun, best: dict, source: str, n: 
     row = _row(config, block, final, n, status, hypothesis, harness.seconds, lines, reason=reason,
                delta=delta, se=se, p=p)  # fmt: skip
     return row, final
+
+
+# -- between-run noise (keep_rule: rerun, decide.decide_reruns) -------------------------------------------------
+RERUN_RULE = "rerun"  # a block with this keep_rule scores one run per harness call; fold_scores collect runs
+
+
+def _rerun(first: HarnessRun, again: HarnessRun) -> HarnessRun:
+    """Fold another run of the same code into the first: its score joins fold_scores, the metric is the mean."""
+    if first.harness_error or first.block.get("status") != "ok":
+        return first
+    if again.harness_error or again.block.get("status") != "ok":
+        return HarnessRun(again.block, first.seconds + again.seconds, again.harness_error)
+    metric = first.block["metric"]
+    scores = summary.parse_floats(first.block.get("fold_scores")) + summary.parse_floats(again.block.get("fold_scores"))
+    block = {**again.block, metric: f"{sum(scores) / len(scores):.6f}", "fold_scores": ",".join(f"{s:.6f}" for s in scores)}
+    return HarnessRun(block, first.seconds + again.seconds, "")
+
+
+def _noise(rows: list[dict]) -> tuple[float, int]:
+    groups = [summary.parse_floats(r.get("fold_scores")) for r in rows if r.get("status") in ("keep", "discard")]
+    return pooled_sd(groups)
+
+
+def _decide_reruns(config: RunConfig, rows: list[dict], block: dict, best: dict, lines: int):
+    sd, df = _noise(rows)
+    return decide_reruns(
+        summary.parse_floats(block.get("fold_scores")), summary.parse_floats(best.get("fold_scores")),
+        config.higher_is_better, sd, df, lines, int(best.get("lines") or 10**9),
+    )  # fmt: skip
+
+
+def _wants_rerun(config: RunConfig, rows: list[dict], harness: HarnessRun, best: dict, source: str) -> bool:
+    block = harness.block
+    if harness.harness_error or block.get("status") != "ok" or block.get("keep_rule") != RERUN_RULE:
+        return False
+    return _decide_reruns(config, rows, block, best, code_lines(source)).rerun
 
 
 def _finish(repo: Repo, config: RunConfig, task: Task, state: dict) -> None:
