@@ -40,7 +40,7 @@ def run(args) -> None:
         out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
         block = summary.parse_block(out.stdout)
         keys = ("val_bpb", "status", "num_steps", "tokens_per_second", "mfu_percent", "cpu_seconds",
-                "wall_seconds", "training_seconds", "clock", "budget_seconds", "seed", "num_params")  # fmt: skip
+                "wall_seconds", "training_seconds", "clock", "budget_seconds", "seed", "num_params")
         record = {k: block.get(k) for k in keys}
         with open(args.out, "a") as fh:
             fh.write(json.dumps(record) + "\n")
@@ -67,6 +67,8 @@ def simulate(pool: list[float], gain: float, rng: random.Random) -> float:
 
 
 def analyse(args) -> None:
+    from autoresearch.decide import CALIBRATION_RUNS, MAX_RERUNS
+
     records = [json.loads(line) for line in open(args.out) if line.strip()]
     groups: dict[tuple, list[dict]] = {}
     for r in records:
@@ -76,14 +78,20 @@ def analyse(args) -> None:
         scores = [float(r["val_bpb"]) for r in rows]
         steps = [int(r["num_steps"]) for r in rows]
         print(f"\n== clock {clock}, budget {budget:g} s: {len(rows)} runs ==")
-        print(f"val_bpb: mean {statistics.mean(scores):.4f}  sd {statistics.stdev(scores) if len(scores) > 1 else 0:.4f}"
-              f"  min {min(scores):.4f}  max {max(scores):.4f}")  # fmt: skip
-        print(f"steps: mean {statistics.mean(steps):.0f}  min {min(steps)}  max {max(steps)}"
-              f"  (cv {statistics.pstdev(steps) / statistics.mean(steps):.1%})")
+        sd = statistics.stdev(scores) if len(scores) > 1 else 0.0
+        mean = statistics.mean(scores)
+        print(f"val_bpb: mean {mean:.4f}  sd {sd:.4f}  min {min(scores):.4f}  max {max(scores):.4f}")
+        print(
+            f"steps: mean {statistics.mean(steps):.0f}  min {min(steps)}  max {max(steps)}"
+            f"  (cv {statistics.pstdev(steps) / statistics.mean(steps):.1%})"
+        )
         tps = [float(r["tokens_per_second"]) for r in rows]
         mfu = [float(r["mfu_percent"]) for r in rows]
-        print(f"tokens/s (per budget second): mean {statistics.mean(tps):.0f}   MFU: mean {statistics.mean(mfu):.1f}%"
-              f"   wall/budget: mean {statistics.mean(float(r['wall_seconds']) for r in rows) / budget:.2f}")
+        walls = [float(r["wall_seconds"]) for r in rows]
+        print(
+            f"tokens/s (per budget second): mean {statistics.mean(tps):.0f}"
+            f"   MFU: mean {statistics.mean(mfu):.1f}%   wall/budget {statistics.mean(walls) / budget:.2f}"
+        )
         by_seed: dict[str, list[float]] = {}
         for r in rows:
             by_seed.setdefault(str(r["seed"]), []).append(float(r["val_bpb"]))
@@ -94,8 +102,10 @@ def analyse(args) -> None:
             continue
         rng = random.Random(0)
         false_keep = simulate(scores, 0.0, rng)
-        print(f"keep rule (rerun; {CALIBRATION_RUNS} calibration runs, up to {MAX_RERUNS} reruns): "
-              f"false-keep rate on seed-only edits {false_keep:.1%}")
+        print(
+            f"keep rule (rerun; {CALIBRATION_RUNS} calibration runs, up to {MAX_RERUNS} reruns): "
+            f"false-keep rate on seed-only edits {false_keep:.1%}"
+        )
         for gain in GAINS[1:]:
             rate = simulate(scores, gain, rng)
             if rate >= 0.8:

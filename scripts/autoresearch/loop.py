@@ -195,6 +195,8 @@ def start(
         harness = run_harness(repo, task, folder, BASELINE_TIMEOUT_SECONDS, extra_args=harness_args)
         block = harness.block
         for seed in range(1, CALIBRATION_RUNS if block.get("keep_rule") == RERUN_RULE else 1):
+            if harness.harness_error or block.get("status") != "ok":
+                break
             harness = _rerun(harness, run_harness(repo, task, folder, BASELINE_TIMEOUT_SECONDS,
                                                   extra_args=[*harness_args, "--seed", str(seed)]))  # fmt: skip
             block = harness.block
@@ -326,7 +328,7 @@ def _check_tree(repo: Repo, config: RunConfig, task: Task) -> None:
 
 
 def _judge(repo, config, task, harness: HarnessRun, best: dict, source: str, n: int, hypothesis: str, candidate: str,
-           rows: list[dict] = ()):
+           rows: list[dict] = ()):  # fmt: skip
     """Decide on the candidate and amend its commit message with the verdict; return (row, final sha)."""
     block, metric = harness.block, config.metric
     lines = code_lines(source)
@@ -340,13 +342,14 @@ def _judge(repo, config, task, harness: HarnessRun, best: dict, source: str, n: 
         status = "crash"
         verdict = f"CRASH ({reason})"
         delta = se = p = math.nan
-    elif block.get("keep_rule") == RERUN_RULE:
-        decision = _decide_reruns(config, rows, block, best, lines)
     else:
-        decision = decide(
-            summary.parse_floats(block.get("fold_scores")), summary.parse_floats(best.get("fold_scores")),
-            config.higher_is_better, lines, int(best.get("lines") or 10**9),
-        )  # fmt: skip
+        if block.get("keep_rule") == RERUN_RULE:  # one score per run: judged against run-to-run noise
+            decision = _decide_reruns(config, rows, block, best, lines)
+        else:
+            decision = decide(
+                summary.parse_floats(block.get("fold_scores")), summary.parse_floats(best.get("fold_scores")),
+                config.higher_is_better, lines, int(best.get("lines") or 10**9),
+            )  # fmt: skip
         status, reason, delta, se, p = ("keep" if decision.keep else "discard"), decision.reason, decision.delta, decision.se, decision.p_value
         before, after = summary.parse_float(best.get(metric)), summary.parse_float(block.get(metric))
         verdict = (
@@ -361,24 +364,25 @@ def _judge(repo, config, task, harness: HarnessRun, best: dict, source: str, n: 
     return row, final
 
 
-# -- between-run noise (keep_rule: rerun, decide.decide_reruns) -------------------------------------------------
+# -- between-run noise (keep_rule: rerun, decide.decide_reruns) ---------------------------------------------
 RERUN_RULE = "rerun"  # a block with this keep_rule scores one run per harness call; fold_scores collect runs
 
 
 def _rerun(first: HarnessRun, again: HarnessRun) -> HarnessRun:
-    """Fold another run of the same code into the first: its score joins fold_scores, the metric is the mean."""
+    """Fold a rerun into the first run: its score joins fold_scores, the metric is their mean."""
     if first.harness_error or first.block.get("status") != "ok":
         return first
     if again.harness_error or again.block.get("status") != "ok":
         return HarnessRun(again.block, first.seconds + again.seconds, again.harness_error)
     metric = first.block["metric"]
-    scores = summary.parse_floats(first.block.get("fold_scores")) + summary.parse_floats(again.block.get("fold_scores"))
+    scores = [s for run in (first, again) for s in summary.parse_floats(run.block.get("fold_scores"))]
     block = {**again.block, metric: f"{sum(scores) / len(scores):.6f}", "fold_scores": ",".join(f"{s:.6f}" for s in scores)}
     return HarnessRun(block, first.seconds + again.seconds, "")
 
 
 def _noise(rows: list[dict]) -> tuple[float, int]:
-    groups = [summary.parse_floats(r.get("fold_scores")) for r in rows if r.get("status") in ("keep", "discard")]
+    scored = [r for r in rows if r.get("status") in ("keep", "discard")]
+    groups = [summary.parse_floats(r.get("fold_scores")) for r in scored]
     return pooled_sd(groups)
 
 

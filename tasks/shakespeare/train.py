@@ -117,7 +117,7 @@ def train(data: torch.Tensor, device: torch.device, clock, seed: int) -> dict:
 
 
 if __name__ == "__main__":
-    # Hand the run to the frozen harness in a fresh interpreter: the scorer never shares a process with this file.
+    # Hand the run to the frozen harness in a fresh interpreter: the scorer never shares a process with this.
     import os
     import sys
 
