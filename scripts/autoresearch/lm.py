@@ -62,18 +62,18 @@ class LMTask:
     name: str
     load: Callable[[str | None], bytes]  # data path -> the whole text; raises DataError
     budget_seconds: dict[str, float]  # per device type: "cpu", "mps", "cuda"
-    train_fraction: float = 0.85
-    heldout_fraction: float = 0.05  # after the training bytes; validation is the rest, at the end of the file
+    train_fraction: float = 0.9
+    val_fraction: float = 0.05  # after the training bytes; the held-out slice is the rest, at the end of the file
     n_chunks: int = 20  # validation bytes are cut into this many contiguous chunks for a standard error
     max_context: int = 4096
 
 
 def split(task: LMTask, text: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The fixed train / validation / held-out slices; in the file: train, held-out, validation."""
+    """The fixed train / validation / held-out slices, in that order in the file."""
     data = np.frombuffer(text, dtype=np.uint8)
     n_train = int(len(data) * task.train_fraction)
-    n_heldout = int(len(data) * task.heldout_fraction)
-    return data[:n_train], data[n_train + n_heldout :], data[n_train : n_train + n_heldout]
+    n_val = int(len(data) * task.val_fraction)
+    return data[:n_train], data[n_train : n_train + n_val], data[n_train + n_val :]
 
 
 def pick_device() -> str:
