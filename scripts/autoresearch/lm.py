@@ -63,7 +63,7 @@ class LMTask:
     load: Callable[[str | None], bytes]  # data path -> the whole text; raises DataError
     budget_seconds: dict[str, float]  # per device type: "cpu", "mps", "cuda"
     train_fraction: float = 0.9
-    val_fraction: float = 0.05  # after the training bytes; the held-out slice is the rest, at the end of the file
+    val_fraction: float = 0.05  # after the training bytes; the held-out slice is the rest of the file
     n_chunks: int = 20  # validation bytes are cut into this many contiguous chunks for a standard error
     max_context: int = 4096
 
@@ -255,12 +255,12 @@ def run_candidate(train_path: Path, io_dir: Path, job: dict, log, pgid_file: str
     job["measured"] = times  # the caller reports them even when the candidate failed
     if result.timed_out:
         raise CandidateError("timeout", f"train.py ran past {wall_cap:g} s of wall time and was killed")
-    if on_cpu and (
-        result.returncode in (-signal.SIGXCPU, -signal.SIGKILL) or cpu > budget_cpu + CPU_OVERRUN_SECONDS
-    ):
+    killed_at_cap = result.returncode in (-signal.SIGXCPU, -signal.SIGKILL)
+    if on_cpu and (killed_at_cap or cpu > budget_cpu + CPU_OVERRUN_SECONDS):
+        how = "was stopped by the kernel at" if killed_at_cap else "ran past"
         raise CandidateError(
-            "timeout", f"train.py used {cpu:.0f} CPU-s, past the budget of {budget_cpu:g} ({budget:g} s x "
-            f"{job['threads']} threads, export included); stop training while clock.left() is still positive"
+            "timeout", f"train.py {how} its budget of {budget_cpu:g} CPU-s ({budget:g} s x {job['threads']} "
+            f"threads, export included; {cpu:.0f} counted): stop while clock.left() leaves time to export"
         )  # fmt: skip
     if result.returncode != 0:
         why = proc.last_line(result.tail) or "no output"

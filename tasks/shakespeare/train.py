@@ -22,20 +22,20 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-HYPOTHESIS = "baseline: 4-layer byte GPT, width 64, context 64, AdamW lr 1e-2 with warmup and linear decay"
+HYPOTHESIS = "baseline: 3-layer byte GPT, width 64, context 64, batch 16, AdamW lr 1e-2, warmup, linear decay"
 SEED = 1337  # combined with the harness's seed; changing it alone is a null edit
-N_LAYER = 4  # 4 x 64 beat 2 x 128 on 2 CPU threads in 60 s (2.27 vs 2.57 bpb): more steps, same params
+N_LAYER = 3  # 60 s, 2 threads, batch 16: 3 x 64 scored 2.435, 4 x 64 2.474, 6 x 64 2.574, 4 x 96 2.572
 N_EMBD = 64
 N_HEAD = 4
 CONTEXT_LENGTH = 64
-BATCH_SIZE = 32  # sequences per step: 2k tokens, a step every ~30 ms on 2 threads
-LEARNING_RATE = 1e-2  # small models take a high rate; 3e-3 was clearly slower to converge in 60 s
+BATCH_SIZE = 16  # 1k tokens a step; 4 x 64 scored 2.498 at 32, 2.474 at 16, 2.562 at 8
+LEARNING_RATE = 1e-2  # 3e-3 converged clearly slower in 60 s; 2e-2 and 1.5e-2 (decay to 0) scored worse
 WEIGHT_DECAY = 0.1
 BETAS = (0.9, 0.95)
 WARMUP_STEPS = 50
 FINAL_LR_FRACTION = 0.1  # linear decay to 10% of the peak as the budget runs out
 GRAD_CLIP = 1.0
-RESERVE_SECONDS = 2.0  # budget left unspent for the harness's export
+RESERVE_SECONDS = 3.0  # for the harness's export (<1 s); 2 s was too little for a context-128 model
 
 
 class Block(nn.Module):
