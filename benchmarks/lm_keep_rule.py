@@ -8,7 +8,9 @@
 
 A seed-only edit changes nothing but the random stream, so its score is one more draw from the baseline's
 distribution: the analysis replays the ratchet's rule (decide.decide_reruns, with the same calibration at
-start and the same reruns) on draws from the measured runs, and on the same draws shifted by a gain.
+start and the same reruns) on distinct measured runs drawn at random (3 for the best, up to 3 for the
+candidate), and on the same draws with the candidate's shifted by a gain. Also a Gaussian model with the
+measured spread, for a smoother figure than a handful of runs can give.
 """
 
 from __future__ import annotations
@@ -47,28 +49,44 @@ def run(args) -> None:
         print(json.dumps(record), flush=True)
 
 
-def simulate(pool: list[float], gain: float, rng: random.Random) -> float:
-    """Share of edits kept when the candidate's runs are draws from `pool` improved by `gain`."""
+def simulate(draw, gain: float, rng: random.Random, known_sd: float | None = None) -> float:
+    """Share of edits kept when every run is a draw (`draw(rng, k)`: k runs) and the candidate's runs are
+    improved by `gain`."""
     from autoresearch.decide import CALIBRATION_RUNS, MAX_RERUNS, decide_reruns, pooled_sd
 
     kept = 0
     for _ in range(TRIALS):
-        best = [rng.choice(pool) for _ in range(CALIBRATION_RUNS)]
-        sd = pooled_sd([best])
-        cand = [rng.choice(pool) - gain]
+        # Distinct runs (seeds) for the best's calibration and the candidate's runs, as in the ratchet.
+        draws = draw(rng, CALIBRATION_RUNS + 1 + MAX_RERUNS)
+        best, extra = draws[:CALIBRATION_RUNS], [d - gain for d in draws[CALIBRATION_RUNS:]]
+        sd, df = pooled_sd([best]) if known_sd is None else (known_sd, 10_000)
+        cand = [extra.pop(0)]
         while True:
-            decision = decide_reruns(cand, best, higher_is_better=False, noise_sd=sd[0], noise_df=sd[1])
-            if decision.rerun and len(cand) < 1 + MAX_RERUNS:
-                cand.append(rng.choice(pool) - gain)
+            decision = decide_reruns(cand, best, higher_is_better=False, noise_sd=sd, noise_df=df)
+            if decision.rerun and extra:
+                cand.append(extra.pop(0))
                 continue
             kept += decision.keep
             break
     return kept / TRIALS
 
 
-def analyse(args) -> None:
+def report_rule(label: str, draw, known_sd: float | None = None) -> None:
     from autoresearch.decide import CALIBRATION_RUNS, MAX_RERUNS
 
+    rng = random.Random(0)
+    false_keep = simulate(draw, 0.0, rng, known_sd)
+    print(f"keep rule, {label} ({CALIBRATION_RUNS} calibration runs, up to {MAX_RERUNS} reruns):")
+    print(f"  false-keep rate on seed-only edits: {false_keep:.1%}")
+    for gain in GAINS[1:]:
+        rate = simulate(draw, gain, rng, known_sd)
+        if rate >= 0.8:
+            print(f"  smallest gain kept >= 80% of the time: {gain:.3f} bpb (kept {rate:.0%})")
+            return
+    print(f"  no gain up to {GAINS[-1]} bpb is kept 80% of the time")
+
+
+def analyse(args) -> None:
     records = [json.loads(line) for line in open(args.out) if line.strip()]
     groups: dict[tuple, list[dict]] = {}
     for r in records:
@@ -100,17 +118,17 @@ def analyse(args) -> None:
             print(f"same seed {seed} x{len(values)}: " + ", ".join(f"{v:.4f}" for v in values))
         if len(scores) < 3:
             continue
-        rng = random.Random(0)
-        false_keep = simulate(scores, 0.0, rng)
-        print(
-            f"keep rule (rerun; {CALIBRATION_RUNS} calibration runs, up to {MAX_RERUNS} reruns): "
-            f"false-keep rate on seed-only edits {false_keep:.1%}"
-        )
-        for gain in GAINS[1:]:
-            rate = simulate(scores, gain, rng)
-            if rate >= 0.8:
-                print(f"smallest gain kept >= 80% of the time: {gain:.3f} bpb (kept {rate:.0%})")
-                break
+        from autoresearch.decide import CALIBRATION_RUNS, MAX_RERUNS
+
+        runs = CALIBRATION_RUNS + 1 + MAX_RERUNS
+        if len(scores) >= runs:
+            label = "measured runs, drawn without replacement"
+            report_rule(label, lambda r, k, pool=scores: r.sample(pool, k))
+        else:
+            print(f"(fewer than {runs} runs: the resampled figure needs {runs} distinct runs)")
+        gaussian = lambda r, k, m=mean, s=sd: [r.gauss(m, s) for _ in range(k)]  # noqa: E731
+        report_rule(f"Gaussian, sd {sd:.4f} as measured, noise from the 3 calibration runs", gaussian)
+        report_rule("Gaussian, noise known (late in a run, pooled over many reruns)", gaussian, known_sd=sd)
         strict = sum(1 for a in scores for b in scores if a < b) / (len(scores) * (len(scores) - 1))
         print(f"for comparison, strict '<' on one run each keeps {strict:.0%} of seed-only edits")
 
