@@ -1,6 +1,6 @@
 """The ratchet CLI: a thin shim over the autoresearch library.
 
-    uv run scripts/ratchet.py start TAG [--task DIR] [--deadline ISO] [--max-iters N] [--resume]
+    uv run scripts/ratchet.py start TAG [--task DIR] [--deadline ISO] [--max-iters N] [--budget S] [--resume]
     uv run scripts/ratchet.py try "HYPOTHESIS"      commit train.py, score it, keep or reset; prints one line
     uv run scripts/ratchet.py status [--json] [--tag TAG]
     uv run scripts/ratchet.py stop ["REASON"]       ask the active run to stop after the current iteration
@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deadline", help="stop the run at this ISO time, e.g. 2026-11-23T07:00")
     p.add_argument("--max-iters", type=int, help="stop the run after this many iterations")
     p.add_argument("--resume", action="store_true", help="go on with an existing run")
+    p.add_argument("--budget", type=float, help="training budget in seconds, frozen for the run (language-model tasks)")
     p = sub.add_parser("try", help="score the current edit of train.py and keep it or reset it")
     p.add_argument("hypothesis", nargs="?", help="what this edit tests (default: HYPOTHESIS in train.py)")
     p = sub.add_parser("status", help="a digest of the run: best, recent rows, near misses, crashes")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autoresearch import ledger, proc, stopping, summary
-from autoresearch.decide import code_lines, decide
+from autoresearch.decide import CALIBRATION_RUNS, code_lines, decide, decide_reruns, pooled_sd
 from autoresearch.gitops import BRANCH_PREFIX, REF_PREFIX, Repo
 from autoresearch.runs import (
     CheckoutLock,
@@ -97,13 +97,15 @@ class HarnessRun:
     harness_error: str  # non-empty when the harness itself failed (no block): a cause outside train.py
 
 
-def run_harness(repo: Repo, task: Task, folder: Path, timeout: float, on_start=None) -> HarnessRun:
+def run_harness(
+    repo: Repo, task: Task, folder: Path, timeout: float, on_start=None, extra_args: list[str] = ()
+) -> HarnessRun:
     """Score the task's train.py: the harness's stdout is the block, everything else goes to run.log."""
     private, pgid_file = folder / "heldout.next.json", folder / "child.pgid"
     private.unlink(missing_ok=True)
     cmd = [
         sys.executable, str(task.dir / "prepare.py"), "--train", str(task.dir / "train.py"),
-        "--private-out", str(private), "--pgid-file", str(pgid_file),
+        "--private-out", str(private), "--pgid-file", str(pgid_file), *extra_args,
     ]  # fmt: skip
     out = io.BytesIO()
     with open(task.log, "wb") as log:
@@ -165,7 +167,7 @@ def _fmt(value: float, digits: int = 4) -> str:
 # -- start ----------------------------------------------------------------------------------------------
 def start(
     repo: Repo, tag: str, task_arg: str = ".", *, resume: bool = False,
-    deadline: str | None = None, max_iters: int | None = None,
+    deadline: str | None = None, max_iters: int | None = None, budget: float | None = None,
 ) -> str:  # fmt: skip
     """Create `autoresearch/TAG`, score the baseline and write its row; or resume an existing run."""
     check_tag(tag)
@@ -191,8 +193,15 @@ def start(
             raise RunError(f"{folder} holds an old run {tag} whose branch is gone; pick a new tag or remove it")
         base = repo.head()
         folder.mkdir(parents=True, exist_ok=True)
-        harness = run_harness(repo, task, folder, BASELINE_TIMEOUT_SECONDS)
+        harness_args = ["--budget", f"{budget:g}"] if budget is not None else []  # frozen for the run
+        harness = run_harness(repo, task, folder, BASELINE_TIMEOUT_SECONDS, extra_args=harness_args)
         block = harness.block
+        for seed in range(1, CALIBRATION_RUNS if block.get("keep_rule") == RERUN_RULE else 1):
+            if harness.harness_error or block.get("status") != "ok":
+                break
+            harness = _rerun(harness, run_harness(repo, task, folder, BASELINE_TIMEOUT_SECONDS,
+                                                  extra_args=[*harness_args, "--seed", str(seed)]))  # fmt: skip
+            block = harness.block
         if harness.harness_error or block.get("status") != "ok":
             why = harness.harness_error or block.get("error", block.get("status"))
             tail = "\n".join(log_tail(task, 3))
@@ -204,7 +213,8 @@ def start(
             budget_seconds=summary.parse_float(block.get("budget_seconds")),
             created=stopping.now().isoformat(timespec="seconds"),
             deadline=deadline, max_iters=max_iters,
-            extra={k: block[k] for k in ("device", "task") if k in block},
+            extra={**{k: block[k] for k in ("device", "task", "keep_rule", "timeout_seconds") if k in block},
+                   **({"harness_args": harness_args} if harness_args else {})},
         )  # fmt: skip
         book = ledger_for(repo, config, task)
         book.check()
@@ -287,8 +297,16 @@ def try_edit(repo: Repo, hypothesis: str | None) -> str:
             write_json(folder / "state.json", {**state, "harness_pgid": pid})
 
         timeout = config.budget_seconds + HARNESS_GRACE_SECONDS if math.isfinite(config.budget_seconds) else BASELINE_TIMEOUT_SECONDS
-        harness = run_harness(repo, task, folder, timeout, on_start=record_harness)
-        row, final = _judge(repo, config, task, harness, best, best_sha, source, n, hypothesis)
+        timeout = float(config.extra.get("timeout_seconds", timeout))
+        harness_args = list(config.extra.get("harness_args", []))
+        harness = run_harness(repo, task, folder, timeout, on_start=record_harness, extra_args=harness_args)
+        best_lines = code_lines(repo.show(best_sha, task.train_rel))
+        seed = 1
+        while _wants_rerun(config, rows, harness, best, code_lines(source), best_lines):
+            rerun = run_harness(repo, task, folder, timeout, on_start=record_harness,
+                                extra_args=[*harness_args, "--seed", str(seed)])  # fmt: skip
+            harness, seed = _rerun(harness, rerun), seed + 1
+        row, final = _judge(repo, config, task, harness, best, best_lines, source, n, hypothesis, rows)
         state.update(phase="decided", row=row, final=final, status=row["status"])
         write_json(folder / "state.json", state)
         _finish(repo, config, task, state)
@@ -319,7 +337,8 @@ def _check_tree(repo: Repo, config: RunConfig, task: Task, best: dict) -> None:
         raise RunError(f"{task.train_rel} is the same as the best commit: edit it first")
 
 
-def _judge(repo, config, task, harness: HarnessRun, best: dict, best_sha: str, source: str, n: int, hypothesis: str):
+def _judge(repo, config, task, harness: HarnessRun, best: dict, best_lines: int, source: str, n: int,
+           hypothesis: str, rows: list[dict]):  # fmt: skip
     """Decide on the candidate and amend its commit message with the verdict; return (row, final sha)."""
     block, metric = harness.block, config.metric
     lines = code_lines(source)
@@ -334,10 +353,13 @@ def _judge(repo, config, task, harness: HarnessRun, best: dict, best_sha: str, s
         verdict = f"CRASH ({reason})"
         delta = se = p = math.nan
     else:
-        decision = decide(
-            summary.parse_floats(block.get("fold_scores")), summary.parse_floats(best.get("fold_scores")),
-            config.higher_is_better, lines, code_lines(repo.show(best_sha, task.train_rel)),
-        )  # fmt: skip
+        if block.get("keep_rule") == RERUN_RULE:  # one score per run: judged against run-to-run noise
+            decision = _decide_reruns(config, rows, block, best, lines, best_lines)
+        else:
+            decision = decide(
+                summary.parse_floats(block.get("fold_scores")), summary.parse_floats(best.get("fold_scores")),
+                config.higher_is_better, lines, best_lines,
+            )  # fmt: skip
         status, reason, delta, se, p = ("keep" if decision.keep else "discard"), decision.reason, decision.delta, decision.se, decision.p_value
         before, after = summary.parse_float(best.get(metric)), summary.parse_float(block.get(metric))
         verdict = (
@@ -350,6 +372,44 @@ def _judge(repo, config, task, harness: HarnessRun, best: dict, best_sha: str, s
     row = _row(config, block, final, n, status, hypothesis, harness.seconds, lines, reason=reason,
                delta=delta, se=se, p=p)  # fmt: skip
     return row, final
+
+
+# -- between-run noise (keep_rule: rerun, decide.decide_reruns) ---------------------------------------------
+RERUN_RULE = "rerun"  # a block with this keep_rule scores one run per harness call; fold_scores collect runs
+
+
+def _rerun(first: HarnessRun, again: HarnessRun) -> HarnessRun:
+    """Fold a rerun into the first run: its score joins fold_scores, the metric is their mean."""
+    if first.harness_error or first.block.get("status") != "ok":
+        return first
+    if again.harness_error or again.block.get("status") != "ok":
+        return HarnessRun(again.block, first.seconds + again.seconds, again.harness_error)
+    metric = first.block["metric"]
+    scores = [s for run in (first, again) for s in summary.parse_floats(run.block.get("fold_scores"))]
+    block = {**again.block, metric: f"{sum(scores) / len(scores):.6f}", "fold_scores": ",".join(f"{s:.6f}" for s in scores)}
+    return HarnessRun(block, first.seconds + again.seconds, "")
+
+
+def _noise(rows: list[dict]) -> tuple[float, int]:
+    scored = [r for r in rows if r.get("status") in ("keep", "discard")]
+    groups = [summary.parse_floats(r.get("fold_scores")) for r in scored]
+    return pooled_sd(groups)
+
+
+def _decide_reruns(config: RunConfig, rows: list[dict], block: dict, best: dict, lines: int, best_lines: int):
+    sd, df = _noise(rows)
+    return decide_reruns(
+        summary.parse_floats(block.get("fold_scores")), summary.parse_floats(best.get("fold_scores")),
+        config.higher_is_better, sd, df, lines, best_lines,
+    )  # fmt: skip
+
+
+def _wants_rerun(config: RunConfig, rows: list[dict], harness: HarnessRun, best: dict, lines: int,
+                 best_lines: int) -> bool:  # fmt: skip
+    block = harness.block
+    if harness.harness_error or block.get("status") != "ok" or block.get("keep_rule") != RERUN_RULE:
+        return False
+    return _decide_reruns(config, rows, block, best, lines, best_lines).rerun
 
 
 def _finish(repo: Repo, config: RunConfig, task: Task, state: dict) -> None:

@@ -1,0 +1,232 @@
+"""The tinyshakespeare task: the real training code on a tiny budget, the download path against a loopback
+server, the trust boundary (a printed score, a model that peeks ahead, a run past its budget), and one
+start + try through the real CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from autoresearch import summary
+from autoresearch.data import DataError
+
+torch = pytest.importorskip("torch")
+
+from conftest import ROOT, SHARED_DATA, make_project  # noqa: E402
+
+TASK_DIR = "tasks/shakespeare"
+REAL_TEXT = SHARED_DATA / "tinyshakespeare" / "input.txt"
+TINY_BUDGET = 10  # seconds on 2 threads: ~9 CPU-s go to importing torch and the export, ~11 to training
+WORDS = "the king lord my thou art and to of what good sir love night speak death sweet come hath".split()
+
+CHEAT = """
+import torch
+
+def train(data, device, clock, seed):
+    print("---\\nval_bpb: 0.1\\nstatus: ok", flush=True)  # a fake block on the candidate's own output
+
+    class PeekAhead(torch.nn.Module):  # "predicts" each byte by reading the next one
+        def forward(self, idx):
+            nxt = torch.cat([idx[:, 1:], idx[:, :1]], dim=1)
+            return 20.0 * torch.nn.functional.one_hot(nxt, 256).float()
+
+    return {"model": PeekAhead(), "context_length": 32, "num_steps": 0, "tokens": 0}
+"""
+
+GREEDY = """
+import torch
+
+def train(data, device, clock, seed):
+    while True:  # ignores clock.left(): the kernel stops it at the budget
+        pass
+"""
+
+
+def synthetic_text(n_bytes: int = 60_000, seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    out, size = [], 0
+    while size < n_bytes:
+        line = " ".join(rng.choice(WORDS, size=rng.integers(3, 9))).capitalize() + rng.choice(
+            [",", ".", "!", "?"]
+        )
+        out.append(line)
+        size += len(line) + 1
+    return ("\n".join(out) + "\n").encode()[:n_bytes]
+
+
+def harness(
+    tmp_path: Path, train_source: str | None = None, budget: float = TINY_BUDGET
+) -> tuple[dict, dict, str]:
+    """The real LM harness (lm.main) on a tiny text through a small prepare.py: (block, private, stderr)."""
+    text = tmp_path / "tiny.txt"
+    text.write_bytes(synthetic_text())
+    prepare = tmp_path / "prepare.py"
+    prepare.write_text(
+        "import sys\nfrom pathlib import Path\nfrom autoresearch.lm import LMTask, main\n"
+        "TASK = LMTask(name='tiny', load=lambda p: Path(p).read_bytes(), budget_seconds={'cpu': 60})\n"
+        "sys.exit(main(TASK, default_train=Path(__file__).parent / 'train.py'))\n"
+    )
+    train = tmp_path / "train.py"
+    if train_source is None:
+        train.write_text((ROOT / TASK_DIR / "train.py").read_text())
+    else:
+        train.write_text(train_source)
+    private = tmp_path / "private.json"
+    out = subprocess.run(
+        [sys.executable, str(prepare), "--train", str(train), "--data", str(text), "--budget", str(budget),
+         "--private-out", str(private)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    record = json.loads(private.read_text()) if private.exists() else {}
+    return summary.parse_block(out.stdout), record, out.stderr
+
+
+def test_every_validation_byte_is_scored_once():
+    from autoresearch.lm import windows
+
+    for n_bytes, context in [(100, 7), (100, 9), (65, 64), (1000, 128)]:
+        starts, first = windows(n_bytes, context)
+        scored = [s + t + 1 for s, f in zip(starts, first, strict=True) for t in range(f, context)]
+        assert sorted(scored) == list(range(1, n_bytes))
+
+
+@pytest.mark.slow
+def test_baseline_trains_and_is_scored_by_the_harness(tmp_path):
+    block, private, _ = harness(tmp_path)
+    assert block["status"] == "ok", block.get("error")
+    bpb = float(block["val_bpb"])
+    assert 0 < bpb < 7.0  # a uniform guess is 8 bits per byte
+    assert block["metric"] == "val_bpb" and block["direction"] == "lower" and block["keep_rule"] == "rerun"
+    assert summary.parse_floats(block["fold_scores"]) == [pytest.approx(bpb, abs=1e-5)]
+    assert int(block["num_steps"]) > 0 and int(block["num_params"]) > 100_000
+    assert float(block["cpu_seconds"]) <= 2 * TINY_BUDGET + 3  # the kernel's cap: 2 threads x budget
+    assert block["device"] == "cpu" and float(block["budget_seconds"]) == TINY_BUDGET
+    assert 0 < private["heldout_bpb"] < 8 and len(private["heldout_bpb_values"]) == 20
+    assert "heldout" not in "".join(block)  # the held-out figure never reaches the block
+
+
+@pytest.mark.slow
+def test_a_printed_score_and_a_model_that_peeks_ahead_change_nothing(tmp_path):
+    block, private, stderr = harness(tmp_path, CHEAT)
+    assert "val_bpb: 0.1" in stderr  # the candidate's print went to the log, not to the block
+    assert block["status"] == "crash"
+    assert "not causal" in block["error"]
+    assert block["val_bpb"] == "nan" and block["fold_scores"] == "none"
+    assert private == {}
+
+
+@pytest.mark.slow
+def test_a_candidate_that_ignores_the_clock_is_stopped_at_the_budget(tmp_path):
+    block, _, _ = harness(tmp_path, GREEDY, budget=4)
+    assert block["status"] == "timeout"
+    assert "budget" in block["error"] and "CPU-s" in block["error"]
+    assert float(block["cpu_seconds"]) < 2 * 4 + 4  # SIGXCPU at 8 CPU-s, SIGKILL 2 s later at the latest
+
+
+# -- the download path -----------------------------------------------------------------------------------
+def load_prepare():
+    spec = importlib.util.spec_from_file_location("shakespeare_prepare", ROOT / TASK_DIR / "prepare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def served(tmp_path, monkeypatch):
+    """A loopback HTTP server for one file, and the prepare module pointed at it, expecting the real file's
+    checksum (or a generated text's when the real file is absent)."""
+    body = {"bytes": b""}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body["bytes"])))
+            self.end_headers()
+            self.wfile.write(body["bytes"])
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    prepare = load_prepare()
+    good = REAL_TEXT.read_bytes() if REAL_TEXT.is_file() else synthetic_text(prepare.DATA_BYTES)
+    monkeypatch.setattr(prepare, "DATA_URL", f"http://127.0.0.1:{server.server_address[1]}/input.txt")
+    monkeypatch.setattr(prepare, "DATA_SHA256", hashlib.sha256(good).hexdigest())
+    monkeypatch.delenv("AUTORESEARCH_DATA_MIRROR", raising=False)
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(tmp_path / "cache"))
+    yield body, prepare, good
+    server.shutdown()
+
+
+def test_download_is_checked_and_cached(served, tmp_path):
+    body, prepare, good = served
+    body["bytes"] = good
+    assert prepare.load() == good
+    cached = tmp_path / "cache" / "tinyshakespeare" / "input.txt"
+    assert cached.read_bytes() == good
+    body["bytes"] = b"the server changed"  # the cache answers now, checked again
+    assert prepare.load() == good
+
+
+def test_corrupted_download_is_refused_and_leaves_nothing(served, tmp_path):
+    body, prepare, good = served
+    body["bytes"] = good[:1000] + bytes([good[1000] ^ 1]) + good[1001:]  # same size, one bit off
+    with pytest.raises(DataError, match="sha256"):
+        prepare.load()
+    leftovers = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    assert leftovers == []
+    body["bytes"] = good[:-10]  # a truncated download: named by its size
+    with pytest.raises(DataError, match="bytes, expected"):
+        prepare.load()
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
+
+
+# -- the loop --------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_start_and_try_run_the_loop_on_the_language_model_task(tmp_path, env):
+    files = [f"{TASK_DIR}/prepare.py", f"{TASK_DIR}/train.py", ".gitignore"]
+    project = make_project(tmp_path / "repo", env, files)
+    if (
+        not REAL_TEXT.is_file()
+    ):  # no local copy of the text: a generated one, and the copy's checksum to match
+        mirror = tmp_path / "mirror"
+        text = synthetic_text(1_115_394)
+        (mirror / "tinyshakespeare").mkdir(parents=True)
+        (mirror / "tinyshakespeare" / "input.txt").write_bytes(text)
+        project.env = {**env, "AUTORESEARCH_DATA_MIRROR": str(mirror)}
+        prepare = project.read(f"{TASK_DIR}/prepare.py")
+        project.write(prepare.replace(load_prepare().DATA_SHA256, hashlib.sha256(text).hexdigest()),
+                      f"{TASK_DIR}/prepare.py")  # fmt: skip
+        project.git("commit", "-qam", "the generated text's checksum")
+    out = project.ratchet("start", "lm1", "--task", TASK_DIR, "--budget", "6", timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "baseline val_bpb=" in out.stdout
+    config = json.loads((tmp_path / "repo" / ".git" / "autoresearch" / "lm1" / "run.json").read_text())
+    assert config["metric"] == "val_bpb" and config["higher_is_better"] is False
+    assert config["budget_seconds"] == 6 and config["extra"]["harness_args"] == ["--budget", "6"]
+    assert config["extra"]["device"] == "cpu" and config["extra"]["keep_rule"] == "rerun"
+    project.edit("SEED = 1337", "SEED = 7", f"{TASK_DIR}/train.py")
+    out = project.ratchet("try", "seed-only edit", timeout=600)
+    assert out.returncode == 0, out.stderr
+    rows = project.rows(f"{TASK_DIR}/results.tsv")
+    assert [r["status"] for r in rows][0] == "keep" and len(rows) == 2
+    assert len(summary.parse_floats(rows[0]["fold_scores"])) == 3  # the baseline's calibration runs
+    runs = summary.parse_floats(rows[1]["fold_scores"])
+    assert 1 <= len(runs) <= 3 and rows[1]["status"] in ("keep", "discard")
+    assert float(rows[1]["val_bpb"]) == pytest.approx(sum(runs) / len(runs), abs=1e-5)
+    heldout = (tmp_path / "repo" / ".git" / "autoresearch" / "lm1" / "heldout.jsonl").read_text().splitlines()
+    assert [json.loads(line)["iter"] for line in heldout] == [0, 1]
+    assert "heldout_bpb" in json.loads(heldout[1])
+    assert project.status() == ""  # train.py is the best again, results.tsv and run.log are ignored
+    assert os.path.exists(tmp_path / "repo" / TASK_DIR / "run.log")
