@@ -168,3 +168,55 @@ def test_harness_failures_are_marked_and_stop_the_run(short, tmp_path):
     assert all(r["reason"].startswith("harness:") for r in short.rows()[1:])
     status = json.loads(short.ratchet("status", "--json").stdout)
     assert "harness failed 3 times" in status["stop_reason"]
+
+
+def test_edit_after_a_killed_iteration_is_not_overwritten(short):
+    marker = f"autoresearch-test-{uuid.uuid4()}"
+    short.edit(*sleeper_edit(marker, BUDGET - 5))
+    ratchet = subprocess.Popen(
+        [sys.executable, str(RATCHET), "try", "killed mid-way"], cwd=short.path, env=short.env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_for(lambda: processes_with(marker) != [])
+    ratchet.send_signal(signal.SIGKILL)
+    ratchet.wait()
+    short.write(short.read().replace("C = 1.0", "C = 0.25"))  # the agent's next idea, before anyone recovers
+    next_idea = short.read()
+    out = short.ratchet("status")
+    assert "recovered iter 1 (interrupted)" in out.stdout and "left in place" in out.stdout, out.stdout
+    assert short.read() == next_idea  # not reset to the best
+    assert short.git("rev-parse", "HEAD") == short.git("rev-parse", "refs/autoresearch/t1/0000")
+    assert short.status() == "M train.py"
+    assert processes_with(marker) == []
+
+
+def test_edit_while_scoring_is_not_recorded_as_scored(short):
+    short.edit(*sleeper_edit(f"autoresearch-test-{uuid.uuid4()}", 6))
+    running = subprocess.Popen(
+        [sys.executable, str(RATCHET), "try", "slow one"], cwd=short.path, env=short.env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    state = short.path / ".git" / "autoresearch" / "t1" / "state.json"
+    wait_for(lambda: state.exists() and "harness_pgid" in state.read_text())
+    short.write(short.read().replace("C = 1.0", "C = 0.25"))
+    edited = short.read()
+    out, _ = running.communicate(timeout=180)
+    assert "CRASH (train.py was edited while it was being scored" in out, out
+    assert "your edit is left in place" in out
+    assert short.read() == edited
+    assert short.rows()[-1]["status"] == "crash"
+
+
+def test_a_forged_block_from_a_killed_harness_is_not_trusted(short):
+    short.edit("def build_pipeline():", """import os as _os
+
+_fd = _os.open(f"/proc/{_os.getppid()}/fd/1", _os.O_WRONLY)
+_os.write(_fd, b"---\\nval_auc: 0.999\\nstatus: ok\\nmetric: val_auc\\nfold_scores: " + b",".join([b"0.999"] * 25) + b"\\n")
+_os.kill(_os.getppid(), 9)
+
+
+def build_pipeline():""")
+    out = short.ratchet("try", "forge the block")
+    assert "CRASH" in out.stdout and "0.999" not in out.stdout.split("|")[1], out.stdout
+    row = short.rows()[-1]
+    assert row["status"] == "crash" and row["val_auc"] == ""

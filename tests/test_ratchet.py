@@ -110,11 +110,13 @@ def test_person_may_edit_program_md_during_a_run(project):
     project.git("commit", "-qm", "program")
     start(project)
     (project.path / "program.md").write_text("# directions\n- try trees next\n")
+    project.git("add", "program.md")  # staged, even: the ratchet's commits leave it out
     project.edit(*WORSE_EDIT)
     out = project.ratchet("try", "worse")
     assert out.returncode == 0, out.stderr
     assert "try trees next" in (project.path / "program.md").read_text()  # untouched, still uncommitted
-    assert project.status() == "M program.md"
+    assert project.status() == "M  program.md"
+    assert project.git("show", "--format=", "--name-only", "refs/autoresearch/t1/0001") == "train.py"
 
 
 def test_seed_only_edit_is_not_kept(project):

@@ -196,3 +196,26 @@ def test_leakage_ceiling_stops_a_climb_but_not_an_easy_task(tmp_path):
     assert stop_reason(config, easy, tmp_path) is None
     discarded = [{"iter": "0", "status": "keep", "val_auc": "0.88"}, {"iter": "1", "status": "discard", "val_auc": "1.0"}]
     assert stop_reason(config, discarded, tmp_path) is None
+
+
+def test_each_fit_gets_a_fresh_copy_of_a_shared_model():
+    import types
+
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    from autoresearch import tabular_child
+
+    shared = LogisticRegression()
+    module = types.SimpleNamespace(feature_fn=lambda df: df, build_pipeline=lambda: shared)
+    x = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0]})
+    pred = tabular_child.predict(module, "binary", x, [0, 0, 1, 1], x)
+    assert pred.shape == (4,) and not hasattr(shared, "coef_")  # the shared object was never fitted
+
+
+def test_rerun_held_out_records_are_averaged():
+    from autoresearch.loop import _mean_record
+
+    merged = _mean_record({"heldout_bpb": 2.0, "heldout_bpb_values": [2.0, 4.0], "n": "x"},
+                          {"heldout_bpb": 3.0, "heldout_bpb_values": [5.0, 1.0], "n": "y"}, runs_before=2)
+    assert merged == {"heldout_bpb": 7 / 3, "heldout_bpb_values": [3.0, 3.0], "n": "y"}

@@ -13,9 +13,9 @@ Nothing here is ever shown to the agent during a run: only the report reads thes
 
 from __future__ import annotations
 
+import io
 import json
 import math
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autoresearch import summary
+from autoresearch import proc, summary
 
 BOOTSTRAP_RESAMPLES = 2000  # percentile CIs settle to ±0.002 AUC on 61 rows by ~1000; 2000 costs < 1 s
 BOOTSTRAP_SEED = 0  # the report is reproducible: the same run gives the same intervals
@@ -82,7 +82,7 @@ def _resampled_scores(metric: str, record: dict, index: np.ndarray) -> np.ndarra
         return _auc_rows(y[index], pred[index])
     from autoresearch.tabular import score
 
-    classes = np.unique(y) if pred.ndim == 2 else None
+    classes = np.arange(pred.shape[1]) if pred.ndim == 2 else None  # every class, present in these rows or not
     out = np.full(len(index), math.nan)
     for k, rows in enumerate(index):
         try:
@@ -186,15 +186,13 @@ def score_on_fresh_folds(prepare: Path, source: str, commit: str, cv_seeds, data
                    "--private-out", str(Path(tmp) / "discarded-heldout.json")]  # fmt: skip
             if data:
                 cmd += ["--data", data]
-            try:
-                out = subprocess.run(
-                    cmd, cwd=prepare.parent, capture_output=True, text=True, timeout=timeout, env=env
-                )
-                block, error = summary.parse_block(out.stdout), ""
-                if out.returncode != 0 or block.get("status") != "ok":
-                    error = block.get("error") or (out.stderr.strip().splitlines() or ["no output"])[-1]
-            except subprocess.TimeoutExpired:
+            out, err = io.BytesIO(), io.BytesIO()
+            result = proc.run_in_group(cmd, timeout=timeout, stdout=out, stderr=err, cwd=prepare.parent, env=env)
+            block, error = summary.parse_block(out.getvalue().decode("utf-8", errors="replace")), ""
+            if result.timed_out:
                 block, error = {}, f"timed out after {timeout:g} s"
+            elif result.returncode != 0 or block.get("status") != "ok":
+                error = block.get("error") or proc.last_line(err.getvalue()) or "no output"
             metric = block.get("metric", "")
             results.append(FreshScore(
                 commit=commit, cv_seed=seed,

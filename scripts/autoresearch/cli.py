@@ -6,7 +6,9 @@ import json
 import math
 import sys
 
-from autoresearch import digest, ledger, loop
+import git
+
+from autoresearch import digest, ledger, loop, proc
 from autoresearch.data import DataError
 from autoresearch.gitops import GitError, Repo
 from autoresearch.runs import RunError, load_config, run_dir, tag_of_branch
@@ -28,6 +30,7 @@ def run_for(repo: Repo, tag: str | None):
 
 
 def dispatch(args) -> int:
+    proc.hide_from_peers()
     try:
         repo = Repo(".")
         if args.verb == "start":
@@ -64,4 +67,8 @@ def dispatch(args) -> int:
         return 0
     except (RunError, GitError, DataError, ledger.LedgerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return REFUSED
+    except git.GitCommandError as exc:  # e.g. an index.lock a crashed git left: say so, no traceback
+        why = " ".join(str(exc.stderr or exc).split())[:300]
+        print(f"error: git {exc.command[1] if len(exc.command) > 1 else ''} failed: {why}", file=sys.stderr)
         return REFUSED

@@ -8,7 +8,7 @@ import math
 import statistics
 from datetime import datetime
 
-from autoresearch import stopping
+from autoresearch import ledger, stopping
 from autoresearch.gitops import REF_PREFIX
 from autoresearch.runs import RunConfig, run_dir
 from autoresearch.summary import parse_float
@@ -33,7 +33,7 @@ def digest(config: RunConfig, rows: list[dict], repo=None) -> dict:
     by_status = {s: [r for r in rows if r.get("status") == s] for s in ("keep", "discard", "crash", "interrupted")}
     tried = [r for r in rows if r.get("iter") != "0"]
     kept = by_status["keep"]
-    best = kept[-1] if kept else None
+    best = ledger.best(rows)
     baseline = next((r for r in rows if r.get("iter") == "0"), None)
 
     def brief(row: dict) -> dict:
@@ -85,7 +85,7 @@ def digest(config: RunConfig, rows: list[dict], repo=None) -> dict:
             "max": seconds[-1] if seconds else None,
             "total": round(sum(seconds), 1),
         },
-        "next_iter": max((int(r["iter"]) for r in rows), default=-1) + 1,
+        "next_iter": ledger.next_iter(rows),
         "deadline": config.deadline,
         "max_iters": config.max_iters,
         "stop_reason": stopping.stop_reason(config, rows, folder) if folder is not None else None,

@@ -29,8 +29,11 @@ class Repo:
         self.git = self.repo.git
         with self.repo.config_reader() as config:
             has_identity = config.has_option("user", "email") and config.has_option("user", "name")
-        # A fresh machine or CI has no git identity; commit as the ratchet rather than fail mid-iteration.
-        self.identity = [] if has_identity else ["-c", "user.name=autoresearch", "-c", "user.email=autoresearch@localhost"]
+        # A fresh machine or CI has no git identity: commit as the ratchet rather than fail mid-iteration.
+        # Signing would wait for a passphrase no one types at 3 a.m.: the ratchet's commits are not signed.
+        self.commit_config = ["-c", "commit.gpgsign=false"] + (
+            [] if has_identity else ["-c", "user.name=autoresearch", "-c", "user.email=autoresearch@localhost"]
+        )
 
     # -- where things live --------------------------------------------------------------------------
     @property
@@ -91,11 +94,14 @@ class Repo:
 
     def commit_file(self, rel: str, message: str) -> str:
         self.git.add("--", rel)
-        self.repo.git.execute(["git", *self.identity, "commit", "-q", "--no-verify", "-m", message, "--", rel])
+        self.repo.git.execute(["git", *self.commit_config, "commit", "-q", "--no-verify", "-m", message, "--", rel])
         return self.head()
 
     def amend_message(self, message: str) -> str:
-        self.repo.git.execute(["git", *self.identity, "commit", "-q", "--no-verify", "--amend", "--allow-empty", "-m", message])
+        # --only: the message alone; whatever a person staged meanwhile stays staged, out of the commit
+        self.repo.git.execute(
+            ["git", *self.commit_config, "commit", "-q", "--no-verify", "--amend", "--only", "--allow-empty", "-m", message]
+        )
         return self.head()
 
     def set_ref(self, name: str, sha: str) -> None:
@@ -105,10 +111,22 @@ class Repo:
         out = self.git.for_each_ref("--format=%(refname) %(objectname)", prefix)
         return dict(line.split(" ", 1) for line in out.splitlines() if line)
 
-    def reset_file_to(self, sha: str, rel: str) -> None:
-        """Move the branch to `sha` and return `rel` to its content there; nothing else in the tree is touched."""
+    def reset_file_to(self, sha: str, rel: str, *, keep_tree_file: bool = False) -> None:
+        """Move the branch to `sha` and return `rel` to its content there; nothing else in the tree is touched.
+
+        With `keep_tree_file`, only the branch and the index move: the file in the work tree stays as it is.
+        """
         self.git.reset("-q", "--soft", sha)
-        self.git.checkout(sha, "--", rel)
+        if keep_tree_file:
+            self.git.reset("-q", sha, "--", rel)
+        else:
+            self.git.checkout(sha, "--", rel)
+
+    def tree_blob(self, rel: str) -> str | None:
+        """The object id the work tree's `rel` would have (None if it is missing)."""
+        if not (self.root / rel).is_file():
+            return None
+        return self.git.hash_object("--", rel)
 
     def blob(self, rev: str, rel: str) -> str | None:
         """The object id of `rel` at `rev` (None if it is not there): equal ids, equal contents."""

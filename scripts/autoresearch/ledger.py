@@ -82,6 +82,17 @@ class Ledger:
         return [r for r in rows if tag is None or r.get("tag") == tag]
 
 
+def next_iter(rows: list[dict]) -> int:
+    """The number the next iteration gets: one past the highest recorded."""
+    return max((int(r["iter"]) for r in rows if str(r.get("iter", "")).isdigit()), default=-1) + 1
+
+
+def best(rows: list[dict]) -> dict | None:
+    """The row of the current best: the last one kept (the baseline counts as kept)."""
+    kept = [r for r in rows if r.get("status") == "keep"]
+    return kept[-1] if kept else None
+
+
 def read_rows(path: Path) -> list[dict]:
     with open(path, newline="", encoding="utf-8", errors="replace") as fh:
         return list(csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))

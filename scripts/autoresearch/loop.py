@@ -40,7 +40,8 @@ BASELINE_TIMEOUT_SECONDS = 3600  # the budget is not known before the baseline r
 LOG_TAIL_LINES = 12  # what a crash shows of run.log: the traceback's end, not the whole log
 LOG_TAIL_LINE_CHARS = 240
 STEERING_FILES = ("program.md",)  # the person's directions: may be edited during a run; the ratchet never commits it
-SUBJECT_CHARS = 100  # commit subjects longer than this are cut; the full hypothesis goes in the body
+SUBJECT_CHARS = 100
+EDITED_WHILE_SCORED = "train.py was edited while it was being scored: the score would not be of the committed code"  # commit subjects longer than this are cut; the full hypothesis goes in the body
 
 
 @dataclass
@@ -116,6 +117,9 @@ def run_harness(
     error = ""
     if result.timed_out:
         error = f"the harness ran past {timeout:g} s and was killed"
+    elif result.returncode != 0 and block:  # a block from a harness that did not finish is not the harness's
+        error = f"the harness was killed (exit code {result.returncode}) after printing a block; not trusted"
+        block = {}
     elif not block:
         why = proc.last_line(result.tail)
         error = f"the harness exited with code {result.returncode} and printed no summary block" + (f": {why}" if why else "")
@@ -127,7 +131,7 @@ def kill_recorded_group(pgid_file: Path) -> None:
         pgid = int(pgid_file.read_text())
     except (FileNotFoundError, ValueError):
         return
-    proc.kill_group(pgid)
+    proc.kill_stale_group(pgid)
     pgid_file.unlink(missing_ok=True)
 
 
@@ -139,7 +143,7 @@ def log_tail(task: Task, lines: int = LOG_TAIL_LINES) -> list[str]:
             text = fh.read().decode("utf-8", errors="replace")
     except FileNotFoundError:
         return []
-    body = text.split("\n---\n")[0] if "\n---\n" in text else text  # the block is printed on its own
+    body = text.rsplit("\n---\n", 1)[0] if "\n---\n" in text else text  # the block comes last, on its own
     tail = [line.rstrip() for line in body.splitlines() if line.strip()][-lines:]
     return [line if len(line) <= LOG_TAIL_LINE_CHARS else line[: LOG_TAIL_LINE_CHARS - 1] + "…" for line in tail]
 
@@ -199,8 +203,7 @@ def start(
         for seed in range(1, CALIBRATION_RUNS if block.get("keep_rule") == RERUN_RULE else 1):
             if harness.harness_error or block.get("status") != "ok":
                 break
-            harness = _rerun(harness, run_harness(repo, task, folder, BASELINE_TIMEOUT_SECONDS,
-                                                  extra_args=[*harness_args, "--seed", str(seed)]))  # fmt: skip
+            harness = _run_again(repo, task, folder, BASELINE_TIMEOUT_SECONDS, harness, [*harness_args, "--seed", str(seed)])
             block = harness.block
         if harness.harness_error or block.get("status") != "ok":
             why = harness.harness_error or block.get("error", block.get("status"))
@@ -253,15 +256,14 @@ def _resume(repo: Repo, tag: str, branch: str) -> str:
 
 
 # -- try --------------------------------------------------------------------------------------------
-def next_iter(rows: list[dict]) -> int:
-    return max((int(r["iter"]) for r in rows if r.get("iter", "").isdigit()), default=-1) + 1
+next_iter = ledger.next_iter
 
 
 def best_row(rows: list[dict]) -> dict:
-    kept = [r for r in rows if r.get("status") == "keep"]
-    if not kept:
+    row = ledger.best(rows)
+    if row is None:
         raise RunError("the run has no kept row, not even a baseline; start a new run")
-    return kept[-1]
+    return row
 
 
 def try_edit(repo: Repo, hypothesis: str | None) -> str:
@@ -303,15 +305,18 @@ def try_edit(repo: Repo, hypothesis: str | None) -> str:
         best_lines = code_lines(repo.show(best_sha, task.train_rel))
         seed = 1
         while _wants_rerun(config, rows, harness, best, code_lines(source), best_lines):
-            rerun = run_harness(repo, task, folder, timeout, on_start=record_harness,
-                                extra_args=[*harness_args, "--seed", str(seed)])  # fmt: skip
-            harness, seed = _rerun(harness, rerun), seed + 1
+            harness = _run_again(repo, task, folder, timeout, harness, [*harness_args, "--seed", str(seed)], record_harness)
+            seed += 1
+        if repo.tree_blob(task.train_rel) != repo.blob(state["candidate"], task.train_rel):
+            harness = HarnessRun({"status": "crash", "error": EDITED_WHILE_SCORED}, harness.seconds, "")
         row, final = _judge(repo, config, task, harness, best, best_lines, source, n, hypothesis, rows)
         state.update(phase="decided", row=row, final=final, status=row["status"])
         write_json(folder / "state.json", state)
         _finish(repo, config, task, state)
         line = _line(config, row, hypothesis)
-    tail = log_tail(task) if row["status"] == "crash" else []
+        if state["kept_later_edit"]:
+            notes.append(f"{task.train_rel} was edited while this iteration ran: your edit is left in place, untried")
+    tail = log_tail(task) if row["status"] == "crash" and row["reason"] != EDITED_WHILE_SCORED else []
     return "\n".join([n for n in notes if n] + [line] + [f"  | {t}" for t in tail])
 
 
@@ -327,7 +332,7 @@ def _check_tree(repo: Repo, config: RunConfig, task: Task, best: dict) -> None:
             f"only {task.train_rel} may change; also changed: {_list(others)} (nothing was touched; "
             "revert or commit those elsewhere)"
         )
-    scored = repo.blob(best["commit"], task.train_rel)
+    scored = repo.blob(f"{REF_PREFIX}{config.tag}/{int(best['iter']):04d}", task.train_rel)
     if scored != repo.blob("HEAD", task.train_rel):
         raise RunError(
             f"{task.train_rel} at HEAD is not the one scored as best (iter {best['iter']}, {best['commit']}): "
@@ -378,6 +383,31 @@ def _judge(repo, config, task, harness: HarnessRun, best: dict, best_lines: int,
 RERUN_RULE = "rerun"  # a block with this keep_rule scores one run per harness call; fold_scores collect runs
 
 
+def _run_again(repo, task, folder: Path, timeout: float, first: HarnessRun, args: list[str], on_start=None):
+    """Score the same code once more (another seed) and fold it into `first`, its held-out record too."""
+    pending = folder / "heldout.next.json"
+    earlier = read_json(pending)
+    again = run_harness(repo, task, folder, timeout, on_start=on_start, extra_args=args)
+    later = read_json(pending)
+    if earlier and later:
+        write_json(pending, _mean_record(earlier, later, len(summary.parse_floats(first.block.get("fold_scores")))))
+    return _rerun(first, again)
+
+
+def _mean_record(earlier: dict, later: dict, runs_before: int) -> dict:
+    """A held-out record averaged over runs: `earlier` is already the mean of `runs_before` runs."""
+    w = max(runs_before, 1)
+
+    def mean(a, b):
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+            return (w * a + b) / (w + 1)
+        if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            return [mean(x, y) for x, y in zip(a, b, strict=True)]
+        return b
+
+    return {k: mean(earlier[k], v) if k in earlier else v for k, v in later.items()}
+
+
 def _rerun(first: HarnessRun, again: HarnessRun) -> HarnessRun:
     """Fold a rerun into the first run: its score joins fold_scores, the metric is their mean."""
     if first.harness_error or first.block.get("status") != "ok":
@@ -423,12 +453,15 @@ def _finish(repo: Repo, config: RunConfig, task: Task, state: dict) -> None:
         state["phase"] = "recorded"
         write_json(folder / "state.json", state)
     repo.set_ref(f"{REF_PREFIX}{config.tag}/{state['iter']:04d}", state["final"])
-    if state["status"] == "keep":
-        if repo.head() != state["final"]:
-            repo.reset_file_to(state["final"], task.train_rel)
-    else:
-        repo.reset_file_to(state["best"], task.train_rel)
+    target = state["final"] if state["status"] == "keep" else state["best"]
+    rel = task.train_rel
+    # An edit made after this iteration's commit (while it ran, or after its ratchet died) is the agent's next
+    # idea, not this iteration's: move the branch, but leave that file as it is.
+    later_edit = repo.tree_blob(rel) not in (repo.blob(state["final"], rel), repo.blob(target, rel))
+    if repo.head() != target or later_edit:
+        repo.reset_file_to(target, rel, keep_tree_file=later_edit)
     (folder / "state.json").unlink(missing_ok=True)
+    state["kept_later_edit"] = later_edit
 
 
 def recover(repo: Repo, config: RunConfig, task: Task) -> str | None:
@@ -437,7 +470,7 @@ def recover(repo: Repo, config: RunConfig, task: Task) -> str | None:
     state = read_json(folder / "state.json")
     if state is None:
         return None
-    proc.kill_group(int(state.get("harness_pgid", 0)))
+    proc.kill_stale_group(int(state.get("harness_pgid", 0)))
     kill_recorded_group(folder / "child.pgid")
     repo.remove_stale_index_lock()
     if state["phase"] == "running":
@@ -458,7 +491,8 @@ def recover(repo: Repo, config: RunConfig, task: Task) -> str | None:
         (folder / "heldout.next.json").unlink(missing_ok=True)
         write_json(folder / "state.json", state)
     _finish(repo, config, task, state)
-    return f"recovered iter {state['iter']} ({state['status']}) left by a ratchet that died"
+    kept = f"; the later edit of {task.train_rel} is left in place" if state["kept_later_edit"] else ""
+    return f"recovered iter {state['iter']} ({state['status']}) left by a ratchet that died{kept}"
 
 
 def recover_if_idle(repo: Repo, config: RunConfig, task: Task) -> str | None:

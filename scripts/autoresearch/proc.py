@@ -74,6 +74,41 @@ def _pump(stream: BinaryIO, sink: CappedSink) -> None:
         sink.write(chunk)
 
 
+OUR_COMMAND_MARKERS = (b"prepare.py", b"autoresearch")  # in the command line of every harness and child
+
+
+def kill_stale_group(pgid: int) -> None:
+    """SIGKILL a group recorded earlier (a pgid file, state.json), unless its id now leads a stranger.
+
+    Linux does not give a new process the id of a live process group, so a group whose leader is gone can
+    be killed safely; a leader that exists but is not one of ours means the id was reused: leave it alone.
+    """
+    try:
+        command = Path(f"/proc/{pgid}/cmdline").read_bytes()
+    except OSError:  # no such process, or no /proc (macOS): nothing to mistake it for
+        command = None
+    if command is not None and not any(marker in command for marker in OUR_COMMAND_MARKERS):
+        return
+    kill_group(pgid)
+
+
+def hide_from_peers() -> None:
+    """Make this process's /proc entries (open pipes, memory) unreachable to other processes of the user.
+
+    The candidate runs as the same user: without this it could write a forged summary block into the
+    harness's stdout through /proc/<ppid>/fd/1. Linux only; elsewhere a no-op.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    PR_SET_DUMPABLE = 4
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 def kill_group(pgid: int) -> None:
     """SIGKILL a whole process group; a group that is already gone is fine."""
     if pgid <= 0 or pgid == os.getpgrp():

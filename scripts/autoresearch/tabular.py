@@ -147,6 +147,8 @@ def run_candidate(task: TabularTask, train_path: Path, make_job, log, pgid_file:
             on_start=record_pgid,
             feed=feed,
         )
+        if pgid_file:
+            Path(pgid_file).unlink(missing_ok=True)  # the group is gone: nothing left to kill by that id
         if result.timed_out:
             raise CandidateError("timeout", f"train.py ran past the {task.time_budget_seconds:g} s budget")
         if result.returncode != 0:
@@ -265,6 +267,7 @@ def main(task: TabularTask, default_train: Path, argv: list[str] | None = None) 
     parser.add_argument("--pgid-file", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--check-data", action="store_true", help="fetch and check the data, then exit")
     args = parser.parse_args(argv)
+    proc.hide_from_peers()
     try:
         if args.check_data:
             x, y = task.load(args.data)

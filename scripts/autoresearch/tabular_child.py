@@ -30,7 +30,15 @@ def load_candidate(path: Path):
 
 
 def predict(module, problem: str, x_train, y_train, x_eval, n_classes: int = 0) -> np.ndarray:
+    # A fresh copy per fit: a build_pipeline() that returns one shared (warm-started) object would otherwise
+    # carry what it learned in one fold into the next, whose evaluation rows it has then already seen.
+    from sklearn.base import clone
+
     model = module.build_pipeline()
+    try:
+        model = clone(model, safe=False)
+    except Exception:  # noqa: BLE001 - an object clone cannot copy is used as built
+        pass
     model.fit(module.feature_fn(x_train.copy()), y_train)
     features = module.feature_fn(x_eval.copy())
     if problem == "regression":
