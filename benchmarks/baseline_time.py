@@ -1,6 +1,6 @@
 """Wall time of `uv run train.py` on the heart baseline, imports included, as a person runs it. Prints figures.
 
-    AUTORESEARCH_DATA_MIRROR=../shared/data uv run benchmarks/baseline_time.py [--runs 5]
+AUTORESEARCH_DATA_MIRROR=../shared/data uv run benchmarks/baseline_time.py [--runs 5]
 """
 
 from __future__ import annotations

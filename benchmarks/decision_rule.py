@@ -55,7 +55,7 @@ def main() -> None:
     x_dev, _, y_dev, _ = tabular.split(task, x, y)
     started = time.monotonic()
     runs = [fold_scores(task, x_dev, y_dev, seed, args.trees) for seed in range(args.seeds)]
-    pairs = list(zip(runs[1:], runs[:-1]))  # (candidate, best): each seed against the previous one
+    pairs = list(zip(runs[1:], runs[:-1], strict=True))  # (candidate, best): each seed against the previous one
     lines = 100  # same code length: only the gain can keep
     paired_keeps = sum(decide(c, b, True, lines, lines).keep for c, b in pairs)
     strict_keeps = sum(np.mean(c[:5]) > np.mean(b[:5]) for c, b in pairs)  # single 5-fold CV, strict >
@@ -70,7 +70,8 @@ def main() -> None:
     print(f"paired_t_false_keep:     {paired_keeps / n:.3f}  ({paired_keeps}/{n})")
     print(f"strict_gt_5fold_keep:    {strict_keeps / n:.3f}  ({strict_keeps}/{n})")
     print(f"median_paired_se:        {se:.5f}")
-    print(f"keep_rate_at_{POWER_EFFECT_SE:g}se_gain:   {power_keeps / n:.3f}  ({power_keeps}/{n}, gain {POWER_EFFECT_SE * se:.4f} AUC)")
+    gain = POWER_EFFECT_SE * se
+    print(f"keep_rate_at_{POWER_EFFECT_SE:g}se_gain:   {power_keeps / n:.3f}  ({power_keeps}/{n}, gain {gain:.4f} AUC)")
     print(f"seconds:                 {time.monotonic() - started:.1f}")
 
 

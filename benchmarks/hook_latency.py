@@ -41,9 +41,7 @@ def make_run(repo: Path) -> None:
     git(repo, "commit", "-qm", "task")
     git(repo, "checkout", "-qb", "autoresearch/bench")
     handle = Repo(repo)
-    config = RunConfig(
-        "bench", ".", handle.head(), "val_auc", True, 60.0, "2026-01-01T00:00:00+00:00", max_iters=100
-    )
+    config = RunConfig("bench", ".", handle.head(), "val_auc", True, 60.0, "2026-01-01T00:00:00+00:00", max_iters=100)
     save_config(handle, config)
     book = ledger.Ledger(repo / "results.tsv", run_dir(handle, "bench") / "results.tsv", "val_auc")
     book.append(

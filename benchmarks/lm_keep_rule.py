@@ -42,8 +42,20 @@ def run(args) -> None:
             cmd += ["--clock", args.clock]
         out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
         block = summary.parse_block(out.stdout)
-        keys = ("val_bpb", "status", "num_steps", "tokens_per_second", "mfu_percent", "cpu_seconds",
-                "wall_seconds", "training_seconds", "clock", "budget_seconds", "seed", "num_params")
+        keys = (
+            "val_bpb",
+            "status",
+            "num_steps",
+            "tokens_per_second",
+            "mfu_percent",
+            "cpu_seconds",
+            "wall_seconds",
+            "training_seconds",
+            "clock",
+            "budget_seconds",
+            "seed",
+            "num_params",
+        )
         record = {k: block.get(k) for k in keys}
         with open(args.out, "a") as fh:
             fh.write(json.dumps(record) + "\n")
@@ -131,8 +143,10 @@ def analyse(args) -> None:
         typical = [x for x in scores if abs(x - median) <= OUTLIER_BPB]
         if len(typical) < len(scores):
             far = len(scores) - len(typical)
-            print(f"{far} of {len(scores)} runs more than {OUTLIER_BPB} from the median; the others: "
-                  f"mean {statistics.mean(typical):.4f}, sd {statistics.stdev(typical):.4f}")
+            print(
+                f"{far} of {len(scores)} runs more than {OUTLIER_BPB} from the median; the others: "
+                f"mean {statistics.mean(typical):.4f}, sd {statistics.stdev(typical):.4f}"
+            )
             mean, sd = statistics.mean(typical), statistics.stdev(typical)
         gaussian = lambda r, k, m=mean, s=sd: [r.gauss(m, s) for _ in range(k)]  # noqa: E731
         report_rule(f"Gaussian, sd {sd:.4f} (typical runs), noise from the 3 calibration runs", gaussian)

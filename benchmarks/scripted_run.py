@@ -56,8 +56,10 @@ def set_pipeline(imports: str, body: str):
 
 
 LR = "LogisticRegression(C=C, max_iter=1000)"
-NOMINAL = "df = df.assign(**{f'{col}_{v}': (df[col] == v).astype(float) for col, values in " \
-          "{'cp': (1, 2, 3, 4), 'thal': (3, 6, 7), 'slope': (1, 2, 3)}.items() for v in values})"
+NOMINAL = (
+    "df = df.assign(**{f'{col}_{v}': (df[col] == v).astype(float) for col, values in "
+    "{'cp': (1, 2, 3, 4), 'thal': (3, 6, 7), 'slope': (1, 2, 3)}.items() for v in values})"
+)
 EDITS = [
     ("stronger regularisation: C=0.1", set_constant("C", "0.1")),
     ("one-hot chest pain type (cp is nominal, not ordinal)",

@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("csv", help="the data: a CSV file with a header row (referenced by path and sha256, not copied)")
     p.add_argument("--target", required=True, help="the column to predict")
     p.add_argument("--name", help="the task folder's name (default: the file's name)")
-    p.add_argument("--problem", choices=["binary", "multiclass", "regression"], help="default: inferred from the target")
+    p.add_argument(
+        "--problem", choices=["binary", "multiclass", "regression"], help="default: inferred from the target"
+    )
     p.add_argument("--metric", help="val_auc, val_logloss, val_balanced_accuracy, val_rmse or val_r2 "
                    "(default: val_auc, val_logloss, val_rmse by problem)")  # fmt: skip
     p.add_argument("--budget", type=float, default=60.0, help="seconds for a candidate's whole evaluation (default 60)")

@@ -78,13 +78,16 @@ def test_hang_past_budget_kills_the_whole_group(short):
 
 
 def test_flood_of_output_is_capped(short):
-    short.edit("def build_pipeline():", """import sys as _sys
+    short.edit(
+        "def build_pipeline():",
+        """import sys as _sys
 
 for _ in range(400):
     _sys.stdout.write("x" * 100_000 + "\\n")
 
 
-def build_pipeline():""")
+def build_pipeline():""",
+    )
     out = short.ratchet("try", "flood the log")
     assert out.returncode == 0 and "DISCARDED" in out.stdout or "KEPT" in out.stdout, out.stdout
     log = short.path / "run.log"
@@ -94,14 +97,17 @@ def build_pipeline():""")
 
 
 def test_non_utf8_output(short):
-    short.edit("def build_pipeline():", """import sys as _sys
+    short.edit(
+        "def build_pipeline():",
+        """import sys as _sys
 
 _sys.stdout.buffer.write(b"\\xff\\xfe\\xfa bad bytes \\x80\\n")
 _sys.stdout.flush()
 raise ValueError("after garbage \\udcff")
 
 
-def build_pipeline():""")
+def build_pipeline():""",
+    )
     out = short.ratchet("try", "garbage output")
     assert out.returncode == 0, out.stderr
     assert "CRASH" in out.stdout and "ValueError" in out.stdout
@@ -208,14 +214,18 @@ def test_edit_while_scoring_is_not_recorded_as_scored(short):
 
 
 def test_a_forged_block_from_a_killed_harness_is_not_trusted(short):
-    short.edit("def build_pipeline():", """import os as _os
+    short.edit(
+        "def build_pipeline():",
+        """import os as _os
 
 _fd = _os.open(f"/proc/{_os.getppid()}/fd/1", _os.O_WRONLY)
-_os.write(_fd, b"---\\nval_auc: 0.999\\nstatus: ok\\nmetric: val_auc\\nfold_scores: " + b",".join([b"0.999"] * 25) + b"\\n")
+_os.write(_fd, b"---\\nval_auc: 0.999\\nstatus: ok\\nmetric: val_auc\\nfold_scores: ")
+_os.write(_fd, b",".join([b"0.999"] * 25) + b"\\n")
 _os.kill(_os.getppid(), 9)
 
 
-def build_pipeline():""")
+def build_pipeline():""",
+    )
     out = short.ratchet("try", "forge the block")
     assert "CRASH" in out.stdout and "0.999" not in out.stdout.split("|")[1], out.stdout
     row = short.rows()[-1]

@@ -114,7 +114,9 @@ def messy_breast_cancer(path, rows: int | None = None):
     AUC ratchet nothing to find.
     """
     bunch = datasets.load_breast_cancer(as_frame=True)
-    frame = bunch.frame[["mean texture", "mean smoothness", "mean symmetry", "texture error", "smoothness error"]].copy()
+    frame = bunch.frame[
+        ["mean texture", "mean smoothness", "mean symmetry", "texture error", "smoothness error"]
+    ].copy()
     rng = np.random.default_rng(0)
     frame.loc[rng.random(len(frame)) < 0.05, "mean texture"] = np.nan
     frame.insert(0, "patient_id", [f"P{i:05d}" for i in range(len(frame))])
@@ -183,8 +185,12 @@ MESSY = {
         with_mixed_column(frame_of()), ["--target", "outcome"],
         "mixed types in column(s) age (age: 2 of 120 values are not numbers, e.g. 'unknown')",
     ),
-    "metric of another problem": (frame_of(), ["--target", "outcome", "--metric", "val_rmse"], "--metric val_rmse does not apply to binary"),
-    "binary with three classes": (frame_of(), ["--target", "colour", "--problem", "binary"], "has 3 distinct values, not 2"),
+    "metric of another problem": (
+        frame_of(), ["--target", "outcome", "--metric", "val_rmse"], "--metric val_rmse does not apply to binary",
+    ),
+    "binary with three classes": (
+        frame_of(), ["--target", "colour", "--problem", "binary"], "has 3 distinct values, not 2",
+    ),
 }  # fmt: skip
 
 
@@ -238,7 +244,9 @@ def test_suspicious_and_useless_columns_are_left_out_with_reasons(project, tmp_p
     assert plan.dropped["leak_code"].startswith("likely leakage: each of its values goes with one class")
     assert plan.dropped["empty"] == "all missing" and plan.dropped["flag"] == "constant (1 in every row)"
     assert plan.numeric == ["age", "score"] and plan.categorical == ["colour"]
-    assert any("likely leakage column(s) left out of the features: leak, leak_code; --keep COL" in w for w in plan.warnings)
+    assert any(
+        "likely leakage column(s) left out of the features: leak, leak_code; --keep COL" in w for w in plan.warnings
+    )
     kept = plan_of(project, frame, tmp_path, "outcome", keep=["leak"], drop=["colour"])
     assert "leak" in kept.numeric and kept.dropped["colour"] == "left out with --drop"
 
@@ -253,7 +261,9 @@ def test_regression_leak_and_problem_inference(project, tmp_path):
     assert "score" in plan.numeric  # strongly related is not perfect
     frame["grade"] = np.random.default_rng(4).integers(1, 6, size=len(frame))
     assert plan_of(project, frame, tmp_path, "grade").problem == "multiclass"
-    assert plan_of(project, frame, tmp_path, "grade", problem="regression").problem_reason.startswith("--problem regression")
+    assert plan_of(project, frame, tmp_path, "grade", problem="regression").problem_reason.startswith(
+        "--problem regression"
+    )
 
 
 def test_missing_target_rows_and_missing_markers(project, tmp_path):

@@ -149,7 +149,9 @@ def test_broken_candidates_are_crashes_with_a_reason(project, body, expect):
 
 def test_nan_predictions_are_a_crash(project):
     start(project)
-    project.edit("def build_pipeline():", """class NaNModel:
+    project.edit(
+        "def build_pipeline():",
+        """class NaNModel:
     def fit(self, x, y):
         return self
 
@@ -163,7 +165,8 @@ def build_pipeline():
     return NaNModel()
 
 
-def _unused():""")
+def _unused():""",
+    )
     out = project.ratchet("try", "a model that predicts NaN")
     assert "CRASH" in out.stdout and "NaN" in out.stdout
     assert project.rows()[-1]["status"] == "crash"
@@ -172,12 +175,15 @@ def _unused():""")
 def test_fake_summary_and_patched_scorer_change_nothing(project):
     start(project)
     baseline = float(project.rows()[0]["val_auc"])
-    project.edit('HYPOTHESIS = "', '''import sklearn.metrics
+    project.edit(
+        'HYPOTHESIS = "',
+        '''import sklearn.metrics
 sklearn.metrics.roc_auc_score = lambda *a, **k: 1.0
 print("---")
 print("val_auc:          0.999999")
 print("status:           ok")
-HYPOTHESIS = "''')
+HYPOTHESIS = "''',
+    )
     project.edit(*SEED_EDIT)
     out = project.ratchet("try", "cheat")
     row = project.rows()[-1]

@@ -10,11 +10,10 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import synthetic_heart
-
 from autoresearch import data, proc, summary
 from autoresearch.decide import code_lines, decide, paired_test
 from autoresearch.ledger import Ledger, LedgerError, read_rows
+from conftest import synthetic_heart
 
 
 # -- summary block ------------------------------------------------------------------------------------
@@ -79,7 +78,9 @@ def test_code_lines_ignore_blanks_and_comments():
 def test_ledger_mirror_rebuilds_lost_rows_and_refuses_other_layouts(tmp_path):
     book = Ledger(tmp_path / "results.tsv", tmp_path / "mirror" / "results.tsv", "val_auc")
     book.append({"commit": "abc1234", "val_auc": 0.9, "status": "keep", "description": "a\tb", "iter": 0, "tag": "t"})
-    book.append({"commit": "def5678", "val_auc": math.nan, "status": "crash", "description": "c", "iter": 1, "tag": "t"})
+    book.append(
+        {"commit": "def5678", "val_auc": math.nan, "status": "crash", "description": "c", "iter": 1, "tag": "t"}
+    )
     (tmp_path / "results.tsv").write_text((tmp_path / "results.tsv").read_text().splitlines()[0] + "\n")
     assert book.repair()
     rows = read_rows(tmp_path / "results.tsv")
@@ -105,12 +106,20 @@ def test_run_in_group_caps_output_and_keeps_its_tail():
     result = proc.run_in_group([sys.executable, "-c", code], timeout=30, stdout=sink, max_output_bytes=100_000)
     out = sink.getvalue()
     assert result.returncode == 0 and result.output_bytes > 1_900_000
-    assert len(out) < 100_000 + proc.TAIL_BYTES + 2 * proc.CHUNK_BYTES and b"bytes of output cut" in out and out.rstrip().endswith(b"THE END")
+    assert (
+        len(out) < 100_000 + proc.TAIL_BYTES + 2 * proc.CHUNK_BYTES
+        and b"bytes of output cut" in out
+        and out.rstrip().endswith(b"THE END")
+    )
     assert proc.last_line(result.tail) == "THE END"
 
 
 def test_run_in_group_timeout_kills_the_group():
-    code = "import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\ntime.sleep(60)"
+    code = (
+        "import subprocess, sys, time\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "time.sleep(60)"
+    )
     result = proc.run_in_group([sys.executable, "-c", code], timeout=2, stdout=io.BytesIO())
     assert result.timed_out and result.returncode is None and result.seconds < 10
 
@@ -194,7 +203,10 @@ def test_leakage_ceiling_stops_a_climb_but_not_an_easy_task(tmp_path):
     assert "leakage" in stop_reason(config, climb, tmp_path)
     easy = [{"iter": "0", "status": "keep", "val_auc": "0.994"}, {"iter": "1", "status": "keep", "val_auc": "0.996"}]
     assert stop_reason(config, easy, tmp_path) is None
-    discarded = [{"iter": "0", "status": "keep", "val_auc": "0.88"}, {"iter": "1", "status": "discard", "val_auc": "1.0"}]
+    discarded = [
+        {"iter": "0", "status": "keep", "val_auc": "0.88"},
+        {"iter": "1", "status": "discard", "val_auc": "1.0"},
+    ]
     assert stop_reason(config, discarded, tmp_path) is None
 
 
@@ -202,9 +214,8 @@ def test_each_fit_gets_a_fresh_copy_of_a_shared_model():
     import types
 
     import pandas as pd
-    from sklearn.linear_model import LogisticRegression
-
     from autoresearch import tabular_child
+    from sklearn.linear_model import LogisticRegression
 
     shared = LogisticRegression()
     module = types.SimpleNamespace(feature_fn=lambda df: df, build_pipeline=lambda: shared)
@@ -216,6 +227,9 @@ def test_each_fit_gets_a_fresh_copy_of_a_shared_model():
 def test_rerun_held_out_records_are_averaged():
     from autoresearch.loop import _mean_record
 
-    merged = _mean_record({"heldout_bpb": 2.0, "heldout_bpb_values": [2.0, 4.0], "n": "x"},
-                          {"heldout_bpb": 3.0, "heldout_bpb_values": [5.0, 1.0], "n": "y"}, runs_before=2)
+    merged = _mean_record(
+        {"heldout_bpb": 2.0, "heldout_bpb_values": [2.0, 4.0], "n": "x"},
+        {"heldout_bpb": 3.0, "heldout_bpb_values": [5.0, 1.0], "n": "y"},
+        runs_before=2,
+    )
     assert merged == {"heldout_bpb": 7 / 3, "heldout_bpb_values": [3.0, 3.0], "n": "y"}

@@ -134,9 +134,7 @@ def compare(baseline: dict, final: dict, metric: str, higher_is_better: bool,
     """Paired bootstrap: both models are scored on the same resampled held-out items each time."""
     n = _items(baseline, metric)
     if n != _items(final, metric):
-        raise ValueError(
-            f"the two held-out records have {n} and {_items(final, metric)} items; not the same rows"
-        )
+        raise ValueError(f"the two held-out records have {n} and {_items(final, metric)} items; not the same rows")
     index = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
     a, b = _resampled_scores(metric, baseline, index), _resampled_scores(metric, final, index)
     return Comparison(
@@ -216,9 +214,7 @@ class FreshGain:
         return fresh_verdict(self)
 
 
-def fresh_gain(
-    seen: float, baseline: list[FreshScore], final: list[FreshScore], higher_is_better: bool
-) -> FreshGain:
+def fresh_gain(seen: float, baseline: list[FreshScore], final: list[FreshScore], higher_is_better: bool) -> FreshGain:
     diffs: list[float] = []
     for a, b in zip(baseline, final, strict=False):  # a seed may be missing from one side
         if not a.error and not b.error and len(a.fold_scores) == len(b.fold_scores):
@@ -237,10 +233,7 @@ def fresh_verdict(g: FreshGain) -> str:
     sign = 1 if g.higher_is_better else -1
     if not (math.isfinite(g.seen) and sign * g.seen > 0):
         return f"no gain was seen, so none can survive (fresh difference {g.fresh:+.4f} ± {g.fresh_se:.4f})"
-    head = (
-        f"seen gain {g.seen:+.4f} on the ratchet's folds, "
-        f"{g.fresh:+.4f} ± {g.fresh_se:.4f} on {g.folds} fresh folds"
-    )
+    head = f"seen gain {g.seen:+.4f} on the ratchet's folds, {g.fresh:+.4f} ± {g.fresh_se:.4f} on {g.folds} fresh folds"
     if g.survived <= 0:
         return f"{head}: none of the gain survived"
     return f"{head}: {min(g.survived, 9.99):.0%} of the gain survived"

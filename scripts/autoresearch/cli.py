@@ -34,8 +34,17 @@ def dispatch(args) -> int:
     try:
         repo = Repo(".")
         if args.verb == "start":
-            print(loop.start(repo, args.tag, args.task, resume=args.resume, deadline=args.deadline, max_iters=args.max_iters,
-                             budget=getattr(args, "budget", None)))
+            print(
+                loop.start(
+                    repo,
+                    args.tag,
+                    args.task,
+                    resume=args.resume,
+                    deadline=args.deadline,
+                    max_iters=args.max_iters,
+                    budget=getattr(args, "budget", None),
+                )
+            )
         elif args.verb == "try":
             print(loop.try_edit(repo, args.hypothesis))
         elif args.verb == "status":

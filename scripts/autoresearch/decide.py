@@ -27,7 +27,7 @@ class Decision:
 def paired_test(candidate: list[float], best: list[float], higher_is_better: bool) -> tuple[float, float, float]:
     """(mean difference, its standard error, one-sided p-value for an improvement)."""
     n = len(candidate)
-    diffs = [c - b for c, b in zip(candidate, best)]
+    diffs = [c - b for c, b in zip(candidate, best, strict=True)]
     delta = sum(diffs) / n
     if n < 2:
         return delta, math.nan, math.nan

@@ -54,9 +54,7 @@ def digest(config: RunConfig, rows: list[dict], repo=None) -> dict:
         crashes.setdefault(r.get("reason", "") or "unknown", []).append(int(r["iter"]))
     stamps = [datetime.fromisoformat(r["timestamp"]) for r in rows if r.get("timestamp")]
     hours = (max(stamps) - min(stamps)).total_seconds() / 3600 if len(stamps) > 1 else 0.0
-    gain_total = (
-        parse_float(best.get(metric)) - parse_float(baseline.get(metric)) if best and baseline else math.nan
-    )
+    gain_total = parse_float(best.get(metric)) - parse_float(baseline.get(metric)) if best and baseline else math.nan
     folder = run_dir(repo, config.tag) if repo is not None else None
     seconds = sorted(s for s in (_num(r, "seconds") for r in tried) if math.isfinite(s))
     return {
@@ -77,7 +75,9 @@ def digest(config: RunConfig, rows: list[dict], repo=None) -> dict:
         "last": [brief(r) for r in rows[-LAST_ROWS:]],
         "kept_chain": [brief(r) for r in kept],  # the baseline first, then every kept step in order
         "near_misses": [brief(r) for r in near[:NEAR_MISSES]],
-        "crash_causes": [{"reason": k, "count": len(v), "iters": v} for k, v in sorted(crashes.items(), key=lambda kv: -len(kv[1]))],
+        "crash_causes": [
+            {"reason": k, "count": len(v), "iters": v} for k, v in sorted(crashes.items(), key=lambda kv: -len(kv[1]))
+        ],
         "iterations_per_hour": round(len(tried) / hours, 1) if hours > 0 else None,
         "hours": round(hours, 2),
         "seconds_per_iteration": {
@@ -109,20 +109,26 @@ def render(d: dict) -> str:
         + (f" | {d['iterations_per_hour']} per hour" if d["iterations_per_hour"] else ""),
     ]
     if d["best"]:
-        b = d["best"]
-        lines.append(
-            f"best: iter {b['iter']} {b['commit']} {m}={val(b[m])} "
-            f"({val(d['gain_over_baseline']) if d['baseline'] else 'nan'} over baseline {val(d['baseline'][m]) if d['baseline'] else 'nan'}) — {b['description']}"
-        )
+        b, base = d["best"], d["baseline"]
+        versus = f"{val(d['gain_over_baseline'])} over baseline {val(base[m])}" if base else "no baseline row"
+        lines.append(f"best: iter {b['iter']} {b['commit']} {m}={val(b[m])} ({versus}) — {b['description']}")
     lines.append("last:")
     lines += [f"  iter {r['iter']} {r['status']:<11} {m}={val(r[m])}{delta(r)} — {r['description']}" for r in d["last"]]
     if d["near_misses"]:
         lines.append("near misses (discarded within noise; worth combining — git show REF:train.py):")
-        lines += [f"  iter {r['iter']} {r['ref']}{delta(r)} p={val(r['p_value'])} — {r['description']}" for r in d["near_misses"]]
+        lines += [
+            f"  iter {r['iter']} {r['ref']}{delta(r)} p={val(r['p_value'])} — {r['description']}"
+            for r in d["near_misses"]
+        ]
     if d["crash_causes"]:
         lines.append("crash causes:")
-        lines += [f"  {c['count']}x {c['reason']} (iters {', '.join(map(str, c['iters'][-5:]))})" for c in d["crash_causes"]]
-    limits = [f"deadline {d['deadline']}" if d["deadline"] else "", f"cap {d['max_iters']} iterations" if d["max_iters"] else ""]
+        lines += [
+            f"  {c['count']}x {c['reason']} (iters {', '.join(map(str, c['iters'][-5:]))})" for c in d["crash_causes"]
+        ]
+    limits = [
+        f"deadline {d['deadline']}" if d["deadline"] else "",
+        f"cap {d['max_iters']} iterations" if d["max_iters"] else "",
+    ]
     limits = [x for x in limits if x]
     lines.append(f"next: iter {d['next_iter']}" + (f" | {', '.join(limits)}" if limits else ""))
     if d["stop_reason"]:

@@ -100,7 +100,18 @@ class Repo:
     def amend_message(self, message: str) -> str:
         # --only: the message alone; whatever a person staged meanwhile stays staged, out of the commit
         self.repo.git.execute(
-            ["git", *self.commit_config, "commit", "-q", "--no-verify", "--amend", "--only", "--allow-empty", "-m", message]
+            [
+                "git",
+                *self.commit_config,
+                "commit",
+                "-q",
+                "--no-verify",
+                "--amend",
+                "--only",
+                "--allow-empty",
+                "-m",
+                message,
+            ]
         )
         return self.head()
 

@@ -40,8 +40,8 @@ BASELINE_TIMEOUT_SECONDS = 3600  # the budget is not known before the baseline r
 LOG_TAIL_LINES = 12  # what a crash shows of run.log: the traceback's end, not the whole log
 LOG_TAIL_LINE_CHARS = 240
 STEERING_FILES = ("program.md",)  # the person's directions: may be edited during a run; the ratchet never commits it
-SUBJECT_CHARS = 100
-EDITED_WHILE_SCORED = "train.py was edited while it was being scored: the score would not be of the committed code"  # commit subjects longer than this are cut; the full hypothesis goes in the body
+SUBJECT_CHARS = 100  # commit subjects longer than this are cut; the full hypothesis goes in the body
+EDITED_WHILE_SCORED = "train.py was edited while it was being scored: the score would not be of the committed code"
 
 
 @dataclass
@@ -122,7 +122,9 @@ def run_harness(
         block = {}
     elif not block:
         why = proc.last_line(result.tail)
-        error = f"the harness exited with code {result.returncode} and printed no summary block" + (f": {why}" if why else "")
+        error = f"the harness exited with code {result.returncode} and printed no summary block" + (
+            f": {why}" if why else ""
+        )
     return HarnessRun(block, result.seconds, error)
 
 
@@ -203,7 +205,9 @@ def start(
         for seed in range(1, CALIBRATION_RUNS if block.get("keep_rule") == RERUN_RULE else 1):
             if harness.harness_error or block.get("status") != "ok":
                 break
-            harness = _run_again(repo, task, folder, BASELINE_TIMEOUT_SECONDS, harness, [*harness_args, "--seed", str(seed)])
+            harness = _run_again(
+                repo, task, folder, BASELINE_TIMEOUT_SECONDS, harness, [*harness_args, "--seed", str(seed)]
+            )
             block = harness.block
         if harness.harness_error or block.get("status") != "ok":
             why = harness.harness_error or block.get("error", block.get("status"))
@@ -231,9 +235,9 @@ def start(
                    harness.seconds, code_lines(source), reason="baseline")  # fmt: skip
         book.append(row)
         _record_private(folder, 0, base)
-    score = summary.parse_float(block.get(metric))
+    score, se = summary.parse_float(block.get(metric)), summary.parse_float(block.get(metric + "_se"))
     return (
-        f"run {tag} started on {branch} | baseline {metric}={_fmt(score)} ± {_fmt(summary.parse_float(block.get(metric + '_se')))}"
+        f"run {tag} started on {branch} | baseline {metric}={_fmt(score)} ± {_fmt(se)}"
         f" | {harness.seconds:.1f} s | results in {repo.rel(task.results)}"
     )
 
@@ -252,7 +256,9 @@ def _resume(repo: Repo, tag: str, branch: str) -> str:
     book = ledger_for(repo, config, task)
     book.repair()
     rows = book.rows(tag)
-    return f"run {tag} resumed on {branch} | {len(rows)} rows, next iter {next_iter(rows)}" + (f" | {note}" if note else "")
+    return f"run {tag} resumed on {branch} | {len(rows)} rows, next iter {next_iter(rows)}" + (
+        f" | {note}" if note else ""
+    )
 
 
 # -- try --------------------------------------------------------------------------------------------
@@ -287,7 +293,9 @@ def try_edit(repo: Repo, hypothesis: str | None) -> str:
         if not hypothesis:
             declared = declared_hypothesis(source)
             if not declared or declared == declared_hypothesis(repo.show(best_sha, task.train_rel)):
-                raise RunError('say what this edit tests: ratchet.py try "HYPOTHESIS" (or update HYPOTHESIS in train.py)')
+                raise RunError(
+                    'say what this edit tests: ratchet.py try "HYPOTHESIS" (or update HYPOTHESIS in train.py)'
+                )
             hypothesis = ledger.clean_text(declared)
         n = next_iter(rows)
         state = {"phase": "running", "iter": n, "best": best_sha, "hypothesis": hypothesis, "started": time.time()}
@@ -298,14 +306,20 @@ def try_edit(repo: Repo, hypothesis: str | None) -> str:
         def record_harness(pid: int) -> None:
             write_json(folder / "state.json", {**state, "harness_pgid": pid})
 
-        timeout = config.budget_seconds + HARNESS_GRACE_SECONDS if math.isfinite(config.budget_seconds) else BASELINE_TIMEOUT_SECONDS
+        timeout = (
+            config.budget_seconds + HARNESS_GRACE_SECONDS
+            if math.isfinite(config.budget_seconds)
+            else BASELINE_TIMEOUT_SECONDS
+        )
         timeout = float(config.extra.get("timeout_seconds", timeout))
         harness_args = list(config.extra.get("harness_args", []))
         harness = run_harness(repo, task, folder, timeout, on_start=record_harness, extra_args=harness_args)
         best_lines = code_lines(repo.show(best_sha, task.train_rel))
         seed = 1
         while _wants_rerun(config, rows, harness, best, code_lines(source), best_lines):
-            harness = _run_again(repo, task, folder, timeout, harness, [*harness_args, "--seed", str(seed)], record_harness)
+            harness = _run_again(
+                repo, task, folder, timeout, harness, [*harness_args, "--seed", str(seed)], record_harness
+            )
             seed += 1
         if repo.tree_blob(task.train_rel) != repo.blob(state["candidate"], task.train_rel):
             harness = HarnessRun({"status": "crash", "error": EDITED_WHILE_SCORED}, harness.seconds, "")
@@ -365,14 +379,22 @@ def _judge(repo, config, task, harness: HarnessRun, best: dict, best_lines: int,
                 summary.parse_floats(block.get("fold_scores")), summary.parse_floats(best.get("fold_scores")),
                 config.higher_is_better, lines, best_lines,
             )  # fmt: skip
-        status, reason, delta, se, p = ("keep" if decision.keep else "discard"), decision.reason, decision.delta, decision.se, decision.p_value
+        status, reason, delta, se, p = (
+            ("keep" if decision.keep else "discard"),
+            decision.reason,
+            decision.delta,
+            decision.se,
+            decision.p_value,
+        )
         before, after = summary.parse_float(best.get(metric)), summary.parse_float(block.get(metric))
         verdict = (
             f"{metric} {_fmt(before)} → {_fmt(after)} ({delta:+.4f} ± {_fmt(se)}, p={_fmt(p, 3)}): "
             f"{'KEPT' if decision.keep else 'DISCARDED'}, {decision.reason}"
         )
     body = [hypothesis] if len(hypothesis) > SUBJECT_CHARS else []
-    message = "\n\n".join([_subject(hypothesis), *body, verdict, f"Autoresearch-Run: {config.tag}\nAutoresearch-Iter: {n}"])
+    message = "\n\n".join(
+        [_subject(hypothesis), *body, verdict, f"Autoresearch-Run: {config.tag}\nAutoresearch-Iter: {n}"]
+    )
     final = repo.amend_message(message)
     row = _row(config, block, final, n, status, hypothesis, harness.seconds, lines, reason=reason,
                delta=delta, se=se, p=p)  # fmt: skip
@@ -416,7 +438,11 @@ def _rerun(first: HarnessRun, again: HarnessRun) -> HarnessRun:
         return HarnessRun(again.block, first.seconds + again.seconds, again.harness_error)
     metric = first.block["metric"]
     scores = [s for run in (first, again) for s in summary.parse_floats(run.block.get("fold_scores"))]
-    block = {**again.block, metric: f"{sum(scores) / len(scores):.6f}", "fold_scores": ",".join(f"{s:.6f}" for s in scores)}
+    block = {
+        **again.block,
+        metric: f"{sum(scores) / len(scores):.6f}",
+        "fold_scores": ",".join(f"{s:.6f}" for s in scores),
+    }
     return HarnessRun(block, first.seconds + again.seconds, "")
 
 
@@ -521,7 +547,9 @@ def _record_private(folder: Path, n: int, sha: str) -> None:
     pending.unlink(missing_ok=True)
 
 
-def _row(config, block, sha, n, status, description, seconds, lines, *, reason="", delta=math.nan, se=math.nan, p=math.nan) -> dict:
+def _row(
+    config, block, sha, n, status, description, seconds, lines, *, reason="", delta=math.nan, se=math.nan, p=math.nan
+) -> dict:
     memory_mb = summary.parse_float(block.get("peak_memory_mb"))
     return {
         "commit": sha[:7], config.metric: block.get(config.metric, "") if status != "crash" else "",

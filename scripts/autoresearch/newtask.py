@@ -183,7 +183,9 @@ def min_rows_per_class() -> int:
 
 def check_rows(y: pd.Series, problem: str) -> None:
     if len(y) < MIN_ROWS:
-        raise RunError(f"{len(y)} rows with a target; a task needs at least {MIN_ROWS} for a held-out part and {N_FOLDS} folds")
+        raise RunError(
+            f"{len(y)} rows with a target; a task needs at least {MIN_ROWS} for a held-out part and {N_FOLDS} folds"
+        )
     if problem == "regression":
         return
     counts = y.value_counts()
@@ -195,7 +197,9 @@ def check_rows(y: pd.Series, problem: str) -> None:
                        f"(each class needs at least {need}): {shown}; merge rare classes, or --problem regression "
                        "if the target is a quantity")  # fmt: skip
     codes = pd.Series(pd.factorize(y)[0], index=y.index)
-    task = TabularTask(name="check", load=None, problem=problem, holdout_fraction=HOLDOUT_FRACTION, split_seed=SPLIT_SEED)
+    task = TabularTask(
+        name="check", load=None, problem=problem, holdout_fraction=HOLDOUT_FRACTION, split_seed=SPLIT_SEED
+    )
     try:
         _, _, y_dev, _ = split(task, codes.to_frame(), codes)
     except ValueError as exc:
@@ -263,22 +267,31 @@ def plan(
     if y.empty:
         raise RunError(f"target {target!r} is empty in every row")
     if y.nunique() < 2:
-        raise RunError(f"target {target!r} has a single value ({_show(y.iloc[0])}) in all {len(y)} rows: nothing to predict")
+        raise RunError(
+            f"target {target!r} has a single value ({_show(y.iloc[0])}) in all {len(y)} rows: nothing to predict"
+        )
     inferred, reason = infer_problem(y)
     if problem and problem != inferred:
         if problem == "regression" and not pd.api.types.is_numeric_dtype(y):
-            raise RunError(f"non-numeric regression target {target!r} (e.g. {_show(y.iloc[0])}); leave out --problem for classification")
+            raise RunError(
+                f"non-numeric regression target {target!r} (e.g. {_show(y.iloc[0])}); "
+                "leave out --problem for classification"
+            )
         if problem == "binary" and y.nunique() != 2:
             raise RunError(f"--problem binary: target {target!r} has {y.nunique()} distinct values, not 2")
         if problem == "multiclass" and y.nunique() == 2:
-            raise RunError(f"--problem multiclass: target {target!r} has 2 values; use binary (--metric val_logloss for log loss)")
+            raise RunError(
+                f"--problem multiclass: target {target!r} has 2 values; use binary (--metric val_logloss for log loss)"
+            )
         reason = f"--problem {problem} ({reason})"
     problem = problem or inferred
     if problem == "regression" and pd.api.types.is_bool_dtype(y):
         raise RunError(f"non-numeric regression target {target!r} (true/false values)")
     metric = metric or METRIC_CHOICES[problem][0]
     if metric not in METRIC_CHOICES[problem]:
-        raise RunError(f"--metric {metric} does not apply to {problem}; choose from {', '.join(METRIC_CHOICES[problem])}")
+        raise RunError(
+            f"--metric {metric} does not apply to {problem}; choose from {', '.join(METRIC_CHOICES[problem])}"
+        )
     check_rows(y, problem)
 
     features = frame.loc[y.index].drop(columns=[target])
@@ -306,7 +319,9 @@ def plan(
     kept = features.drop(columns=list(dropped))
     if kept.shape[1] == 0:
         raise RunError(f"no feature column left (left out: {_names(dropped)})")
-    numeric = [c for c in kept.columns if pd.api.types.is_numeric_dtype(kept[c]) and not pd.api.types.is_bool_dtype(kept[c])]
+    numeric = [
+        c for c in kept.columns if pd.api.types.is_numeric_dtype(kept[c]) and not pd.api.types.is_bool_dtype(kept[c])
+    ]
     categorical = [c for c in kept.columns if c not in numeric]
     data_ref, inside = data_reference(repo, csv)
     return Plan(
@@ -315,7 +330,7 @@ def plan(
         missing_values=missing_values, n_rows=len(y), n_missing_target=n_missing_target,
         target_summary=target_summary(y, problem), numeric=numeric, categorical=categorical,
         dropped=dropped, warnings=warnings,
-        classes=[] if problem == "regression" else [v.item() if isinstance(v, np.generic) else v for v in np.unique(y.to_numpy())],
+        classes=[] if problem == "regression" else [_plain(v) for v in np.unique(y.to_numpy())],
     )  # fmt: skip
 
 
@@ -360,15 +375,23 @@ def run_baseline(folder: Path, budget: float) -> tuple[dict, str]:
     return block, ""
 
 
+def _plain(value):
+    """A numpy scalar as the Python value it holds (for the generated files)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def leakage_note(plan: Plan, block: dict) -> str | None:
     ceiling = LEAKAGE_CEILINGS.get(plan.metric)
     value = summary.parse_float(block.get(plan.metric))
     if ceiling is None or not math.isfinite(value) or value < ceiling:
         return None
     others = [m for m in METRIC_CHOICES[plan.problem] if m not in LEAKAGE_CEILINGS]
-    return (f"the baseline's {plan.metric} {value:.4f} is at or above {ceiling}: look for a leaking column; if the "
-            f"task is just easy, {plan.metric} has little left to gain (ratchet on {' or '.join(others) or 'another metric'} "
-            f"with --metric), and the ratchet's leakage stop will not fire since the baseline starts there")  # fmt: skip
+    alternative = " or ".join(others) or "another metric"
+    return (
+        f"the baseline's {plan.metric} {value:.4f} is at or above {ceiling}: look for a leaking column; if the task "
+        f"is just easy, {plan.metric} has little left to gain (ratchet on {alternative} with --metric), and the "
+        "ratchet's leakage stop will not fire since the baseline starts there"
+    )
 
 
 def new_task(repo: Repo, csv: str, target: str, *, echo=print, **options) -> int:

@@ -86,15 +86,11 @@ def build(repo: Repo, config: RunConfig, task: loop.Task, *, remeasure: bool = T
     if audit.can_bootstrap(base_record, metric) and audit.can_bootstrap(final_record, metric):
         report.heldout = audit.compare(base_record, final_record, metric, config.higher_is_better)
     else:
-        report.heldout_note = (
-            "no held-out records for the baseline and the final commit (the harness wrote none)"
-        )
+        report.heldout_note = "no held-out records for the baseline and the final commit (the harness wrote none)"
     if not remeasure:
         report.fresh_note = "skipped (--no-remeasure)"
     elif not harness_takes_cv_seed(task):
-        report.fresh_note = (
-            "this task's harness has no --cv-seed option, so there are no fresh folds to score on"
-        )
+        report.fresh_note = "this task's harness has no --cv-seed option, so there are no fresh folds to score on"
     else:
         report.fresh_seeds = tuple(fresh_seeds)
         prepare = task.dir / "prepare.py"
@@ -104,9 +100,7 @@ def build(repo: Repo, config: RunConfig, task: loop.Task, *, remeasure: bool = T
         report.fresh_final = audit.score_on_fresh_folds(
             prepare, repo.show(last.sha, task.train_rel), last.sha, fresh_seeds)  # fmt: skip
         seen = last.entry[metric] - first.entry[metric]
-        report.fresh = audit.fresh_gain(
-            seen, report.fresh_baseline, report.fresh_final, config.higher_is_better
-        )
+        report.fresh = audit.fresh_gain(seen, report.fresh_baseline, report.fresh_final, config.higher_is_better)
     return report
 
 
@@ -132,9 +126,7 @@ def progress_chart(report: Report, path: Path) -> Path:
     points = [(int(r["iter"]), parse_float(r.get(metric) or None), r.get("status", "")) for r in report.rows]
     scored = [(i, v, s) for i, v, s in points if math.isfinite(v)]
     kept = [(s.entry["iter"], s.entry[metric]) for s in report.chain if math.isfinite(s.entry[metric])]
-    failed = [
-        i for i, v, s in points if s in ("crash", "interrupted") or (s != "keep" and not math.isfinite(v))
-    ]
+    failed = [i for i, v, s in points if s in ("crash", "interrupted") or (s != "keep" and not math.isfinite(v))]
     last_iter = max((i for i, _, _ in points), default=0)
 
     fig, ax = plt.subplots(figsize=CHART_INCHES, dpi=CHART_DPI)
@@ -185,8 +177,7 @@ def progress_chart(report: Report, path: Path) -> Path:
     direction = "higher is better" if higher else "lower is better — axis inverted, up is better"
     ax.set_ylabel(f"{metric} ({direction})")
     ax.set_title(
-        f"{report.name} · run {report.config.tag}: "
-        f"{d['iterations']} experiments, {d['kept']} kept improvements"
+        f"{report.name} · run {report.config.tag}: {d['iterations']} experiments, {d['kept']} kept improvements"
     )
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=9, framealpha=0.9)
@@ -255,13 +246,10 @@ def markdown(report: Report, files: dict[str, Path] | None = None) -> str:
     lines += ["", f"**Held-out audit**: {heldout_sentence(report)}"]
     if report.heldout:
         h = report.heldout
-        lines.append(
-            f"(baseline {_v(h.baseline)} {_ci(h.baseline_ci)}, final {_v(h.final)} {_ci(h.final_ci)})"
-        )
+        lines.append(f"(baseline {_v(h.baseline)} {_ci(h.baseline_ci)}, final {_v(h.final)} {_ci(h.final_ci)})")
     lines += [
         "",
-        f"**Fresh folds** (cv seeds {', '.join(map(str, report.fresh_seeds)) or '-'}): "
-        f"{fresh_sentence(report)}",
+        f"**Fresh folds** (cv seeds {', '.join(map(str, report.fresh_seeds)) or '-'}): {fresh_sentence(report)}",
     ]
     if d["near_misses"]:
         lines += ["", "**Near misses worth combining**: " + "; ".join(

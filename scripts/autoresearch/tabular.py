@@ -94,9 +94,7 @@ def split(task: TabularTask, x: pd.DataFrame, y: pd.Series):
     from sklearn.model_selection import train_test_split
 
     stratify = y if task.problem != "regression" else None
-    return train_test_split(
-        x, y, test_size=task.holdout_fraction, random_state=task.split_seed, stratify=stratify
-    )
+    return train_test_split(x, y, test_size=task.holdout_fraction, random_state=task.split_seed, stratify=stratify)
 
 
 def folds(task: TabularTask, y_dev: pd.Series, cv_seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -212,7 +210,9 @@ def evaluate(
         if not all(math.isfinite(s) for s in fold_scores):
             raise CandidateError("crash", f"{metric} is NaN on some fold")
         holdout = predictions.get("holdout")
-        _check_predictions(holdout if holdout is not None else np.empty(0), len(parts["y_hold"]), task.problem, n_classes)
+        _check_predictions(
+            holdout if holdout is not None else np.empty(0), len(parts["y_hold"]), task.problem, n_classes
+        )
         if private_out:
             write_private(private_out, metric, parts["y_hold"], holdout, classes, names)
     except CandidateError as exc:
@@ -277,8 +277,12 @@ def main(task: TabularTask, default_train: Path, argv: list[str] | None = None) 
         if not train.is_file():
             raise DataError(f"{train}: no such file")
         block = evaluate(
-            task, train, data=args.data, cv_seed=args.cv_seed,
-            private_out=args.private_out, pgid_file=args.pgid_file,
+            task,
+            train,
+            data=args.data,
+            cv_seed=args.cv_seed,
+            private_out=args.private_out,
+            pgid_file=args.pgid_file,
         )
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)

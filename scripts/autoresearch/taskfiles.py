@@ -204,6 +204,9 @@ def card(plan, block: dict | None = None) -> str:
 
     rel = f"{newtask.TASKS_DIR}/{plan.name}"
     where = "inside the repository, ignored by git" if plan.inside_repo else "outside the repository"
+    unlabelled = f" ({plan.n_missing_target} more without a target, left out)" if plan.n_missing_target else ""
+    cv = f"{newtask.N_FOLDS}x{newtask.N_REPEATS} repeated CV"
+    held_out = f"{newtask.HOLDOUT_FRACTION:.0%} held out (seed {newtask.SPLIT_SEED})"
     lines = [
         f"# Task {plan.name}",
         "",
@@ -212,11 +215,11 @@ def card(plan, block: dict | None = None) -> str:
         "",
         "```",
         f"data:      {plan.data_ref} ({where}; sha256 {plan.sha256[:16]}…)",
-        f"rows:      {plan.n_rows}" + (f" ({plan.n_missing_target} more without a target, left out)" if plan.n_missing_target else ""),
+        f"rows:      {plan.n_rows}{unlabelled}",
         f"target:    {plan.target}, {plan.problem} ({plan.problem_reason})",
         f"           {plan.target_summary}",
         f"metric:    {plan.metric}, {'higher' if plan.higher_is_better else 'lower'} is better; "
-        f"{newtask.N_FOLDS}x{newtask.N_REPEATS} repeated CV, {newtask.HOLDOUT_FRACTION:.0%} held out (seed {newtask.SPLIT_SEED})",
+        f"{cv}, {held_out}",
         f"budget:    {plan.budget:g} s for the whole evaluation of a candidate",
         f"features:  {len(plan.numeric)} numeric, {len(plan.categorical)} categorical",
     ]  # fmt: skip
