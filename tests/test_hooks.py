@@ -395,6 +395,7 @@ def test_recursive_grep_stays_out_of_git(run, tmp_path):
         "rg --hidden auc",
         "rg -uu auc .",
         "grep -r auc .git",
+        "grep -r auc .git/*",
     ]:
         reason = bash(state, command)
         assert reason and "--exclude-dir=.git" in reason, command
@@ -407,6 +408,7 @@ def test_recursive_grep_stays_out_of_git(run, tmp_path):
         "rg -n auc scripts",
         "rg --hidden -g '!.git' auc",
         "git grep auc",
+        "find . -name '*.py' -not -path './.git/*'",
     ]:
         assert bash(state, command) is None, command
 

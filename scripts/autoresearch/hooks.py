@@ -310,12 +310,20 @@ def _reads_private(word: str, cwd: Path, state: RunState) -> bool:
     if not value or "\n" in value:
         return False
     try:
-        if re.search(r"[*?\[]", value):
-            matches = glob.glob(os.path.expanduser(value), root_dir=cwd)
-            return any(_private(_resolve(match, cwd), state) for match in matches)
+        if re.search(r"[*?\[]", value):  # what the shell would expand it to; the run folder itself is no
+            # file to read, so a quoted pattern such as `find -not -path './.git/*'` passes
+            inside = [_resolve(match, cwd) for match in _expand(value, cwd)]
+            return any(_private(path, state) and path != state.common_dir / RUNS_FOLDER for path in inside)
         return _private(_resolve(value, cwd), state)
     except (OSError, ValueError):  # a word no file system could hold is no path
         return False
+
+
+def _expand(word: str, cwd: Path) -> list[str]:
+    """A glob as the shell expands it (the word itself when nothing matches)."""
+    if not re.search(r"[*?\[]", word):
+        return [word]
+    return glob.glob(os.path.expanduser(word), root_dir=cwd) or [word]
 
 
 def _simple_command_rule(
@@ -443,7 +451,7 @@ def _recursive_search_rule(program: str, args: list[str], cwd: Path, state: RunS
         skips_git = any(name == "--exclude-dir" and fnmatch.fnmatch(".git", value.rstrip("/"))
                         for name, value in options)  # fmt: skip
     private = state.common_dir / RUNS_FOLDER
-    for root in paths or ["."]:
+    for root in [path for word in paths for path in _expand(word, cwd)] or ["."]:
         folder = _resolve(root, cwd)
         if not _inside(private, folder):
             continue
