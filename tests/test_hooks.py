@@ -270,3 +270,178 @@ def test_shim_denies_as_claude_code_expects(run):
     assert decision["hookEventName"] == "PreToolUse" and decision["permissionDecision"] == "deny"
     allowed = call_shim("pre-tool-use", {**event, "tool_input": {"file_path": "train.py"}}, project.path)
     assert (allowed.returncode, allowed.stdout) == (0, "")
+
+
+# -- review fixes: each test failed before its fix --------------------------------------------------------
+def test_the_agent_cannot_end_its_run_or_read_the_report(run):
+    _, state = run
+    for command, says in [
+        ('uv run scripts/ratchet.py stop "done"', "the person's"),
+        ("uv run --extra lm scripts/ratchet.py stop", "the person's"),
+        ("python scripts/ratchet.py stop", "the person's"),
+        ("cd /tmp && uv run --project /x scripts/ratchet.py report --no-remeasure", "held-out"),
+        ("uv run scripts/ratchet.py report --all", "held-out"),
+        ("uv run scripts/ratchet.py new-task data.csv --target y", "not part of a run"),
+    ]:
+        reason = bash(state, command)
+        assert reason and says in reason, command
+    for command in [
+        'uv run scripts/ratchet.py try "stop early when the loss plateaus"',
+        "uv run scripts/ratchet.py status",
+        "uv run scripts/ratchet.py start t1 --resume",
+    ]:
+        assert bash(state, command) is None, command
+
+
+def test_git_output_option_is_a_write(run):
+    _, state = run
+    for command in [
+        "git diff --output=prepare.py",
+        "git log -p --output notes.txt",
+        "git show HEAD --output=x",
+    ]:
+        reason = bash(state, command)
+        assert reason and "--output" in reason, command
+
+
+def test_private_check_looks_at_paths_not_words(run):
+    project, state = run
+    for command in [
+        'uv run scripts/ratchet.py try "heldout-style early stopping"',
+        'uv run scripts/ratchet.py try "mimic .git/autoresearch layout"',  # the hypothesis is not read
+        "git log --grep heldout",
+        "git show refs/autoresearch/t1/0000:train.py",
+    ]:
+        assert bash(state, command) is None, command
+    for command in [
+        "cat .git/autoresearch/t1/heldout.jsonl",
+        "zcat .git/autoresearch/t1/heldout.jsonl.gz",
+        "cat .git/*/t1/*",  # a glob that reaches the records
+        "cd .git/autoresearch && cat t1/heldout.jsonl",
+        f"head {state.folder}/heldout.jsonl",
+        "python3 -c \"print(open('.git/autoresearch/t1/heldout.jsonl').read())\"",
+        "cat heldout.jsonl",
+        "wc < .git/autoresearch/t1/heldout.jsonl",
+        "python3 - <<'EOF'\nprint(open('.git/autoresearch/t1/heldout.jsonl').read())\nEOF",
+    ]:
+        assert bash(state, command), command
+    inside = {"tool_name": "Bash", "tool_input": {"command": "cat heldout.jsonl"}, "cwd": str(state.folder)}
+    assert hooks.pre_tool_use(inside, state)
+
+
+def test_read_only_git_subcommands_are_allowed(run):
+    _, state = run
+    for command in [
+        "git stash list",
+        "git stash show -p",
+        "git worktree list",
+        "git branch --list 'auto*'",
+        "git branch -v",
+        "git branch --contains HEAD",
+        "git config --get user.name",
+        "git config --get-regexp '^user'",
+        "git config --list",
+        "git config get user.name",
+    ]:
+        assert bash(state, command) is None, command
+    for command in [
+        "git stash push",
+        "git stash pop",
+        "git worktree add /tmp/w",
+        "git branch new-idea",
+        "git branch --set-upstream-to=origin/main",
+        "git config --unset user.name",
+        "git config --add user.name x",
+        "git config set user.name x",
+    ]:
+        assert bash(state, command), command
+
+
+def test_run_log_from_a_line_on_is_a_dump(run):
+    _, state = run
+    for command in [
+        "tail -n +1 run.log",
+        "tail -n+1 run.log",
+        "tail +1 run.log",
+        "tail --lines=+1 run.log",
+        "tail --lines +1 run.log",
+        "head -n -1 run.log",
+        "head --lines=-5 run.log",
+        "tail -c 10000000 run.log",
+    ]:
+        reason = bash(state, command)
+        assert reason and "tail -n 50 run.log" in reason, command
+    assert "never returns" in bash(state, "tail -f run.log")
+    for command in [
+        "tail -n 50 run.log",
+        "tail -50 run.log",
+        "head -n 20 run.log",
+        "tail --lines=100 run.log",
+    ]:
+        assert bash(state, command) is None, command
+
+
+def test_recursive_grep_stays_out_of_git(run, tmp_path):
+    _, state = run
+    for command in [
+        "grep -r auc .",
+        "grep -rn heldout_auc",
+        "grep -R 0.8 ..",
+        "grep --recursive auc /tmp/../" + str(state.root),
+        "grep -d recurse auc .",
+        "rgrep auc .",
+        "egrep -rl auc .",
+        "rg auc .git",
+        "rg --hidden auc",
+        "rg -uu auc .",
+        "grep -r auc .git",
+        "grep -r auc .git/*",
+    ]:
+        reason = bash(state, command)
+        assert reason and "--exclude-dir=.git" in reason, command
+    for command in [
+        "grep -rn auc --exclude-dir=.git .",
+        "grep -rn auc scripts/ train.py",
+        "grep -n auc train.py prepare.py",
+        "grep -r auc " + str(tmp_path / "elsewhere"),
+        "rg auc",  # ripgrep skips hidden folders such as .git
+        "rg -n auc scripts",
+        "rg --hidden -g '!.git' auc",
+        "git grep auc",
+        "find . -name '*.py' -not -path './.git/*'",
+    ]:
+        assert bash(state, command) is None, command
+
+
+def test_the_normal_loop_goes_through(run):
+    project, state = run
+    for command in [
+        'uv run scripts/ratchet.py try "deeper trees"',
+        'uv run --extra lm scripts/ratchet.py try "wider embedding"',
+        "tail -n 50 run.log",
+        "git show refs/autoresearch/t1/0003:train.py",
+        "uv run scripts/ratchet.py status",
+    ]:
+        assert bash(state, command) is None, command
+    assert pre(state, "Edit", file_path=str(project.path / "train.py")) is None
+
+
+def test_settings_let_a_ratchet_call_run_for_an_hour():
+    settings = json.loads((ROOT / ".claude" / "settings.json").read_text())
+    for name in ("BASH_DEFAULT_TIMEOUT_MS", "BASH_MAX_TIMEOUT_MS"):
+        assert int(settings["env"][name]) >= 3_600_000, (
+            name
+        )  # a language-model try can take 40 min worst case
+    allowed = settings["permissions"]["allow"]
+    assert "Bash(uv run --extra lm scripts/ratchet.py:*)" in allowed
+
+
+def test_run_rows_reads_one_runs_rows(tmp_path):
+    from autoresearch import ledger
+
+    assert ledger.run_rows(tmp_path / "missing.tsv", "t1") == []
+    book = ledger.Ledger(tmp_path / "results.tsv", tmp_path / "mirror.tsv", "val_auc")
+    for tag, it in [("t1", 0), ("t2", 0), ("t1", 1)]:
+        book.append({"commit": "abc1234", "val_auc": 0.8, "status": "keep", "iter": it, "tag": tag})
+    assert [r["iter"] for r in ledger.run_rows(book.mirror, "t1")] == ["0", "1"]
+    assert len(ledger.run_rows(book.mirror)) == 3 and book.rows("t2") == ledger.run_rows(book.path, "t2")

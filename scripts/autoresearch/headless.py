@@ -103,8 +103,7 @@ def run_status(root: Path, tag: str) -> tuple[int, str | None, bool]:
     config = load_config(repo, tag)
     if config is None:
         return 0, None, False
-    mirror = run_dir(repo, tag) / "results.tsv"
-    rows = [r for r in ledger.read_rows(mirror) if r.get("tag", tag) == tag] if mirror.exists() else []
+    rows = ledger.run_rows(run_dir(repo, tag) / "results.tsv", tag)
     return len(rows), stopping.stop_reason(config, rows, run_dir(repo, tag)), True
 
 

@@ -5,6 +5,7 @@ hook says nothing, so Claude Code works in this repository as usual. scripts/hoo
 
     PreToolUse    deny edits of anything but the task's train.py, shell commands that change frozen files,
                   install packages or rewrite git history, dumps of run.log, reads of .git/autoresearch
+                  (paths, globs, recursive grep), and the ratchet verbs that are the person's
     Stop          block the agent's stop while no stop condition holds (stopping.stop_reason)
     SessionStart  put the status digest in the agent's context (startup, resume, compact, clear)
 
@@ -14,6 +15,8 @@ nothing heavy (gitpython alone costs 0.4 s); Stop and SessionStart load the libr
 
 from __future__ import annotations
 
+import fnmatch
+import glob
 import json
 import os
 import re
@@ -26,9 +29,11 @@ RUNS_FOLDER = "autoresearch"  # under the git common dir: runs.run_dir
 FILE_TOOLS = ("Edit", "Write", "MultiEdit", "NotebookEdit")
 READ_TOOLS = ("Read", "Grep", "Glob", "LS")
 MAX_LOG_LINES = 200  # more than this from run.log floods the context; the crash line shows the last 12
+MAX_LOG_BYTES = 200 * MAX_LOG_LINES  # `tail -c`: 200 lines of up to ~200 characters
 # An agent that keeps ending its turn with no new row is stuck (a refusal it cannot fix, a broken setup):
 # after this many blocked stops in a row without progress, let it stop rather than spend tokens all night.
 STOP_BLOCKS_WITHOUT_PROGRESS = 5
+RESULTS_FILE = "results.tsv"  # the run's mirror of the ledger, in the run folder (loop.RESULTS_FILE)
 STOP_BLOCKS_FILE = "stop_hook.json"  # in the run folder: the rows count and the blocks since it changed
 
 PACKAGE_INSTALLERS = {
@@ -45,6 +50,47 @@ GIT_WRITES = {
     "worktree", "gc", "prune",
 }  # fmt: skip  # every one moves the branch, the index or the tree behind the ratchet's back
 GIT_OPTIONS_WITH_VALUE = {"-C", "-c", "--git-dir", "--work-tree", "--namespace", "--exec-path"}
+GIT_READ_ONLY_FORMS = {"stash": {"list", "show"}, "worktree": {"list"}}  # first word after the verb
+GIT_BRANCH_WRITES = {
+    "-d", "-D", "-m", "-M", "-f", "-c", "-C", "-u", "-t", "--delete", "--force", "--move", "--copy",
+    "--track",
+    "--set-upstream-to", "--unset-upstream", "--edit-description",
+}  # fmt: skip
+GIT_BRANCH_LIST_MODE = {
+    "--list", "-l", "-v", "-vv", "--verbose", "--contains", "--no-contains", "--merged", "--no-merged",
+    "--points-at",
+}  # fmt: skip  # git branch lists (not creates) when one of these is given: builtin/branch.c
+GIT_CONFIG_READS = {"--get", "--get-all", "--get-regexp", "--get-urlmatch", "--get-color", "--list", "-l"}
+GIT_CONFIG_WRITES = {"--unset", "--unset-all", "--add", "--replace-all", "--rename-section",
+                     "--remove-section",
+                     "--edit", "-e", "set", "unset", "rename-section", "remove-section", "edit"}  # fmt: skip
+GIT_CONFIG_OPTIONS_WITH_VALUE = {"-f", "--file", "--blob", "--type", "--default", "--comment"}
+UV_RUN_OPTIONS_WITH_VALUE = {
+    "--extra", "--no-extra", "--group", "--no-group", "--only-group", "--with", "--with-editable",
+    "--with-requirements", "--python", "-p", "--project", "--directory", "--package", "--env-file", "--index",
+    "--default-index", "--index-url", "--extra-index-url", "--find-links", "-f", "--cache-dir",
+    "--config-file",
+}  # fmt: skip  # `uv run --extra lm train.py`: the value is not the program
+RATCHET_VERBS_FOR_THE_PERSON = {
+    "stop": "stopping the run is the person's call; go on with the next idea: the run ends by itself at the "
+    "deadline, the iteration cap or when `try` says it is over",
+    "report": "the report holds the held-out figures, kept for the person's morning review; "
+    "`uv run scripts/ratchet.py status` has what the agent needs",
+    "new-task": "new tasks are not part of a run; the task was fixed at `start`",
+}
+GREP_OPTIONS_WITH_VALUE = set("efmABCdD")  # short options of grep whose value may be the next word
+RG_OPTIONS_WITH_VALUE = set("efgtTmABCMjErd") | {
+    "--regexp", "--file", "--glob", "--iglob", "--type", "--type-not", "--max-count", "--after-context",
+    "--before-context", "--context", "--max-columns", "--threads", "--encoding", "--replace", "--max-depth",
+    "--sort", "--sortr", "--pre", "--pre-glob", "--type-add", "--type-clear", "--colors", "--ignore-file",
+    "--path-separator", "--max-filesize", "--engine", "--context-separator", "--field-match-separator",
+}  # fmt: skip
+GREP_LONG_WITH_VALUE = {
+    "--regexp", "--file", "--include", "--exclude", "--exclude-dir", "--exclude-from", "--directories",
+    "--devices", "--max-count", "--context", "--after-context", "--before-context", "--label",
+    "--binary-files",
+}  # fmt: skip
+GREPS = {"grep", "egrep", "fgrep", "rgrep", "rg"}
 FILE_WRITERS = {
     "cp",
     "mv",
@@ -211,7 +257,7 @@ def _program(words: list[str]) -> tuple[str, list[str]]:
         elif word == "uv" and i + 1 < len(words) and words[i + 1] == "run":
             i += 2
             while i < len(words) and words[i].startswith("-"):
-                i += 1
+                i += 2 if words[i] in UV_RUN_OPTIONS_WITH_VALUE else 1
         else:
             break
     if i >= len(words):
@@ -238,14 +284,46 @@ def _frozen(path: str, cwd: Path, state: RunState) -> bool:
 
 def bash_rule(command: str, cwd: Path, state: RunState) -> str | None:
     """Why this shell command must not run during the run, or None."""
-    if ".git/autoresearch" in command or "heldout" in command:
+    if _private(cwd.resolve(), state):
         return _private_reason(state)
     commands = split_command(command)
     for words in commands:
         reason = _simple_command_rule(words, cwd, state, commands)
         if reason:
             return reason
+        program, args = _program(words)
+        if program == "cd":  # `cd .git && cat autoresearch/…`: later commands run there
+            cwd = _resolve(args[-1] if args else "~", cwd)
     return None
+
+
+def _reads_private(word: str, cwd: Path, state: RunState) -> bool:
+    """Whether this argument names the run's private records: a path or glob into the run folder, or a
+    held-out file's name (also inside `python -c` code). A plain word such as a hypothesis is not a path."""
+    if ".git/autoresearch" in word:
+        return True
+    value = word.split("=", 1)[1] if word.startswith("-") and "=" in word else word
+    if any(
+        "heldout" in token and re.search(r"[/.*?\[]", token) for token in re.split(r"[\s'\"(),;=]+", value)
+    ):
+        return True
+    if not value or "\n" in value:
+        return False
+    try:
+        if re.search(r"[*?\[]", value):  # what the shell would expand it to; the run folder itself is no
+            # file to read, so a quoted pattern such as `find -not -path './.git/*'` passes
+            inside = [_resolve(match, cwd) for match in _expand(value, cwd)]
+            return any(_private(path, state) and path != state.common_dir / RUNS_FOLDER for path in inside)
+        return _private(_resolve(value, cwd), state)
+    except (OSError, ValueError):  # a word no file system could hold is no path
+        return False
+
+
+def _expand(word: str, cwd: Path) -> list[str]:
+    """A glob as the shell expands it (the word itself when nothing matches)."""
+    if not re.search(r"[*?\[]", word):
+        return [word]
+    return glob.glob(os.path.expanduser(word), root_dir=cwd) or [word]
 
 
 def _simple_command_rule(
@@ -254,11 +332,28 @@ def _simple_command_rule(
     for target in _targets(words):
         if _frozen(target, cwd, state):
             return _frozen_reason(target, state)
+    every_word = words  # with `< FILE`, and a heredoc's lines, where a path can be the first word
     words = [w for i, w in enumerate(words) if w not in (">", ">>", ">|", "&>", "&>>", "<") and
              not (i > 0 and words[i - 1] in (">", ">>", ">|", "&>", "&>>", "<"))]  # fmt: skip
     program, args = _program(words)
     if not program:
         return None
+    if program in ("python", "python3") and args and os.path.basename(args[0]) == "ratchet.py":
+        program, args = "ratchet.py", args[1:]
+    if program == "ratchet.py":  # its words are a verb and a hypothesis, not files to read
+        verb = next((a for a in args if not a.startswith("-")), "")
+        if verb in RATCHET_VERBS_FOR_THE_PERSON:
+            return (
+                f"`ratchet.py {verb}` is not the agent's during run {state.tag}: "
+                + RATCHET_VERBS_FOR_THE_PERSON[verb]
+            )
+        return None
+    if any(_reads_private(word, cwd, state) for word in every_word):
+        return _private_reason(state)
+    if program in GREPS:
+        reason = _recursive_search_rule(program, args, cwd, state)
+        if reason:
+            return reason
     if program in SHELLS:
         inner = (
             args[args.index("-c") + 1]
@@ -307,6 +402,68 @@ def _simple_command_rule(
     return _log_rule(program, args, pipeline)
 
 
+def _search_words(program: str, args: list[str]) -> tuple[list[str], list[tuple[str, str]], list[str]]:
+    """grep/rg arguments as (short flags, options with their values, the paths searched)."""
+    with_value = RG_OPTIONS_WITH_VALUE if program == "rg" else GREP_OPTIONS_WITH_VALUE | GREP_LONG_WITH_VALUE
+    flags, options, positional = [], [], []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            positional += args[i + 1 :]
+            break
+        if arg.startswith("--"):
+            name, eq, value = arg.partition("=")
+            if not eq and name in with_value and i + 1 < len(args):
+                i, value = i + 1, args[i + 1]
+            options.append((name, value))
+        elif arg.startswith("-") and len(arg) > 1:
+            for j, letter in enumerate(arg[1:], start=1):  # a cluster: -rn, -A3, -e PATTERN
+                if letter in with_value:
+                    value = arg[j + 1 :]
+                    if not value and i + 1 < len(args):
+                        i, value = i + 1, args[i + 1]
+                    options.append(("-" + letter, value))
+                    break
+                flags.append(letter)
+        else:
+            positional.append(arg)
+        i += 1
+    patterns_given = any(name in ("-e", "-f", "--regexp", "--file") for name, _ in options)
+    return flags, options, positional if patterns_given else positional[1:]
+
+
+def _recursive_search_rule(program: str, args: list[str], cwd: Path, state: RunState) -> str | None:
+    """A recursive grep, or rg, whose search reaches .git, where the run keeps its held-out records."""
+    flags, options, paths = _search_words(program, args)
+    names = [name for name, _ in options]
+    if program == "rg":  # always recursive; skips hidden folders such as .git unless told not to
+        skips_git = not ("." in flags or flags.count("u") >= 2 or "--hidden" in names or
+                         names.count("--unrestricted") >= 2) or any(
+            value.startswith("!") and fnmatch.fnmatch(".git", value[1:].strip("/").split("/")[0])
+            for name, value in options if name in ("-g", "--glob", "--iglob"))  # fmt: skip
+    else:
+        recursive = program == "rgrep" or "r" in flags or "R" in flags or any(
+            name in ("--recursive", "--dereference-recursive") or
+            (name in ("-d", "--directories") and value == "recurse") for name, value in options)  # fmt: skip
+        if not recursive:
+            return None
+        skips_git = any(name == "--exclude-dir" and fnmatch.fnmatch(".git", value.rstrip("/"))
+                        for name, value in options)  # fmt: skip
+    private = state.common_dir / RUNS_FOLDER
+    for root in [path for word in paths for path in _expand(word, cwd)] or ["."]:
+        folder = _resolve(root, cwd)
+        if not _inside(private, folder):
+            continue
+        if not skips_git or _inside(folder, state.common_dir):
+            return (
+                f"a recursive {program} from {root} reaches .git, where the run keeps its held-out records: "
+                f"add --exclude-dir=.git (rg: leave out --hidden, or add -g '!.git'), or name the files and "
+                f"folders to search (`grep -rn PATTERN {state.train_rel} scripts/`)"
+            )
+    return None
+
+
 def _frozen_reason(path: str, state: RunState) -> str:
     return (
         f"run {state.tag}: {path} is frozen; only {state.train_rel} may change, with the Edit tool, "
@@ -321,13 +478,19 @@ def _git_rule(args: list[str], state: RunState) -> str | None:
     if i >= len(args):
         return None
     verb, rest = args[i], args[i + 1 :]
-    dangerous = verb in GIT_WRITES
-    if verb == "branch":
-        dangerous = any(
-            a in ("-d", "-D", "-m", "-M", "-f", "-c", "-C", "--delete", "--force", "--move", "--copy")
-            for a in rest
+    if any(a.partition("=")[0] in ("--output", "--output-directory") for a in rest):
+        return (
+            f"git {verb} --output writes a file, and only {state.train_rel} may change during run "
+            f"{state.tag}: "
+            "read git's output in the terminal (pipe it to head or tail)"
         )
-        dangerous = dangerous or any(not a.startswith("-") for a in rest)  # creating a branch
+    dangerous = verb in GIT_WRITES and not (rest and rest[0] in GIT_READ_ONLY_FORMS.get(verb, ()))
+    if verb == "branch":
+        options = {a.partition("=")[0] for a in rest if a.startswith("-")}
+        listing = bool(options & GIT_BRANCH_LIST_MODE)
+        dangerous = bool(options & GIT_BRANCH_WRITES) or (
+            not listing and any(not a.startswith("-") for a in rest)
+        )  # a name without a listing option creates a branch
     elif verb == "tag":
         dangerous = any(a in ("-d", "--delete", "-f", "--force") for a in rest)
     elif verb == "push":
@@ -336,7 +499,11 @@ def _git_rule(args: list[str], state: RunState) -> str | None:
     elif verb == "reflog":
         dangerous = bool(rest) and rest[0] in ("expire", "delete")
     elif verb == "config":
-        dangerous = any(not a.startswith("-") for a in rest[1:]) or "--unset" in rest
+        words = {a.partition("=")[0] for a in rest}
+        names = [a for k, a in enumerate(rest) if not a.startswith("-") and
+                 not (k > 0 and rest[k - 1] in GIT_CONFIG_OPTIONS_WITH_VALUE)]  # fmt: skip
+        reads = bool(words & GIT_CONFIG_READS) or (bool(rest) and rest[0] in ("get", "list"))
+        dangerous = bool(words & GIT_CONFIG_WRITES) or (not reads and len(names) >= 2)  # `config KEY VALUE`
     if not dangerous:
         return None
     return (
@@ -346,6 +513,8 @@ def _git_rule(args: list[str], state: RunState) -> str | None:
 
 
 def _log_rule(program: str, args: list[str], pipeline: list[list[str]]) -> str | None:
+    if program == "tail" and any(re.fullmatch(r"-[a-zA-Z]*[fF][a-zA-Z]*|--follow(=.*)?", a) for a in args):
+        return "tail -f never returns (the shell waits up to an hour): read the end with `tail -n 50 run.log`"
     reads_log = any(os.path.basename(a) == "run.log" for a in args if not a.startswith("-"))
     if not reads_log:
         return None
@@ -354,23 +523,40 @@ def _log_rule(program: str, args: list[str], pipeline: list[list[str]]) -> str |
     if program in PAGERS and not filtered:
         return "run.log can be long: read its end with `tail -n 50 run.log`, or `grep -n Error run.log`"
     if program in ("head", "tail"):
-        counts = [a for i, a in enumerate(args) if i > 0 and args[i - 1] == "-n"] + [
-            a[2:] if a.startswith("-n") else a[1:] for a in args if re.fullmatch(r"-n?\+?\d+", a)
-        ]
-        for count in counts:
-            digits = count.lstrip("+")
-            if digits.isdigit() and int(digits) > MAX_LOG_LINES:
-                return f"at most {MAX_LOG_LINES} lines of run.log at a time: `tail -n 50 run.log`"
+        too_much = f"at most {MAX_LOG_LINES} lines of run.log at a time: `tail -n 50 run.log`"
+        for unit, count in _counts(args):
+            # tail +N prints from line N to the end, head -N all but the last N: the whole log either way
+            if count.startswith("+" if program == "tail" else "-"):
+                return too_much
+            digits = count.lstrip("+-")
+            limit = MAX_LOG_LINES if unit == "lines" else MAX_LOG_BYTES
+            if digits.isdigit() and int(digits) > limit:
+                return too_much
     return None
+
+
+def _counts(args: list[str]) -> list[tuple[str, str]]:
+    """head/tail counts as (lines|bytes, count as written): -n N, -nN, --lines=N, --lines N, -N, +N."""
+    counts = []
+    for i, arg in enumerate(args):
+        option, eq, value = arg.partition("=")
+        unit = "bytes" if option in ("-c", "--bytes") or arg.startswith("-c") else "lines"
+        if option in ("--lines", "--bytes") and eq:
+            counts.append((unit, value))
+        elif arg in ("-n", "-c", "--lines", "--bytes") and i + 1 < len(args):
+            counts.append((unit, args[i + 1]))
+        elif re.fullmatch(r"-[nc][+-]?\d+[kKmMbB]?", arg):
+            counts.append((unit, arg[2:]))
+        elif re.fullmatch(r"[+-]\d+", arg):  # the obsolete forms: -20 is 20 lines, tail +20 from line 20
+            counts.append(("lines", arg.lstrip("-")))
+    return counts
 
 
 # -- Stop -----------------------------------------------------------------------------------------------
 def _load(state: RunState):
     from autoresearch import ledger, runs  # the library imports gitpython: only where it is needed
 
-    config = runs.load_config(state, state.tag)
-    rows = ledger.read_rows(state.folder / "results.tsv") if (state.folder / "results.tsv").exists() else []
-    return config, [r for r in rows if r.get("tag", state.tag) == state.tag]
+    return runs.load_config(state, state.tag), ledger.run_rows(state.folder / RESULTS_FILE, state.tag)
 
 
 def stop(event: dict, state: RunState) -> dict:

@@ -77,9 +77,13 @@ class Ledger:
 
     def rows(self, tag: str | None = None) -> list[dict]:
         """This run's rows (from the mirror, which a person's edits to results.tsv cannot lose)."""
-        source = self.mirror if self.mirror.exists() else self.path
-        rows = read_rows(source) if source.exists() else []
-        return [r for r in rows if tag is None or r.get("tag") == tag]
+        return run_rows(self.mirror if self.mirror.exists() else self.path, tag)
+
+
+def run_rows(path: Path, tag: str | None = None) -> list[dict]:
+    """The rows of `path` (none when it does not exist yet), only run `tag`'s when given."""
+    rows = read_rows(path) if path.exists() else []
+    return [r for r in rows if tag is None or r.get("tag") == tag]
 
 
 def next_iter(rows: list[dict]) -> int:
