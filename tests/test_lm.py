@@ -319,3 +319,11 @@ def test_a_kill_before_the_budget_is_a_crash_not_a_budget_overrun(tmp_path):
     assert failed.value.status == "crash"
     assert "killed by signal 9 (SIGKILL)" in str(failed.value) and "out of memory?" in str(failed.value)
     assert job["measured"]["cpu_seconds"] < 60
+
+
+def test_an_error_in_the_exported_graph_is_named_in_one_line():
+    from autoresearch.lm import first_line
+
+    cause = "Expected input at *args[0].shape[1] to be equal to 64, but got 32"
+    assert first_line(RuntimeError(f"\n{cause}\n\n" + "x\n" * 500)) == f"RuntimeError: {cause}"
+    assert first_line(ValueError()) == "ValueError"

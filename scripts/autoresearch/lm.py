@@ -57,6 +57,7 @@ SCORING_SECONDS = (
 )
 SCORING_RESERVE_SECONDS = 30.0  # of SCORING_SECONDS, kept for harness start and the block: a model still
 # scoring past the rest is a candidate timeout, reported, before the ratchet kills the whole harness
+ERROR_CHARS = 300  # an `error` is one line of results.tsv; torch's messages can run to pages
 REPORT_MAX_COUNT = 10**15  # num_steps / tokens above this (or not ints) are ignored: they only feed rates
 PEAK_PROBE_SECONDS = 0.5  # how long the on-the-spot matmul throughput probe runs
 LM_BLOCK_KEY = "val_bpb"
@@ -337,7 +338,7 @@ def load_model(io_dir: Path, device: str):
         report = json.loads((io_dir / "report.json").read_text())
     except Exception as exc:  # a missing or damaged file, whatever torch raises for it
         raise CandidateError(
-            "crash", f"no loadable model from train.py ({type(exc).__name__}: {exc})"
+            "crash", f"no loadable model from train.py ({first_line(exc)})"
         ) from exc
     if not isinstance(report, dict):
         raise CandidateError("crash", f"report.json holds a {type(report).__name__}, not an object")
@@ -404,7 +405,7 @@ def evaluate(
     except CandidateError as exc:
         status, error = exc.status, str(exc)
     except Exception as exc:  # the model's own code raising while it is scored in this process
-        status, error = "crash", f"scoring failed: {type(exc).__name__}: {exc}"
+        status, error = "crash", f"scoring failed: {first_line(exc)}"
     times = times or job.get("measured", {})
     seconds = (
         times.get("cpu_seconds", math.nan) / threads
@@ -440,8 +441,14 @@ def evaluate(
         fold_scores=[round(block[LM_BLOCK_KEY], 6)] if status == "ok" else "none",
     )
     if error:
-        block["error"] = error
+        block["error"] = error if len(error) <= ERROR_CHARS else error[: ERROR_CHARS - 1] + "…"
     return block
+
+
+def first_line(exc: BaseException) -> str:
+    """`Type: the first non-empty line of the message`: torch's errors put the cause first, then pages."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def write_private(path: str, nats: np.ndarray, n_chunks: int) -> None:
