@@ -230,3 +230,100 @@ def test_start_and_try_run_the_loop_on_the_language_model_task(tmp_path, env):
     assert "heldout_bpb" in json.loads(heldout[1])
     assert project.status() == ""  # train.py is the best again, results.tsv and run.log are ignored
     assert os.path.exists(tmp_path / "repo" / TASK_DIR / "run.log")
+
+
+# -- scoring: the causality check's cost and power, models that fail in the harness ----------------------
+class CountingModel(torch.nn.Module):
+    """A causal bigram-like model that counts its forward passes; `mode` makes it peek ahead or read across
+    the batch instead."""
+
+    def __init__(self, mode: str = "causal"):
+        super().__init__()
+        self.mode, self.calls = mode, 0
+
+    def forward(self, idx):
+        self.calls += 1
+        logits = 5.0 * torch.nn.functional.one_hot(idx, 256).float()
+        if self.mode == "peek":
+            logits = 5.0 * torch.nn.functional.one_hot(torch.roll(idx, -1, dims=1), 256).float()
+        if self.mode == "batch":  # each position also sees the same position in the other rows
+            logits = logits + torch.nn.functional.one_hot(idx.max(0).values, 256).float()
+        return logits
+
+
+@pytest.mark.parametrize("context", [16, 1024])
+def test_the_causal_check_costs_one_forward_pass_per_window_at_any_context(context):
+    from autoresearch.lm import CAUSAL_CHECK_WINDOWS, byte_nats, check_causal
+
+    text = np.frombuffer(synthetic_text(8 * context + 1), dtype=np.uint8)
+    model = CountingModel()
+    _, inputs, reference = byte_nats(model, text, context, "cpu")
+    assert reference.shape == (CAUSAL_CHECK_WINDOWS, context, 256)
+    model.calls = 0
+    check_causal(model, inputs, reference, "cpu")  # a causal model passes
+    assert model.calls == CAUSAL_CHECK_WINDOWS  # 64 positions per window in one batch, not context^2 tokens
+
+
+@pytest.mark.parametrize("mode", ["peek", "batch"])
+@pytest.mark.parametrize("context", [32, 1024])
+def test_a_model_that_peeks_ahead_or_across_the_batch_is_refused_at_any_context(mode, context):
+    from autoresearch.lm import CandidateError, byte_nats, check_causal
+
+    text = np.frombuffer(synthetic_text(8 * context + 1), dtype=np.uint8)
+    model = CountingModel(mode)
+    _, inputs, reference = byte_nats(model, text, context, "cpu")
+    for seed in (0, 1):
+        with pytest.raises(CandidateError, match="not causal"):
+            check_causal(model, inputs, reference, "cpu", seed=seed)
+
+
+def test_a_wrong_shape_or_a_slow_model_is_the_candidates_failure():
+    from autoresearch.lm import CandidateError, byte_nats
+
+    text = np.frombuffer(synthetic_text(1000), dtype=np.uint8)
+
+    class WrongShape(torch.nn.Module):
+        def forward(self, idx):
+            return torch.zeros(*idx.shape, 10)
+
+    with pytest.raises(CandidateError, match="the model returned") as failed:
+        byte_nats(WrongShape(), text, 16, "cpu")
+    assert failed.value.status == "crash"
+    with pytest.raises(CandidateError, match="ran past") as failed:
+        byte_nats(CountingModel(), text, 16, "cpu", deadline=0.0)
+    assert failed.value.status == "timeout"
+
+
+def test_counts_train_py_reports_are_used_only_when_they_are_sane():
+    from autoresearch.lm import reported_count
+
+    assert reported_count({"tokens": 123}, "tokens") == 123
+    for bad in (10**400, -5, 1.5, "7", True, None):  # 10**400 overflowed tokens / seconds: no block at all
+        assert reported_count({"tokens": bad}, "tokens") == 0
+
+
+@pytest.mark.slow
+def test_a_kill_before_the_budget_is_a_crash_not_a_budget_overrun(tmp_path):
+    from autoresearch.lm import CandidateError, run_candidate
+
+    train = tmp_path / "train.py"
+    train.write_text("import os, signal\n\ndef train(data, device, clock, seed):\n"
+                     "    os.kill(os.getpid(), signal.SIGKILL)  # what the OOM killer does\n")  # fmt: skip
+    io_dir = tmp_path / "io"
+    io_dir.mkdir()
+    np.frombuffer(synthetic_text(10_000), dtype=np.uint8).tofile(io_dir / "train.bin")
+    job = {"device": "cpu", "threads": 1, "budget_seconds": 60.0, "clock": "cpu", "seed": 0, "eval_batch": 64,
+           "kill_slack_seconds": 2}  # fmt: skip
+    with open(tmp_path / "log", "wb") as log, pytest.raises(CandidateError) as failed:
+        run_candidate(train, io_dir, job, log, None)
+    assert failed.value.status == "crash"
+    assert "killed by signal 9 (SIGKILL)" in str(failed.value) and "out of memory?" in str(failed.value)
+    assert job["measured"]["cpu_seconds"] < 60
+
+
+def test_an_error_in_the_exported_graph_is_named_in_one_line():
+    from autoresearch.lm import first_line
+
+    cause = "Expected input at *args[0].shape[1] to be equal to 64, but got 32"
+    assert first_line(RuntimeError(f"\n{cause}\n\n" + "x\n" * 500)) == f"RuntimeError: {cause}"
+    assert first_line(ValueError()) == "ValueError"

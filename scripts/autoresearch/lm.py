@@ -41,8 +41,11 @@ CAUSAL_TOLERANCE_NATS = {
     "cpu": 1e-4,
     "other": 2e-2,
 }  # fp32 on a CPU repeats to ~1e-6; bf16 kernels drift more
-CAUSAL_CHECK_WINDOWS = 2  # windows whose every position is checked against a changed future
+CAUSAL_CHECK_WINDOWS = 2  # windows whose positions are checked against a changed future
+CAUSAL_CHECK_POSITIONS = EVAL_BATCH  # positions checked per window (all when the context is shorter): one
+# forward pass per window at any context; checking every position cost context^2 tokens (17 GB at 4096)
 KILL_SLACK_SECONDS = 2  # SIGXCPU at the budget, SIGKILL this much later (a handler cannot buy more)
+CPU_KILL_MARGIN_SECONDS = 1.0  # a SIGKILL with less CPU than budget - this came from elsewhere (OOM killer)
 CPU_OVERRUN_SECONDS = 3.0  # measured CPU beyond the budget that still counts as on time (child processes)
 WALL_CAP_FACTOR = (
     10.0  # a CPU run is also killed at 10x its budget in wall time (a sleeper); measured here with
@@ -52,6 +55,10 @@ WALL_CAP_EXTRA_SECONDS = 60.0
 SCORING_SECONDS = (
     120.0  # harness start, data, loading and scoring the model: ~10 s here, 10x on a busy machine
 )
+SCORING_RESERVE_SECONDS = 30.0  # of SCORING_SECONDS, kept for harness start and the block: a model still
+# scoring past the rest is a candidate timeout, reported, before the ratchet kills the whole harness
+ERROR_CHARS = 300  # an `error` is one line of results.tsv; torch's messages can run to pages
+REPORT_MAX_COUNT = 10**15  # num_steps / tokens above this (or not ints) are ignored: they only feed rates
 PEAK_PROBE_SECONDS = 0.5  # how long the on-the-spot matmul throughput probe runs
 LM_BLOCK_KEY = "val_bpb"
 KEEP_RULE = "rerun"  # the ratchet's rule for this task (decide.decide_reruns): noise is between runs
@@ -116,13 +123,20 @@ def windows(n_bytes: int, context: int) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(starts), np.asarray(first)
 
 
-def log_probs(model, inputs, device: str):
-    """Log-probabilities (n, T, 256) for int64 inputs (n, T), in fixed batches of EVAL_BATCH rows."""
+def forward_batches(model, inputs, device: str, keep: Callable, deadline: float = math.inf):
+    """Run the model over int64 inputs (n, T) in fixed batches of EVAL_BATCH rows. `keep(logits, rows)`
+    reduces each batch's float logits (rows, T, 256) to what the caller needs (`rows` is the batch's slice of
+    `inputs`), so memory holds one batch's output, never all of them. Returns the kept parts concatenated."""
     import torch
 
     out = []
     with torch.no_grad():
         for i in range(0, len(inputs), EVAL_BATCH):
+            if time.monotonic() > deadline:
+                raise CandidateError(
+                    "timeout", "scoring the model ran past the harness's time for it: a smaller model or "
+                    "a shorter context_length"
+                )  # fmt: skip
             batch = inputs[i : i + EVAL_BATCH]
             pad = EVAL_BATCH - len(batch)
             if pad:
@@ -131,47 +145,77 @@ def log_probs(model, inputs, device: str):
             if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (*batch.shape, VOCAB):
                 shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
                 raise CandidateError("crash", f"the model returned {shape}, expected {(*batch.shape, VOCAB)}")
-            out.append(torch.log_softmax(logits.float(), dim=-1)[: EVAL_BATCH - pad].cpu())
+            rows = slice(i, i + EVAL_BATCH - pad)
+            out.append(keep(logits[: EVAL_BATCH - pad].float().cpu(), rows))
     return torch.cat(out)
 
 
-def byte_nats(model, text: np.ndarray, context: int, device: str) -> tuple[np.ndarray, object, object]:
-    """Negative log-likelihood in nats of each byte of `text` after the first; also the windows and their
-    log-probabilities, for the causality check."""
+def byte_nats(
+    model, text: np.ndarray, context: int, device: str, deadline: float = math.inf
+) -> tuple[np.ndarray, object, object]:
+    """Negative log-likelihood in nats of each byte of `text` after the first; also the windows and the
+    log-probabilities (k, T, 256) of the first CAUSAL_CHECK_WINDOWS of them, for the causality check."""
     import torch
 
     starts, first = windows(len(text), context)
     ids = torch.from_numpy(text.astype(np.int64))
     offsets = torch.arange(context + 1)
     chunks = ids[torch.from_numpy(starts)[:, None] + offsets]
-    lp = log_probs(model, chunks[:, :-1], device)
-    nll = -lp.gather(2, chunks[:, 1:, None]).squeeze(2)
-    keep = torch.arange(context)[None, :] >= torch.from_numpy(first)[:, None]
-    nats = nll[keep].double().numpy()
+    inputs, targets = chunks[:, :-1], chunks[:, 1:]
+    n_reference = min(CAUSAL_CHECK_WINDOWS, len(inputs))
+    reference = []
+
+    def keep(logits, rows: slice):
+        lp = torch.log_softmax(logits, dim=-1)
+        if rows.start < n_reference:
+            reference.append(lp[: n_reference - rows.start].clone())
+        return -lp.gather(2, targets[rows, :, None]).squeeze(2)
+
+    nll = forward_batches(model, inputs, device, keep, deadline)
+    scored = torch.arange(context)[None, :] >= torch.from_numpy(first)[:, None]
+    nats = nll[scored].double().numpy()
     if not np.all(np.isfinite(nats)):
         raise CandidateError("crash", "the model's log-probabilities contain NaN or infinity")
-    return nats, chunks[:, :-1], lp
+    return nats, inputs, torch.cat(reference)
 
 
-def check_causal(model, inputs, lp, device: str) -> None:
+def causal_positions(context: int, rng: np.random.Generator) -> np.ndarray:
+    """The positions checked in one window: all of them in a short context, else a random sample that
+    always holds the first and the last (sorted)."""
+    if context <= CAUSAL_CHECK_POSITIONS:
+        return np.arange(context)
+    inner = rng.choice(np.arange(1, context - 1), size=CAUSAL_CHECK_POSITIONS - 2, replace=False)
+    return np.sort(np.concatenate([[0, context - 1], inner]))
+
+
+def check_causal(model, inputs, reference, device: str, seed: int = 0, deadline: float = math.inf) -> None:
     """Re-score windows with their future replaced by other text: the past's log-probabilities must not move.
 
-    Row t of a check batch keeps bytes 0..t of a window and takes the rest from another window, so every
-    position of the checked windows is tested, in batches mixing many futures (a model that reads across
-    the batch is caught too)."""
+    For each checked window, row j of a check batch keeps bytes 0..t_j of the window and takes the rest from
+    another window, and only position t_j's log-probabilities are kept and compared with `reference` (the
+    window scored among other windows). Positions t_j are all positions up to CAUSAL_CHECK_POSITIONS, else a
+    sample drawn from `seed` (reruns check other positions): a fixed number of forward passes and a fixed
+    memory per window, whatever the context. Each batch mixes many futures, so a model that reads across the
+    batch is caught too."""
     import torch
 
     context = inputs.shape[1]
     tolerance = CAUSAL_TOLERANCE_NATS["cpu" if device == "cpu" else "other"]
-    keep = torch.arange(context)[None, :] <= torch.arange(context)[:, None]  # row t keeps bytes 0..t
-    for k in range(min(CAUSAL_CHECK_WINDOWS, len(inputs))):
+    rng = np.random.default_rng([seed, context])
+    for k in range(len(reference)):
         window, donor = inputs[k], inputs[len(inputs) - 1 - k]
         if torch.equal(window, donor):
             donor = torch.roll(window, 1)
-        mixed = torch.where(keep, window[None, :], donor[None, :])
-        checked = log_probs(model, mixed, device)
-        rows = torch.arange(context)
-        drift = (checked[rows, rows] - lp[k][rows]).abs().max().item()
+        positions = torch.from_numpy(causal_positions(context, rng))
+        keep_past = torch.arange(context)[None, :] <= positions[:, None]  # row j keeps bytes 0..t_j
+        mixed = torch.where(keep_past, window[None, :], donor[None, :])
+
+        def at_split(logits, rows: slice, positions=positions):
+            picked = logits[torch.arange(len(logits)), positions[rows]]
+            return torch.log_softmax(picked, dim=-1)
+
+        checked = forward_batches(model, mixed, device, at_split, deadline)
+        drift = (checked - reference[k][positions]).abs().max().item()
         if not drift <= tolerance:
             raise CandidateError(
                 "crash",
@@ -255,17 +299,35 @@ def run_candidate(train_path: Path, io_dir: Path, job: dict, log, pgid_file: str
     job["measured"] = times  # the caller reports them even when the candidate failed
     if result.timed_out:
         raise CandidateError("timeout", f"train.py ran past {wall_cap:g} s of wall time and was killed")
-    killed_at_cap = result.returncode in (-signal.SIGXCPU, -signal.SIGKILL)
+    # RLIMIT_CPU sends SIGXCPU at the budget and SIGKILL at the hard limit after it; a SIGKILL before the
+    # budget was spent came from elsewhere (the kernel's OOM killer, most likely) and is a crash.
+    killed_at_cap = result.returncode == -signal.SIGXCPU or (
+        result.returncode == -signal.SIGKILL and cpu >= budget_cpu - CPU_KILL_MARGIN_SECONDS
+    )
     if on_cpu and (killed_at_cap or cpu > budget_cpu + CPU_OVERRUN_SECONDS):
         how = "was stopped by the kernel at" if killed_at_cap else "ran past"
         raise CandidateError(
             "timeout", f"train.py {how} its budget of {budget_cpu:g} CPU-s ({budget:g} s x {job['threads']} "
             f"threads, export included; {cpu:.0f} counted): stop while clock.left() leaves time to export"
         )  # fmt: skip
+    if result.returncode is not None and result.returncode < 0:
+        number = -result.returncode
+        name = signal.Signals(number).name if number in signal.valid_signals() else "unknown signal"
+        hint = ": out of memory?" if number == signal.SIGKILL else ""
+        raise CandidateError(
+            "crash", f"train.py was killed by signal {number} ({name}) after {cpu:.0f} CPU-s{hint}"
+        )
     if result.returncode != 0:
         why = proc.last_line(result.tail) or "no output"
         raise CandidateError("crash", f"train.py exited with code {result.returncode}: {why}")
     return times
+
+
+def reported_count(report: dict, key: str) -> int:
+    """A count train.py reported (num_steps, tokens): only rates use it, so a bad one is 0, not a failure."""
+    value = report.get(key)
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= REPORT_MAX_COUNT
+    return value if ok else 0
 
 
 def load_model(io_dir: Path, device: str):
@@ -276,8 +338,10 @@ def load_model(io_dir: Path, device: str):
         report = json.loads((io_dir / "report.json").read_text())
     except Exception as exc:  # a missing or damaged file, whatever torch raises for it
         raise CandidateError(
-            "crash", f"no loadable model from train.py ({type(exc).__name__}: {exc})"
+            "crash", f"no loadable model from train.py ({first_line(exc)})"
         ) from exc
+    if not isinstance(report, dict):
+        raise CandidateError("crash", f"report.json holds a {type(report).__name__}, not an object")
     # Tied weights are one storage under two names: count it once.
     tensors = {
         t.untyped_storage().data_ptr(): t for t in program.state_dict.values() if isinstance(t, torch.Tensor)
@@ -325,28 +389,30 @@ def evaluate(
             io_dir = Path(tmp)
             train.tofile(io_dir / "train.bin")
             times = run_candidate(train_path, io_dir, job, log or sys.stderr.buffer, pgid_file)
+            # The ratchet allows the harness the child's cap plus SCORING_SECONDS: scoring gets what is left.
+            deadline = time.monotonic() + SCORING_SECONDS - SCORING_RESERVE_SECONDS
             model, context, n_params, report = load_model(io_dir, device)
         if context > task.max_context:
             raise CandidateError("crash", f"context_length {context} is over the task's {task.max_context}")
-        nats, inputs, lp = byte_nats(model, val, context, device)
-        check_causal(model, inputs, lp, device)
+        nats, inputs, reference = byte_nats(model, val, context, device, deadline)
+        check_causal(model, inputs, reference, device, seed, deadline)
         scores = chunk_bpb(nats, task.n_chunks)
         block[LM_BLOCK_KEY] = bits_per_byte(nats)
         block[f"{LM_BLOCK_KEY}_se"] = float(np.std(scores, ddof=1) / math.sqrt(len(scores)))
         if private_out:
-            held_nats, _, _ = byte_nats(model, heldout, context, device)
+            held_nats, _, _ = byte_nats(model, heldout, context, device, deadline)
             write_private(private_out, held_nats, task.n_chunks)
     except CandidateError as exc:
         status, error = exc.status, str(exc)
     except Exception as exc:  # the model's own code raising while it is scored in this process
-        status, error = "crash", f"scoring failed: {type(exc).__name__}: {exc}"
+        status, error = "crash", f"scoring failed: {first_line(exc)}"
     times = times or job.get("measured", {})
     seconds = (
         times.get("cpu_seconds", math.nan) / threads
         if clock == "cpu"
         else times.get("wall_seconds", math.nan)
     )
-    tokens = report.get("tokens") if isinstance(report.get("tokens"), int) else 0
+    tokens = reported_count(report, "tokens")
     mfu = math.nan
     if status == "ok" and tokens and n_params and seconds > 0:
         mfu = 100 * 6 * n_params * tokens / seconds / matmul_flops_per_second(device, threads)
@@ -357,7 +423,7 @@ def evaluate(
         cpu_seconds=round(times.get("cpu_seconds", math.nan), 2),
         total_seconds=round(time.monotonic() - started, 2),
         tokens_per_second=round(tokens / seconds) if tokens and seconds > 0 else 0,
-        num_steps=report.get("num_steps") if isinstance(report.get("num_steps"), int) else 0,
+        num_steps=reported_count(report, "num_steps"),
         num_params=n_params,
         mfu_percent=round(mfu, 2) if math.isfinite(mfu) else "nan",
         peak_memory_mb=round(proc.peak_child_memory_mb(), 1),
@@ -375,8 +441,14 @@ def evaluate(
         fold_scores=[round(block[LM_BLOCK_KEY], 6)] if status == "ok" else "none",
     )
     if error:
-        block["error"] = error
+        block["error"] = error if len(error) <= ERROR_CHARS else error[: ERROR_CHARS - 1] + "…"
     return block
+
+
+def first_line(exc: BaseException) -> str:
+    """`Type: the first non-empty line of the message`: torch's errors put the cause first, then pages."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def write_private(path: str, nats: np.ndarray, n_chunks: int) -> None:
