@@ -482,6 +482,7 @@ def main(task: LMTask, default_train: Path, argv: list[str] | None = None) -> in
     parser.add_argument("--pgid-file", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--check-data", action="store_true", help="fetch and check the text, then exit")
     args = parser.parse_args(argv)
+    proc.hide_from_peers()
     try:
         if args.check_data:
             train, val, heldout = split(task, task.load(args.data))

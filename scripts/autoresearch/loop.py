@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autoresearch import ledger, proc, stopping, summary
-from autoresearch.decide import CALIBRATION_RUNS, code_lines, decide, decide_reruns, pooled_sd
+from autoresearch.decide import (
+    CALIBRATION_RUNS,
+    code_lines,
+    decide,
+    decide_reruns,
+    pooled_sd,
+    preload_t_distribution,
+)
 from autoresearch.gitops import BRANCH_PREFIX, REF_PREFIX, Repo
 from autoresearch.runs import (
     CheckoutLock,
@@ -313,6 +320,7 @@ def try_edit(repo: Repo, hypothesis: str | None) -> str:
         )
         timeout = float(config.extra.get("timeout_seconds", timeout))
         harness_args = list(config.extra.get("harness_args", []))
+        preload_t_distribution()
         harness = run_harness(repo, task, folder, timeout, on_start=record_harness, extra_args=harness_args)
         best_lines = code_lines(repo.show(best_sha, task.train_rel))
         seed = 1
