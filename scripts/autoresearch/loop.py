@@ -339,7 +339,8 @@ def try_edit(repo: Repo, hypothesis: str | None) -> str:
         if state["kept_later_edit"]:
             notes.append(f"{task.train_rel} was edited while this iteration ran: your edit is left in place, untried")
     tail = log_tail(task) if row["status"] == "crash" and row["reason"] != EDITED_WHILE_SCORED else []
-    return "\n".join([n for n in notes if n] + [line] + [f"  | {t}" for t in tail])
+    # The iteration's line comes first, so that an agent (or a grep) finds `iter N |` at the top.
+    return "\n".join([line] + [note for note in notes if note] + [f"  | {t}" for t in tail])
 
 
 def _check_tree(repo: Repo, config: RunConfig, task: Task, best: dict) -> None:
