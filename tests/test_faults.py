@@ -56,6 +56,18 @@ def build_pipeline():""",
     )
 
 
+def try_in_background(project, hypothesis: str) -> subprocess.Popen:
+    """A `ratchet.py try` that runs while the test goes on (to kill it, race it, or edit under it)."""
+    return subprocess.Popen(
+        [sys.executable, str(RATCHET), "try", hypothesis], cwd=project.path, env=project.env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def state_file(project) -> Path:
+    return project.path / ".git" / "autoresearch" / "t1" / "state.json"
+
+
 def wait_for(predicate, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -118,11 +130,8 @@ def test_ratchet_killed_mid_iteration_is_recovered(short):
     marker = f"autoresearch-test-{uuid.uuid4()}"
     best = short.read()
     short.edit(*sleeper_edit(marker, BUDGET - 5))
-    ratchet = subprocess.Popen(
-        [sys.executable, str(RATCHET), "try", "killed mid-way"], cwd=short.path, env=short.env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    state = short.path / ".git" / "autoresearch" / "t1" / "state.json"
+    ratchet = try_in_background(short, "killed mid-way")
+    state = state_file(short)
     wait_for(lambda: state.exists() and "harness_pgid" in state.read_text())
     wait_for(lambda: processes_with(marker) != [])
     ratchet.send_signal(signal.SIGKILL)
@@ -144,11 +153,8 @@ def test_ratchet_killed_mid_iteration_is_recovered(short):
 
 def test_two_ratchets_at_once(short):
     short.edit(*sleeper_edit(f"autoresearch-test-{uuid.uuid4()}", 8))
-    first = subprocess.Popen(
-        [sys.executable, str(RATCHET), "try", "first"], cwd=short.path, env=short.env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    state = short.path / ".git" / "autoresearch" / "t1" / "state.json"
+    first = try_in_background(short, "first")
+    state = state_file(short)
     wait_for(state.exists)
     second = short.ratchet("try", "second")
     assert second.returncode == 2
@@ -179,10 +185,7 @@ def test_harness_failures_are_marked_and_stop_the_run(short, tmp_path):
 def test_edit_after_a_killed_iteration_is_not_overwritten(short):
     marker = f"autoresearch-test-{uuid.uuid4()}"
     short.edit(*sleeper_edit(marker, BUDGET - 5))
-    ratchet = subprocess.Popen(
-        [sys.executable, str(RATCHET), "try", "killed mid-way"], cwd=short.path, env=short.env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    ratchet = try_in_background(short, "killed mid-way")
     wait_for(lambda: processes_with(marker) != [])
     ratchet.send_signal(signal.SIGKILL)
     ratchet.wait()
@@ -198,11 +201,8 @@ def test_edit_after_a_killed_iteration_is_not_overwritten(short):
 
 def test_edit_while_scoring_is_not_recorded_as_scored(short):
     short.edit(*sleeper_edit(f"autoresearch-test-{uuid.uuid4()}", 6))
-    running = subprocess.Popen(
-        [sys.executable, str(RATCHET), "try", "slow one"], cwd=short.path, env=short.env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    state = short.path / ".git" / "autoresearch" / "t1" / "state.json"
+    running = try_in_background(short, "slow one")
+    state = state_file(short)
     wait_for(lambda: state.exists() and "harness_pgid" in state.read_text())
     short.write(short.read().replace("C = 1.0", "C = 0.25"))
     edited = short.read()
