@@ -397,7 +397,7 @@ def _judge(repo, config, task, harness: HarnessRun, best: dict, best_lines: int,
         )
         before, after = summary.parse_float(best.get(metric)), summary.parse_float(block.get(metric))
         verdict = (
-            f"{metric} {_fmt(before)} → {_fmt(after)} ({delta:+.4f} ± {_fmt(se)}, p={_fmt(p, 3)}): "
+            f"{metric} {_fmt(before)} → {_fmt(after)} ({delta:+.4f} ± {_fmt(se)}): "
             f"{'KEPT' if decision.keep else 'DISCARDED'}, {decision.reason}"
         )
     body = [hypothesis] if len(hypothesis) > SUBJECT_CHARS else []
