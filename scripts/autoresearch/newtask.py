@@ -24,6 +24,7 @@ import pandas as pd
 
 from autoresearch import data, proc, summary, taskfiles
 from autoresearch.gitops import Repo
+from autoresearch.loop import HARNESS_GRACE_SECONDS
 from autoresearch.runs import RunError
 from autoresearch.stopping import LEAKAGE_CEILINGS
 from autoresearch.tabular import METRIC_CHOICES, TabularTask, split
@@ -38,7 +39,6 @@ MAX_INFERRED_CLASSES = 20  # an integer target with more distinct values than th
 MIXED_NUMERIC_SHARE = 0.5  # a text column whose values are mostly numbers is a dirty numeric column, not a category
 ID_NAME = re.compile(r"(^|[_\W])(id|uuid|guid|key|index)$|^(id|index)([_\W]|$)", re.IGNORECASE)
 PERFECT_RANK_CORRELATION = 0.999  # a regression feature this monotone in the target is the target in disguise
-HARNESS_GRACE_SECONDS = 60  # interpreter start-up, reading the data and scoring on top of the budget
 EXAMPLES = 3  # offending values quoted in a message
 
 
