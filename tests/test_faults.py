@@ -146,7 +146,7 @@ def test_ratchet_killed_mid_iteration_is_recovered(short):
     assert [(r["iter"], r["status"]) for r in rows] == [("0", "keep"), ("1", "interrupted")]
     assert short.read() == best and short.status() == ""
     assert "killed mid-way" in short.git("log", "-1", "--format=%s", "refs/autoresearch/t1/0001")
-    assert short.git("rev-parse", "HEAD") == short.git("rev-parse", "refs/autoresearch/t1/0000")
+    assert short.git("rev-parse", "HEAD") == short.git("rev-parse", "refs/autoresearch/t1/0000^{commit}")
     assert not state.exists()
     assert short.ratchet("status").stdout.count("recovered") == 0  # once only
 
@@ -180,6 +180,10 @@ def test_harness_failures_are_marked_and_stop_the_run(short, tmp_path):
     assert all(r["reason"].startswith("harness:") for r in short.rows()[1:])
     status = json.loads(short.ratchet("status", "--json").stdout)
     assert "harness failed 3 times" in status["stop_reason"]
+    short.edit("C = 1.0", "C = 0.4")
+    refused = short.ratchet("try", "a fourth")  # try checks this stop too
+    assert refused.returncode == 2 and "the run is over: the harness failed 3 times" in refused.stderr
+    assert len(short.rows()) == 4
 
 
 def test_edit_after_a_killed_iteration_is_not_overwritten(short):
@@ -194,7 +198,7 @@ def test_edit_after_a_killed_iteration_is_not_overwritten(short):
     out = short.ratchet("status")
     assert "recovered iter 1 (interrupted)" in out.stdout and "left in place" in out.stdout, out.stdout
     assert short.read() == next_idea  # not reset to the best
-    assert short.git("rev-parse", "HEAD") == short.git("rev-parse", "refs/autoresearch/t1/0000")
+    assert short.git("rev-parse", "HEAD") == short.git("rev-parse", "refs/autoresearch/t1/0000^{commit}")
     assert short.status() == "M train.py"
     assert processes_with(marker) == []
 

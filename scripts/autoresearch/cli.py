@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 
 import git
@@ -11,10 +12,11 @@ import git
 from autoresearch import digest, ledger, loop, proc
 from autoresearch.data import DataError
 from autoresearch.gitops import GitError, Repo
-from autoresearch.runs import RunError, load_config, run_dir, tag_of_branch
+from autoresearch.runs import RunError, run_dir, tag_of_branch
 from autoresearch.stopping import STOP_FILE
 
 REFUSED = 2
+FAILED = 1  # an error the ratchet did not foresee: still one line (AUTORESEARCH_DEBUG=1 shows the traceback)
 
 
 def _json_default(value):
@@ -22,11 +24,12 @@ def _json_default(value):
 
 
 def run_for(repo: Repo, tag: str | None):
+    """(config, task, notes) of run `tag` or the checked-out one; run.json is rebuilt from its refs if need be."""
     tag = tag or tag_of_branch(repo.branch())
-    config = load_config(repo, tag) if tag else None
+    config, notes = loop.open_config(repo, tag) if tag else (None, [])
     if config is None:
         raise RunError(f"no run {tag!r}" if tag else "not on an autoresearch run branch; pass --tag TAG")
-    return config, loop.find_task(repo, config.task)
+    return config, loop.find_task(repo, config.task), notes
 
 
 def dispatch(args) -> int:
@@ -48,14 +51,15 @@ def dispatch(args) -> int:
         elif args.verb == "try":
             print(loop.try_edit(repo, args.hypothesis))
         elif args.verb == "status":
-            config, task = run_for(repo, args.tag)
-            note = loop.recover_if_idle(repo, config, task)
-            if note and not args.json:
-                print(note)
-            d = digest.digest(config, loop.ledger_for(repo, config, task).rows(config.tag), repo)
+            config, task, notes = run_for(repo, args.tag)
+            notes.append(loop.recover_if_idle(repo, config, task))
+            rows, more = loop.verified_rows(repo, config, task)
+            for note in [n for n in notes + more if n]:  # --json keeps stdout for the JSON alone
+                print(note, file=sys.stderr if args.json else sys.stdout)
+            d = digest.digest(config, rows, repo)
             print(json.dumps(d, indent=1, default=_json_default) if args.json else digest.render(d))
         elif args.verb == "stop":
-            config, _ = run_for(repo, args.tag)
+            config, _, _ = run_for(repo, args.tag)
             (run_dir(repo, config.tag) / STOP_FILE).write_text(args.reason + "\n")
             print(f"run {config.tag} will stop: the next try is refused and the agent may end its session")
         elif args.verb == "report":
@@ -81,3 +85,9 @@ def dispatch(args) -> int:
         why = " ".join(str(exc.stderr or exc).split())[:300]
         print(f"error: git {exc.command[1] if len(exc.command) > 1 else ''} failed: {why}", file=sys.stderr)
         return REFUSED
+    except Exception as exc:  # noqa: BLE001 - a bad input nobody foresaw still gets one line, not a traceback
+        if os.environ.get("AUTORESEARCH_DEBUG"):
+            raise
+        why = " ".join(str(exc).split())[:300]
+        print(f"error: {type(exc).__name__}: {why} (unexpected; AUTORESEARCH_DEBUG=1 shows where)", file=sys.stderr)
+        return FAILED

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import git
@@ -15,6 +17,14 @@ STALE_INDEX_LOCK_SECONDS = 10  # an index.lock older than this, left by a killed
 
 class GitError(Exception):
     pass
+
+
+@dataclass
+class RefRecord:
+    name: str  # refs/autoresearch/<tag>/<iter>
+    kind: str  # "tag" (an annotated tag object: the ratchet's) or "commit" (a plain ref)
+    target: str  # the commit it points at, through the tag
+    message: str | None  # the tag's message; None for a plain ref
 
 
 class Repo:
@@ -34,6 +44,11 @@ class Repo:
         self.commit_config = ["-c", "commit.gpgsign=false"] + (
             [] if has_identity else ["-c", "user.name=autoresearch", "-c", "user.email=autoresearch@localhost"]
         )
+        self.identity = "autoresearch <autoresearch@localhost>"
+        if has_identity:
+            with self.repo.config_reader() as config:
+                name, email = config.get_value("user", "name"), config.get_value("user", "email")
+            self.identity = f"{' '.join(str(name).split()) or 'autoresearch'} <{str(email).strip('<> ')}>"
 
     # -- where things live --------------------------------------------------------------------------
     @property
@@ -94,33 +109,59 @@ class Repo:
 
     def commit_file(self, rel: str, message: str) -> str:
         self.git.add("--", rel)
-        self.repo.git.execute(["git", *self.commit_config, "commit", "-q", "--no-verify", "-m", message, "--", rel])
+        self._with_input(["commit", "-q", "--no-verify", "--cleanup=whitespace", "-F", "-", "--", rel], message)
         return self.head()
 
     def amend_message(self, message: str) -> str:
         # --only: the message alone; whatever a person staged meanwhile stays staged, out of the commit
-        self.repo.git.execute(
-            [
-                "git",
-                *self.commit_config,
-                "commit",
-                "-q",
-                "--no-verify",
-                "--amend",
-                "--only",
-                "--allow-empty",
-                "-m",
-                message,
-            ]
+        self._with_input(
+            ["commit", "-q", "--no-verify", "--amend", "--only", "--allow-empty", "--cleanup=whitespace", "-F", "-"],
+            message,
         )
         return self.head()
+
+    def _with_input(self, args: list[str], text: str) -> str:
+        """Run git with `text` on its standard input: a message of any length (argv would hit E2BIG)."""
+        with tempfile.TemporaryFile() as fh:
+            fh.write(text.encode("utf-8"))
+            fh.seek(0)
+            return self.repo.git.execute(["git", *self.commit_config, *args], istream=fh)
 
     def set_ref(self, name: str, sha: str) -> None:
         self.git.update_ref(name, sha)
 
+    def set_tag_ref(self, name: str, sha: str, message: str) -> None:
+        """Point ref `name` at a new annotated tag object on commit `sha` that carries `message`.
+
+        Readers that peel (`git show REF:train.py`, `git log REF`) see the commit, as with a plain ref.
+        """
+        body = (
+            f"object {sha}\ntype commit\ntag {name.removeprefix('refs/')}\n"
+            f"tagger {self.identity} {int(time.time())} +0000\n\n{message}"
+        )
+        tag = self._with_input(["mktag"], body).strip()
+        self.git.update_ref(name, tag)
+
+    def ref_records(self, prefix: str) -> list[RefRecord]:
+        """Every ref under `prefix` with what it points at and, for a tag, its message: one git call."""
+        out = self.repo.git.execute(
+            ["git", "for-each-ref", "--format=%(refname)%00%(objecttype)%00%(objectname)%00%(*objectname)"
+             "%00%(contents:size)%0a%(contents)", prefix],
+            stdout_as_string=False, strip_newline_in_stdout=False,
+        )  # fmt: skip
+        records, at = [], 0
+        while at < len(out):
+            end = out.index(b"\n", at)
+            name, kind, sha, peeled, size = out[at:end].decode("utf-8", errors="replace").split("\0")
+            message = out[end + 1 : end + 1 + int(size)]
+            at = end + 1 + int(size) + 1  # the newline for-each-ref puts after each record
+            text = message.decode("utf-8", errors="replace") if kind == "tag" else None
+            records.append(RefRecord(name, kind, peeled or sha, text))
+        return records
+
     def refs(self, prefix: str) -> dict[str, str]:
-        out = self.git.for_each_ref("--format=%(refname) %(objectname)", prefix)
-        return dict(line.split(" ", 1) for line in out.splitlines() if line)
+        """Ref name to commit, through tag objects."""
+        return {r.name: r.target for r in self.ref_records(prefix)}
 
     def reset_file_to(self, sha: str, rel: str, *, keep_tree_file: bool = False) -> None:
         """Move the branch to `sha` and return `rel` to its content there; nothing else in the tree is touched.
@@ -155,6 +196,10 @@ class Repo:
 
     def message(self, sha: str) -> str:
         return self.repo.commit(sha).message
+
+    def parent(self, sha: str) -> str | None:
+        parents = self.repo.commit(sha).parents
+        return parents[0].hexsha if parents else None
 
     def short(self, sha: str) -> str:
         return sha[:7]

@@ -12,9 +12,11 @@ from __future__ import annotations
 import ast
 import io
 import math
+import re
+import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from autoresearch import ledger, proc, stopping, summary
@@ -32,6 +34,7 @@ from autoresearch.runs import (
     RunConfig,
     RunError,
     check_tag,
+    config_from,
     load_config,
     read_json,
     run_dir,
@@ -48,6 +51,9 @@ LOG_TAIL_LINES = 12  # what a crash shows of run.log: the traceback's end, not t
 LOG_TAIL_LINE_CHARS = 240
 STEERING_FILES = ("program.md",)  # the person's directions: may be edited during a run; the ratchet never commits it
 SUBJECT_CHARS = 100  # commit subjects longer than this are cut; the full hypothesis goes in the body
+STATE_FILE = "state.json"  # the iteration in flight, in the run's folder: what recovery finishes or rolls back
+START_FILE = "start.json"  # a start in flight: its options, then its scored baseline, until the run exists
+HARNESS_PGID_FILE = "harness.pgid"  # the harness's process group, apart from state.json: junk there cannot hide it
 EDITED_WHILE_SCORED = "train.py was edited while it was being scored: the score would not be of the committed code"
 
 
@@ -81,20 +87,134 @@ def find_task(repo: Repo, task: str) -> Task:
     return Task(folder, rel, f"{prefix}prepare.py", f"{prefix}train.py")
 
 
-def active_run(repo: Repo) -> tuple[RunConfig, Task]:
+def active_run(repo: Repo) -> tuple[RunConfig, Task, list[str]]:
+    """The checked-out run: its config (checked against its baseline ref), its task, and what was repaired."""
     branch = repo.branch()
     tag = tag_of_branch(branch)
-    config = load_config(repo, tag) if tag else None
+    config, notes = open_config(repo, tag) if tag else (None, [])
     if config is None:
         raise RunError(
             f"not on an autoresearch run branch (on {branch or 'a detached HEAD'}); "
             "start one with: uv run scripts/ratchet.py start TAG"
         )
-    return config, find_task(repo, config.task)
+    return config, find_task(repo, config.task), notes
 
 
 def ledger_for(repo: Repo, config: RunConfig, task: Task) -> ledger.Ledger:
     return ledger.Ledger(task.results, run_dir(repo, config.tag) / RESULTS_FILE, config.metric)
+
+
+# -- the rows and the config the ratchet trusts: those in the run's refs -----------------------------------
+ITER_REF = re.compile(r"^\d{4,}$")  # refs/autoresearch/<tag>/0007: four digits, more past 9999
+
+
+def iter_ref(tag: str, n: int) -> str:
+    return f"{REF_PREFIX}{tag}/{n:04d}"
+
+
+@dataclass
+class RunRefs:
+    rows: list[dict]  # the rows the ratchet wrote, in iteration order
+    config: RunConfig | None  # the run's config, from the baseline's ref
+    targets: dict[int, str]  # iteration -> commit, for every ref of the run (with a row or not)
+    legacy: bool  # refs without rows: a run started before rows were kept in refs
+    notes: list[str] = field(default_factory=list)
+
+
+def read_refs(repo: Repo, tag: str, metric: str | None = None) -> RunRefs:
+    """The run's refs, one git call; a ref whose row the ratchet did not write is set aside with a note."""
+    prefix = f"{REF_PREFIX}{tag}/"
+    found = {}
+    notes = []
+    for record in repo.ref_records(prefix):
+        suffix = record.name[len(prefix) :]
+        if ITER_REF.match(suffix):
+            found[int(suffix)] = record
+        else:
+            notes.append(f"{record.name} is not an iteration's ref; ignored")
+    targets = {n: r.target for n, r in found.items()}
+    if found and all(r.kind != "tag" for r in found.values()):
+        return RunRefs([], None, targets, legacy=True)
+    base_row, base_config = ledger.parse_row_message(found[0].message or "") if 0 in found else (None, None)
+    config = config_from(base_config) if base_row is not None else None
+    metric = metric or (config.metric if config else None)
+    rows = []
+    for n, record in sorted(found.items()):
+        row, _ = ledger.parse_row_message(record.message or "")
+        wanted = set(ledger.columns(metric)) if metric else None
+        if (
+            row is None or row.get("iter") != str(n) or row.get("tag") != tag
+            or row.get("commit") != record.target[:7] or row.get("status") not in ledger.STATUSES
+            or (wanted is not None and set(row) != wanted)
+        ):  # fmt: skip
+            notes.append(f"{record.name} holds no row the ratchet wrote; ignored")
+            continue
+        rows.append(row)
+    return RunRefs(rows, config, targets, legacy=False, notes=notes)
+
+
+def open_config(repo: Repo, tag: str) -> tuple[RunConfig | None, list[str]]:
+    """The run's config from its baseline ref, with run.json rebuilt from it when missing, junk or changed."""
+    refs = read_refs(repo, tag)
+    path = run_dir(repo, tag) / "run.json"
+    if refs.config is None:
+        if refs.targets and not refs.legacy:
+            raise RunError(
+                f"run {tag}'s baseline ref {iter_ref(tag, 0)} is gone or damaged, so its rows cannot be checked; "
+                "start a new tag"
+            )
+        config = load_config(repo, tag)  # a run from before configs were kept in refs, or no run at all
+        if config is None and path.exists():
+            raise RunError(f"{path} is unreadable and run {tag} keeps no copy of it in its refs; start a new tag")
+        return config, []
+    recorded = read_json(path)
+    if recorded == asdict(refs.config) or _same_json(recorded, asdict(refs.config)):
+        return refs.config, []
+    how = "missing" if not path.exists() else "unreadable" if config_from(recorded) is None else "changed"
+    save_config(repo, refs.config)
+    return refs.config, [f"run.json was {how}; rebuilt from {iter_ref(tag, 0)}"]
+
+
+def _same_json(a, b) -> bool:
+    import json
+
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)  # NaN == NaN here, unlike in dicts
+
+
+def verified_rows(
+    repo: Repo, config: RunConfig, task: Task, refs: RunRefs | None = None, new: int | None = None
+) -> tuple[list, list]:
+    """(the run's rows as its refs hold them, notes); results.tsv and the mirror are made to agree with them.
+
+    `new`: the iteration whose ref was just written, whose row the files are expected to lack.
+    """
+    refs = refs or read_refs(repo, config.tag, config.metric)
+    book = ledger_for(repo, config, task)
+    if refs.legacy:  # nothing to check them against until `start --resume` converts the run
+        lost = book.repair()
+        return book.rows(config.tag), [f"{repo.rel(task.results)} had lost rows; rebuilt from the run's copy"] * lost
+    return refs.rows, refs.notes + book.sync(config.tag, refs.rows, None if new is None else str(new))
+
+
+def _record_row(repo: Repo, config: RunConfig, n: int, sha: str, row: dict[str, str], with_config=False) -> None:
+    """Write iteration n's ref: a tag object on its commit that carries its row (the baseline's: the config too)."""
+    message = ledger.row_message(config.tag, row, asdict(config) if with_config else None)
+    repo.set_tag_ref(iter_ref(config.tag, n), sha, message)
+
+
+def _convert_legacy(repo: Repo, config: RunConfig, task: Task) -> str:
+    """Give a run from before rows were kept in refs its tag refs, from its mirror (trusted this once)."""
+    refs = read_refs(repo, config.tag, config.metric)
+    book = ledger_for(repo, config, task)
+    book.repair()
+    converted = 0
+    for row in book.rows(config.tag):
+        n = int(row["iter"])
+        if refs.targets.get(n, "")[:7] == row.get("commit") and row.get("commit"):
+            cells = ledger.cells(row, config.metric)
+            _record_row(repo, config, n, refs.targets[n], cells, with_config=n == 0)
+            converted += 1
+    return f"converted {converted} rows of run {config.tag} into its refs (rows are now checked against them)"
 
 
 # -- the harness ------------------------------------------------------------------------------------
@@ -116,16 +236,29 @@ def run_harness(
         "--private-out", str(private), "--pgid-file", str(pgid_file), *extra_args,
     ]  # fmt: skip
     out = io.BytesIO()
+
+    def started(pid: int) -> None:
+        (folder / HARNESS_PGID_FILE).write_text(str(pid))  # recovery kills it even if state.json is junk
+        if on_start is not None:
+            on_start(pid)
+
     with open(task.log, "wb") as log:
-        result = proc.run_in_group(cmd, timeout=timeout, stdout=out, stderr=log, cwd=task.dir, on_start=on_start)
+        result = proc.run_in_group(cmd, timeout=timeout, stdout=out, stderr=log, cwd=task.dir, on_start=started)
         log.write(out.getvalue())
     kill_recorded_group(pgid_file)
+    (folder / HARNESS_PGID_FILE).unlink(missing_ok=True)  # run_in_group killed its group on the way out
     block = summary.parse_block(out.getvalue().decode("utf-8", errors="replace"))
     error = ""
     if result.timed_out:
         error = f"the harness ran past {timeout:g} s and was killed"
+    elif result.returncode is not None and result.returncode < 0:
+        # Killed by a signal: by the candidate (it runs as the same user) or by the OOM killer for the
+        # candidate's memory. The candidate's crash, not the environment's: it does not stop the run.
+        # A block it printed first is not trusted (a forger writes one into the harness's stdout, then kills it).
+        block = {"status": "crash", "error": f"the harness was killed by {_signal_name(-result.returncode)} "
+                 "while it scored this train.py (the candidate, or the kernel for its memory)"}  # fmt: skip
     elif result.returncode != 0 and block:  # a block from a harness that did not finish is not the harness's
-        error = f"the harness was killed (exit code {result.returncode}) after printing a block; not trusted"
+        error = f"the harness exited with code {result.returncode} after printing a block; not trusted"
         block = {}
     elif not block:
         why = proc.last_line(result.tail)
@@ -133,6 +266,13 @@ def run_harness(
             f": {why}" if why else ""
         )
     return HarnessRun(block, result.seconds, error)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def kill_recorded_group(pgid_file: Path) -> None:
@@ -178,98 +318,204 @@ def _fmt(value: float, digits: int = 4) -> str:
 
 
 # -- start ----------------------------------------------------------------------------------------------
+START_OPTIONS = ("task", "deadline", "max_iters", "budget")
+
+
 def start(
     repo: Repo, tag: str, task_arg: str = ".", *, resume: bool = False,
     deadline: str | None = None, max_iters: int | None = None, budget: float | None = None,
 ) -> str:  # fmt: skip
-    """Create `autoresearch/TAG`, score the baseline and write its row; or resume an existing run."""
+    """Create `autoresearch/TAG`, score the baseline and write its row; or resume an existing run.
+
+    A start killed at any point is completed by the next `start TAG --resume` (or plain `start TAG` for the
+    same task): start.json says how far it got, and the baseline's ref, once written, holds the rest.
+    """
     check_tag(tag)
     branch = BRANCH_PREFIX + tag
     with CheckoutLock(repo):
-        if repo.branch_exists(branch):
+        folder = run_dir(repo, tag)
+        pending, notes = _pending_start(folder)
+        if pending is not None and pending["phase"] == "scored":
+            config = config_from(pending["config"])
+            if not resume and config.task != _task_rel(repo, task_arg):
+                raise RunError(
+                    f"the start of run {tag} on task {config.task} was interrupted; "
+                    f"`start {tag} --resume` completes it, or pick another tag"
+                )
+            notes.append("completed a start that was interrupted")
+            return _complete_start(repo, config, pending["row"], notes)
+        refs = read_refs(repo, tag)
+        if pending is not None and resume:  # it died while scoring: nothing durable exists, score again
+            task_arg, deadline, max_iters, budget = (pending["options"][k] for k in START_OPTIONS)
+        elif repo.branch_exists(branch) or refs.config is not None:
             if not resume:
                 raise RunError(f"run {tag} exists (branch {branch}); pass --resume to go on with it, or pick a new tag")
-            return _resume(repo, tag, branch)
-        if resume:
+            if refs.config is not None and not repo.branch_exists(branch):
+                return _complete_start(repo, refs.config, None, notes + [f"branch {branch} made again"])
+            return _resume(repo, tag, branch, notes)
+        elif resume:
             raise RunError(f"no run {tag} to resume (no branch {branch})")
+        return _fresh_start(repo, tag, task_arg, deadline, max_iters, budget, notes)
+
+
+def _fresh_start(repo, tag, task_arg, deadline, max_iters, budget, notes: list[str]) -> str:
+    folder = run_dir(repo, tag)
+    changes = repo.changes()
+    if changes:
+        raise RunError(f"uncommitted changes ({_list(changes)}); commit or stash them before starting a run")
+    task = find_task(repo, task_arg)
+    if deadline:
+        try:
+            deadline = stopping.parse_time(deadline).isoformat(timespec="seconds")
+        except ValueError:
+            raise RunError(f"--deadline {deadline!r}: use an ISO time such as 2026-11-23T07:00") from None
+    if (folder / "run.json").exists():
+        raise RunError(f"{folder} holds an old run {tag} whose branch is gone; pick a new tag or remove it")
+    source = (task.dir / "train.py").read_text(errors="replace")
+    hypothesis = declared_hypothesis(source) or ""
+    problem = ledger.text_problem(hypothesis)
+    if problem:
+        raise RunError(f"HYPOTHESIS in {task.train_rel} has {problem}: use plain text, then start again")
+    base = repo.head()
+    folder.mkdir(parents=True, exist_ok=True)
+    journal = {"phase": "scoring", "tag": tag, "base": base,
+               "options": dict(zip(START_OPTIONS, (task.rel, deadline, max_iters, budget), strict=True))}  # fmt: skip
+    write_json(folder / START_FILE, journal)
+
+    def record_harness(pid: int) -> None:
+        write_json(folder / START_FILE, {**journal, "harness_pgid": pid})
+
+    harness_args = ["--budget", f"{budget:g}"] if budget is not None else []  # frozen for the run
+    harness = run_harness(repo, task, folder, BASELINE_TIMEOUT_SECONDS, record_harness, harness_args)
+    block = harness.block
+    for seed in range(1, CALIBRATION_RUNS if block.get("keep_rule") == RERUN_RULE else 1):
+        if harness.harness_error or block.get("status") != "ok":
+            break
+        harness = _run_again(
+            repo, task, folder, BASELINE_TIMEOUT_SECONDS, harness, [*harness_args, "--seed", str(seed)],
+            record_harness,
+        )  # fmt: skip
+        block = harness.block
+    if harness.harness_error or block.get("status") != "ok":
+        (folder / START_FILE).unlink(missing_ok=True)
+        why = harness.harness_error or block.get("error", block.get("status"))
+        tail = "\n".join(log_tail(task, 3))
+        raise RunError(f"the baseline did not score: {why}" + (f"\n{tail}" if tail else ""))
+    metric = block["metric"]
+    config = RunConfig(
+        tag=tag, task=task.rel, base=base, metric=metric,
+        higher_is_better=block.get("direction", "higher") == "higher",
+        budget_seconds=summary.parse_float(block.get("budget_seconds")),
+        created=stopping.now().isoformat(timespec="seconds"),
+        deadline=deadline, max_iters=max_iters,
+        extra={**{k: block[k] for k in ("device", "task", "keep_rule", "timeout_seconds") if k in block},
+               **({"harness_args": harness_args} if harness_args else {})},
+    )  # fmt: skip
+    try:
+        ledger_for(repo, config, task).check()
+    except ledger.LedgerError:
+        (folder / START_FILE).unlink(missing_ok=True)
+        raise
+    description = hypothesis if hypothesis.lower().startswith("baseline") else f"baseline: {hypothesis}"
+    row = _row(config, block, base, 0, "keep", ledger.clean_text(description),
+               harness.seconds, code_lines(source), reason="baseline")  # fmt: skip
+    cells = ledger.cells(row, metric)
+    write_json(folder / START_FILE, {"phase": "scored", "tag": tag, "config": asdict(config), "row": cells})
+    se = summary.parse_float(block.get(metric + "_se"))
+    return _complete_start(repo, config, cells, notes, se=se, seconds=harness.seconds)
+
+
+def _task_rel(repo: Repo, task_arg: str) -> str:
+    try:
+        return find_task(repo, task_arg).rel
+    except RunError:
+        return task_arg
+
+
+def _pending_start(folder: Path) -> tuple[dict | None, list[str]]:
+    """A start that was interrupted (its harness killed, if it was still scoring), or None; with a note."""
+    path = folder / START_FILE
+    if not path.exists():
+        return None, []
+    kill_recorded_group(folder / HARNESS_PGID_FILE)
+    kill_recorded_group(folder / "child.pgid")
+    pending = read_json(path)
+    phase = (pending or {}).get("phase")
+    options = (pending or {}).get("options")
+    valid = (phase == "scoring" and isinstance(options, dict) and set(START_OPTIONS) <= options.keys()) or (
+        phase == "scored" and config_from(pending.get("config")) is not None and isinstance(pending.get("row"), dict)
+    )  # fmt: skip
+    if not valid:
+        path.unlink(missing_ok=True)
+        return None, [f"{START_FILE} of an interrupted start was unreadable; removed it (the refs hold what was done)"]
+    return pending, []
+
+
+def _complete_start(repo: Repo, config: RunConfig, baseline: dict | None, notes: list[str],
+                    se: float = math.nan, seconds: float | None = None) -> str:  # fmt: skip
+    """Make the run exist from its scored baseline; each step is skipped when done: safe to call again.
+
+    The baseline's ref is written first: from then on it holds the row and the config, and everything
+    else (run.json, results.tsv, the branch) is rebuilt from it.
+    """
+    tag, folder = config.tag, run_dir(repo, config.tag)
+    branch = BRANCH_PREFIX + tag
+    refs = read_refs(repo, tag, config.metric)
+    if refs.config is None and baseline is not None:
+        _record_row(repo, config, 0, config.base, baseline, with_config=True)
+        refs = read_refs(repo, tag, config.metric)
+    config = refs.config or config
+    save_config(repo, config)
+    task = find_task(repo, config.task)
+    rows, more = verified_rows(repo, config, task, refs, new=0)
+    notes += more
+    best = ledger.best(rows)
+    if best is None:
+        raise RunError(f"run {tag} has no baseline row in its refs; start a new tag")
+    if repo.branch() != branch:
         changes = repo.changes()
         if changes:
-            raise RunError(f"uncommitted changes ({_list(changes)}); commit or stash them before starting a run")
-        task = find_task(repo, task_arg)
-        if deadline:
-            try:
-                deadline = stopping.parse_time(deadline).isoformat(timespec="seconds")
-            except ValueError:
-                raise RunError(f"--deadline {deadline!r}: use an ISO time such as 2026-11-23T07:00") from None
-        folder = run_dir(repo, tag)
-        if (folder / "run.json").exists():
-            raise RunError(f"{folder} holds an old run {tag} whose branch is gone; pick a new tag or remove it")
-        base = repo.head()
-        folder.mkdir(parents=True, exist_ok=True)
-        harness_args = ["--budget", f"{budget:g}"] if budget is not None else []  # frozen for the run
-        harness = run_harness(repo, task, folder, BASELINE_TIMEOUT_SECONDS, extra_args=harness_args)
-        block = harness.block
-        for seed in range(1, CALIBRATION_RUNS if block.get("keep_rule") == RERUN_RULE else 1):
-            if harness.harness_error or block.get("status") != "ok":
-                break
-            harness = _run_again(
-                repo, task, folder, BASELINE_TIMEOUT_SECONDS, harness, [*harness_args, "--seed", str(seed)]
-            )
-            block = harness.block
-        if harness.harness_error or block.get("status") != "ok":
-            why = harness.harness_error or block.get("error", block.get("status"))
-            tail = "\n".join(log_tail(task, 3))
-            raise RunError(f"the baseline did not score: {why}" + (f"\n{tail}" if tail else ""))
-        metric = block["metric"]
-        config = RunConfig(
-            tag=tag, task=task.rel, base=base, metric=metric,
-            higher_is_better=block.get("direction", "higher") == "higher",
-            budget_seconds=summary.parse_float(block.get("budget_seconds")),
-            created=stopping.now().isoformat(timespec="seconds"),
-            deadline=deadline, max_iters=max_iters,
-            extra={**{k: block[k] for k in ("device", "task", "keep_rule", "timeout_seconds") if k in block},
-                   **({"harness_args": harness_args} if harness_args else {})},
-        )  # fmt: skip
-        book = ledger_for(repo, config, task)
-        book.check()
-        source = (task.dir / "train.py").read_text()
-        hypothesis = declared_hypothesis(source)
-        repo.create_branch(branch, base)
-        save_config(repo, config)
-        repo.set_ref(f"{REF_PREFIX}{tag}/0000", base)
-        description = hypothesis if (hypothesis or "").lower().startswith("baseline") else f"baseline: {hypothesis}"
-        row = _row(config, block, base, 0, "keep", ledger.clean_text(description),
-                   harness.seconds, code_lines(source), reason="baseline")  # fmt: skip
-        book.append(row)
-        _record_private(folder, 0, base)
-    score, se = summary.parse_float(block.get(metric)), summary.parse_float(block.get(metric + "_se"))
-    return (
-        f"run {tag} started on {branch} | baseline {metric}={_fmt(score)} ± {_fmt(se)}"
-        f" | {harness.seconds:.1f} s | results in {repo.rel(task.results)}"
+            raise RunError(f"uncommitted changes ({_list(changes)}); commit or stash them, then `start {tag} --resume`")
+        if repo.branch_exists(branch):
+            repo.checkout(branch)
+        else:
+            repo.create_branch(branch, refs.targets[int(best["iter"])])
+    _record_private(folder, 0, config.base)
+    (folder / START_FILE).unlink(missing_ok=True)
+    baseline = rows[0]
+    shown = f"baseline {config.metric}={baseline.get(config.metric)}" + (f" ± {_fmt(se)}" if math.isfinite(se) else "")
+    timing = f" | {seconds:.1f} s" if seconds is not None else ""
+    return f"run {tag} started on {branch} | {shown}{timing} | results in {repo.rel(task.results)}" + "".join(
+        f" | {n}" for n in notes
     )
 
 
-def _resume(repo: Repo, tag: str, branch: str) -> str:
-    config = load_config(repo, tag)
+def _resume(repo: Repo, tag: str, branch: str, notes: list[str]) -> str:
+    config, more = open_config(repo, tag)
     if config is None:
         raise RunError(f"branch {branch} exists but its run record is gone; start a new tag")
+    notes += more
     if repo.branch() != branch:
         changes = repo.changes()
         if changes:
             raise RunError(f"uncommitted changes ({_list(changes)}); commit or stash them before resuming {tag}")
         repo.checkout(branch)
     task = find_task(repo, config.task)
-    note = recover(repo, config, task) or ""
-    book = ledger_for(repo, config, task)
-    book.repair()
-    rows = book.rows(tag)
-    return f"run {tag} resumed on {branch} | {len(rows)} rows, next iter {next_iter(rows)}" + (
-        f" | {note}" if note else ""
+    notes.append(recover(repo, config, task) or "")
+    refs = read_refs(repo, tag, config.metric)
+    if refs.legacy:
+        notes.append(_convert_legacy(repo, config, task))
+    rows, more = verified_rows(repo, config, task)
+    notes += more
+    return f"run {tag} resumed on {branch} | {len(rows)} rows, next iter {next_iter(rows, refs)}" + "".join(
+        f" | {n}" for n in notes if n
     )
 
 
 # -- try --------------------------------------------------------------------------------------------
-next_iter = ledger.next_iter
+def next_iter(rows: list[dict], refs: RunRefs | None = None) -> int:
+    """One past the highest iteration with a row, or with a ref (a ref is never overwritten by a new one)."""
+    return max(ledger.next_iter(rows), max(refs.targets, default=-1) + 1 if refs else 0)
 
 
 def best_row(rows: list[dict]) -> dict:
@@ -279,39 +525,52 @@ def best_row(rows: list[dict]) -> dict:
     return row
 
 
+def check_hypothesis(text: str, where: str = "the hypothesis") -> None:
+    problem = ledger.text_problem(text)
+    if problem:
+        raise RunError(f"{where} has {problem}; use plain text (tabs and newlines are fine). Nothing was touched")
+
+
 def try_edit(repo: Repo, hypothesis: str | None) -> str:
     """Run one iteration on the current edit of train.py; return the one line the agent reads back."""
+    check_hypothesis(hypothesis or "")  # before anything is touched
     with CheckoutLock(repo):
-        config, task = active_run(repo)
+        config, task, notes = active_run(repo)
         folder = run_dir(repo, config.tag)
-        book = ledger_for(repo, config, task)
-        notes = [recover(repo, config, task)]
-        if book.repair():
-            notes.append(f"{repo.rel(task.results)} had lost rows; rebuilt from the run's copy")
-        rows = book.rows(config.tag)
-        reason = stopping.stop_reason(config, rows, folder, include_harness=False)
+        notes.append(recover(repo, config, task))
+        refs = read_refs(repo, config.tag, config.metric)
+        if refs.legacy:
+            raise RunError(
+                f"run {config.tag} keeps its rows the old way (refs without rows); "
+                f"`uv run scripts/ratchet.py start {config.tag} --resume` converts it, then try again"
+            )
+        rows, more = verified_rows(repo, config, task, refs)
+        notes += more
+        reason = stopping.stop_reason(config, rows, folder)
         if reason:
             raise RunError(f"the run is over: {reason}")
         best = best_row(rows)
         _check_tree(repo, config, task, best)
         source = (task.dir / "train.py").read_text(errors="replace")
         best_sha = repo.head()
-        hypothesis = ledger.clean_text(hypothesis or "")
-        if not hypothesis:
+        full = ledger.clean_text(hypothesis or "")
+        if not full:
             declared = declared_hypothesis(source)
             if not declared or declared == declared_hypothesis(repo.show(best_sha, task.train_rel)):
                 raise RunError(
                     'say what this edit tests: ratchet.py try "HYPOTHESIS" (or update HYPOTHESIS in train.py)'
                 )
-            hypothesis = ledger.clean_text(declared)
-        n = next_iter(rows)
+            check_hypothesis(declared, f"HYPOTHESIS in {task.train_rel}")
+            full = ledger.clean_text(declared)
+        hypothesis = ledger.cap_text(full)  # the row's and the line's; the commit body keeps it whole
+        n = next_iter(rows, refs)
         state = {"phase": "running", "iter": n, "best": best_sha, "hypothesis": hypothesis, "started": time.time()}
-        write_json(folder / "state.json", state)  # before the commit: a kill right after it is still recovered
-        state["candidate"] = repo.commit_file(task.train_rel, _subject(hypothesis))
-        write_json(folder / "state.json", state)
+        write_json(folder / STATE_FILE, state)  # before the commit: a kill right after it is still recovered
+        state["candidate"] = repo.commit_file(task.train_rel, _message(full))
+        write_json(folder / STATE_FILE, state)
 
         def record_harness(pid: int) -> None:
-            write_json(folder / "state.json", {**state, "harness_pgid": pid})
+            write_json(folder / STATE_FILE, {**state, "harness_pgid": pid})
 
         timeout = (
             config.budget_seconds + HARNESS_GRACE_SECONDS
@@ -331,10 +590,10 @@ def try_edit(repo: Repo, hypothesis: str | None) -> str:
             seed += 1
         if repo.tree_blob(task.train_rel) != repo.blob(state["candidate"], task.train_rel):
             harness = HarnessRun({"status": "crash", "error": EDITED_WHILE_SCORED}, harness.seconds, "")
-        row, final = _judge(repo, config, task, harness, best, best_lines, source, n, hypothesis, rows)
+        row, final = _judge(repo, config, task, harness, best, best_lines, source, n, full, rows)
         state.update(phase="decided", row=row, final=final, status=row["status"])
-        write_json(folder / "state.json", state)
-        _finish(repo, config, task, state)
+        write_json(folder / STATE_FILE, state)
+        notes += _finish(repo, config, task, state)
         line = _line(config, row, hypothesis)
         if state["kept_later_edit"]:
             notes.append(f"{task.train_rel} was edited while this iteration ran: your edit is left in place, untried")
@@ -400,13 +659,10 @@ def _judge(repo, config, task, harness: HarnessRun, best: dict, best_lines: int,
             f"{metric} {_fmt(before)} → {_fmt(after)} ({delta:+.4f} ± {_fmt(se)}): "
             f"{'KEPT' if decision.keep else 'DISCARDED'}, {decision.reason}"
         )
-    body = [hypothesis] if len(hypothesis) > SUBJECT_CHARS else []
-    message = "\n\n".join(
-        [_subject(hypothesis), *body, verdict, f"Autoresearch-Run: {config.tag}\nAutoresearch-Iter: {n}"]
-    )
+    message = "\n\n".join([_message(hypothesis), verdict, f"Autoresearch-Run: {config.tag}\nAutoresearch-Iter: {n}"])
     final = repo.amend_message(message)
-    row = _row(config, block, final, n, status, hypothesis, harness.seconds, lines, reason=reason,
-               delta=delta, se=se, p=p)  # fmt: skip
+    row = _row(config, block, final, n, status, ledger.cap_text(hypothesis), harness.seconds, lines,
+               reason=ledger.cap_text(ledger.clean_text(reason)), delta=delta, se=se, p=p)  # fmt: skip
     return row, final
 
 
@@ -477,17 +733,18 @@ def _wants_rerun(config: RunConfig, rows: list[dict], harness: HarnessRun, best:
     return _decide_reruns(config, rows, block, best, lines, best_lines).rerun
 
 
-def _finish(repo: Repo, config: RunConfig, task: Task, state: dict) -> None:
-    """Write the decided row, then apply the decision. Idempotent: recovery calls it again after a kill."""
+def _finish(repo: Repo, config: RunConfig, task: Task, state: dict) -> list[str]:
+    """Record the decided row, then apply the decision. Idempotent: recovery calls it again after a kill.
+
+    The row's ref is written first: it is the record; results.tsv and the mirror are then synced from the refs.
+    """
     folder = run_dir(repo, config.tag)
-    book = ledger_for(repo, config, task)
     if state["phase"] == "decided":
-        if not any(r.get("iter") == str(state["iter"]) for r in book.rows(config.tag)):
-            book.append(state["row"])
+        _record_row(repo, config, state["iter"], state["final"], ledger.cells(state["row"], config.metric))
         _record_private(folder, state["iter"], state["final"])
         state["phase"] = "recorded"
-        write_json(folder / "state.json", state)
-    repo.set_ref(f"{REF_PREFIX}{config.tag}/{state['iter']:04d}", state["final"])
+        write_json(folder / STATE_FILE, state)
+    _, notes = verified_rows(repo, config, task, new=state["iter"])
     target = state["final"] if state["status"] == "keep" else state["best"]
     rel = task.train_rel
     # An edit made after this iteration's commit (while it ran, or after its ratchet died) is the agent's next
@@ -495,44 +752,114 @@ def _finish(repo: Repo, config: RunConfig, task: Task, state: dict) -> None:
     later_edit = repo.tree_blob(rel) not in (repo.blob(state["final"], rel), repo.blob(target, rel))
     if repo.head() != target or later_edit:
         repo.reset_file_to(target, rel, keep_tree_file=later_edit)
-    (folder / "state.json").unlink(missing_ok=True)
+    (folder / STATE_FILE).unlink(missing_ok=True)
     state["kept_later_edit"] = later_edit
+    return notes
+
+
+STATE_PHASES = ("running", "decided", "recorded")
+SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+def _valid_state(state: dict | None) -> bool:
+    """Whether state.json holds what the ratchet wrote there (junk is recovered from git instead)."""
+    if not state or state.get("phase") not in STATE_PHASES:
+        return False
+    ok = (
+        isinstance(state.get("iter"), int) and state["iter"] >= 1 and SHA.match(str(state.get("best", "")))
+        and isinstance(state.get("hypothesis"), str) and isinstance(state.get("started"), (int, float))
+        and (state.get("candidate") is None or SHA.match(str(state["candidate"])))
+        and isinstance(state.get("harness_pgid", 0), int)
+    )  # fmt: skip
+    if ok and state["phase"] != "running":
+        ok = (
+            isinstance(state.get("row"), dict) and SHA.match(str(state.get("final", "")))
+            and state.get("status") in ledger.STATUSES
+        )  # fmt: skip
+    return bool(ok)
 
 
 def recover(repo: Repo, config: RunConfig, task: Task) -> str | None:
     """Finish or roll back an iteration whose ratchet died; say what was done (None if nothing was needed)."""
     folder = run_dir(repo, config.tag)
-    state = read_json(folder / "state.json")
-    if state is None:
+    kill_recorded_group(folder / HARNESS_PGID_FILE)
+    if (folder / START_FILE).exists():  # its ratchet died after the branch was made: the rest is cheap
+        _record_private(folder, 0, config.base)
+        (folder / START_FILE).unlink(missing_ok=True)
+    path = folder / STATE_FILE
+    if not path.exists():
         return None
-    proc.kill_stale_group(int(state.get("harness_pgid", 0)))
+    state = read_json(path)
+    if _valid_state(state):
+        proc.kill_stale_group(state.get("harness_pgid", 0))
     kill_recorded_group(folder / "child.pgid")
     repo.remove_stale_index_lock()
+    if not _valid_state(state):
+        return _recover_without_state(repo, config, task)
     if state["phase"] == "running":
         if "candidate" not in state:
             head = repo.head()
             if head == state["best"]:  # died before committing: the edit is still in the tree, untouched
-                (folder / "state.json").unlink()
+                path.unlink()
                 return None
             state["candidate"] = head
-        row = {
-            "commit": repo.short(state["candidate"]), "status": "interrupted", "iter": state["iter"],
-            "tag": config.tag, "description": state["hypothesis"],
-            "timestamp": stopping.now().isoformat(timespec="seconds"),
-            "reason": "the ratchet was killed during this iteration; it was not scored",
-            "seconds": round(time.time() - state["started"], 1),
-        }  # fmt: skip
-        state.update(phase="decided", row=row, final=state["candidate"], status="interrupted")
-        (folder / "heldout.next.json").unlink(missing_ok=True)
-        write_json(folder / "state.json", state)
+        _interrupted(repo, config, folder, state)
     _finish(repo, config, task, state)
     kept = f"; the later edit of {task.train_rel} is left in place" if state["kept_later_edit"] else ""
     return f"recovered iter {state['iter']} ({state['status']}) left by a ratchet that died{kept}"
 
 
+def _interrupted(repo: Repo, config: RunConfig, folder: Path, state: dict) -> None:
+    """Decide a running iteration as interrupted: its commit is recorded, unscored."""
+    row = {
+        "commit": repo.short(state["candidate"]), "status": "interrupted", "iter": state["iter"],
+        "tag": config.tag, "description": state["hypothesis"],
+        "timestamp": stopping.now().isoformat(timespec="seconds"),
+        "reason": "the ratchet was killed during this iteration; it was not scored",
+        "seconds": round(time.time() - state["started"], 1),
+    }  # fmt: skip
+    state.update(phase="decided", row=row, final=state["candidate"], status="interrupted")
+    (folder / "heldout.next.json").unlink(missing_ok=True)
+    write_json(folder / STATE_FILE, state)
+
+
+def _recover_without_state(repo: Repo, config: RunConfig, task: Task) -> str:
+    """state.json is junk: work out from git what was in flight, finish it, and say so."""
+    folder = run_dir(repo, config.tag)
+    said = f"{STATE_FILE} was unreadable"
+    refs = read_refs(repo, config.tag, config.metric)
+    best = ledger.best(refs.rows)
+    head = repo.head()
+    best_sha = refs.targets.get(int(best["iter"])) if best else None
+    parent = repo.parent(head)
+    recorded = {sha: n for n, sha in refs.targets.items()}
+    only_train = parent is not None and set(repo.changed_between(parent, head)) <= {task.train_rel}
+    if best_sha is None or head == best_sha or parent != best_sha or not only_train:
+        (folder / STATE_FILE).unlink(missing_ok=True)
+        if best_sha is not None and head != best_sha:
+            return f"{said}; removed it (HEAD is not a commit of this run's; nothing else was changed)"
+        return f"{said}; removed it (no iteration was in flight)"
+    if head in recorded:  # its row is recorded: only the branch was left to move back to the best
+        n = recorded[head]
+        row = next((r for r in refs.rows if r["iter"] == str(n)), None)
+        status = row["status"] if row else "interrupted"
+        state = {"phase": "recorded", "iter": n, "best": best_sha, "final": head, "status": status}
+        notes = _finish(repo, config, task, state)
+        return f"{said}; iter {n} was recorded ({status}): the branch is back on the best" + "".join(
+            f"; {note}" for note in notes
+        )
+    state = {"phase": "running", "iter": next_iter(refs.rows, refs), "best": best_sha, "candidate": head,
+             "hypothesis": ledger.cap_text(ledger.clean_text(repo.message(head).split("\n", 1)[0])),
+             "started": repo.repo.commit(head).committed_date}  # fmt: skip
+    _interrupted(repo, config, folder, state)
+    _finish(repo, config, task, state)
+    return f"{said}; recovered iter {state['iter']} (interrupted) from the commit at HEAD"
+
+
 def recover_if_idle(repo: Repo, config: RunConfig, task: Task) -> str | None:
     """For readers (`status`, hooks): recover a dead iteration if no ratchet is running, else say one is."""
-    if not (run_dir(repo, config.tag) / "state.json").exists():
+    folder = run_dir(repo, config.tag)
+    if not (folder / STATE_FILE).exists() and not (folder / START_FILE).exists():
         return None
     if repo.branch() != BRANCH_PREFIX + config.tag:
         return f"iter in flight or interrupted on {BRANCH_PREFIX + config.tag}; check it out to recover it"
@@ -581,6 +908,11 @@ def _line(config: RunConfig, row: dict, hypothesis: str) -> str:
 
 def _subject(hypothesis: str) -> str:
     return hypothesis if len(hypothesis) <= SUBJECT_CHARS else hypothesis[: SUBJECT_CHARS - 1] + "…"
+
+
+def _message(hypothesis: str) -> str:
+    """A short subject, and the whole hypothesis in the body when the subject had to cut it."""
+    return _subject(hypothesis) + (f"\n\n{hypothesis}" if len(hypothesis) > SUBJECT_CHARS else "")
 
 
 def _list(paths: list[str], most: int = 4) -> str:

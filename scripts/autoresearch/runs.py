@@ -1,5 +1,6 @@
 """A run's identity and its private folder: `.git/autoresearch/<tag>/` holds run.json (options given at
-start), state.json (the iteration in flight, for crash recovery), the ledger mirror and the held-out records.
+start; a copy of the config in the baseline's ref, rebuilt from it), start.json and state.json (a start or an
+iteration in flight, for crash recovery), the ledger mirror and the held-out records.
 Being under .git, none of it is in the work tree the agent edits, nor in any commit.
 """
 
@@ -9,7 +10,7 @@ import fcntl
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from autoresearch.gitops import BRANCH_PREFIX, Repo
@@ -52,10 +53,29 @@ def tag_of_branch(branch: str | None) -> str | None:
 
 
 def load_config(repo: Repo, tag: str) -> RunConfig | None:
-    path = run_dir(repo, tag) / "run.json"
-    if not path.exists():
+    """run.json as a plain file (the hooks read it so): None when it is missing or not a run's config.
+
+    The ratchet's verbs read `loop.open_config`, which checks it against the baseline ref and rebuilds it.
+    """
+    return config_from(read_json(run_dir(repo, tag) / "run.json"))
+
+
+def config_from(value) -> RunConfig | None:
+    """A RunConfig from a decoded run.json (or a ref's copy of it); None unless every field has its type."""
+    if not isinstance(value, dict):
         return None
-    return RunConfig(**json.loads(path.read_text()))
+    names = {f.name for f in fields(RunConfig)}
+    required = {"tag", "task", "base", "metric", "higher_is_better", "budget_seconds", "created"}
+    if not required <= value.keys() or not value.keys() <= names:
+        return None
+    kinds = {
+        "tag": str, "task": str, "base": str, "metric": str, "higher_is_better": bool, "created": str,
+        "budget_seconds": (int, float), "deadline": (str, type(None)), "max_iters": (int, type(None)),
+        "extra": dict,
+    }  # fmt: skip
+    if any(not isinstance(value[k], kinds[k]) for k in value) or isinstance(value.get("max_iters"), bool):
+        return None
+    return RunConfig(**{**value, "budget_seconds": float(value["budget_seconds"])})
 
 
 def save_config(repo: Repo, config: RunConfig) -> None:
@@ -74,12 +94,12 @@ def write_json(path: Path, value: dict) -> None:
 
 
 def read_json(path: Path) -> dict | None:
+    """A JSON object from `path`; None when it is missing, unreadable or anything but an object."""
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
+        value = json.loads(path.read_bytes())
+    except (OSError, ValueError):  # missing, a folder, junk bytes, not JSON
         return None
-    except json.JSONDecodeError:
-        return None
+    return value if isinstance(value, dict) else None
 
 
 class CheckoutLock:

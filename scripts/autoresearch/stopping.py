@@ -17,6 +17,7 @@ STOP_FILE = "STOP"  # in the run's folder; `ratchet.py stop` writes it, with the
 LEAKAGE_CEILINGS = {"val_auc": 0.99, "val_balanced_accuracy": 0.995, "val_r2": 0.995}
 HARNESS_FAILURES_IN_A_ROW = 3  # crashes whose cause is outside train.py (data, environment) before giving up
 HARNESS_FAILURE_PREFIX = "harness:"  # how the ratchet marks such a crash in the ledger's reason column
+STOP_REASON_BYTES = 1024  # of the STOP file shown: the same cap as a hypothesis (ledger.HYPOTHESIS_MAX_BYTES)
 
 
 def now() -> datetime:
@@ -32,7 +33,10 @@ def stop_reason(config, rows: list[dict], run_folder: Path, *, include_harness: 
     """The reason this run must stop now, or None to go on."""
     stop_file = run_folder / STOP_FILE
     if stop_file.exists():
-        why = stop_file.read_text().strip()
+        try:  # the person's words, or whatever a stray write left there: one short line either way
+            why = " ".join(stop_file.read_bytes()[:STOP_REASON_BYTES].decode("utf-8", errors="replace").split())
+        except OSError:
+            why = ""
         return "stop requested by the person" + (f": {why}" if why else "")
     if config.deadline and now() >= parse_time(config.deadline):
         return f"deadline {config.deadline} reached"
