@@ -116,7 +116,7 @@ class Ledger:
     def append(self, row: dict) -> None:
         """Append `row` to the mirror and to results.tsv, each flushed and fsynced before returning."""
         values = list(cells(row, self.metric).values())
-        with self._lock():
+        with self.lock():
             self._ensure_header(self.mirror)
             _append_line(self.mirror, values)
         self.repair()  # copies the new row, and any row a person's edit lost, into results.tsv
@@ -128,7 +128,7 @@ class Ledger:
         """
         if not self.mirror.exists():
             return False
-        with self._lock():
+        with self.lock():
             mine = read_rows(self.mirror)
             present = {(r["tag"], r["iter"]) for r in read_rows(self.path)} if self.path.exists() else set()
             missing = [r for r in mine if (r["tag"], r["iter"]) not in present]
@@ -145,22 +145,22 @@ class Ledger:
         Rows of other runs are kept as they are. A row of this run that the refs do not hold (forged,
         edited, cut short, duplicated) is removed; a row the refs hold and the file lost is put back.
         `new` is the iteration just recorded in the refs: its row is added without a word.
+        The caller holds `lock()` and read `truth` under it, so that two syncs never undo each other.
         """
         notes = []
-        with self._lock():
-            fixed = _sync_file(self.mirror, tag, truth, columns(self.metric), new)
-            if fixed:
-                notes.append(f"the run's copy of its rows {fixed}; rebuilt from the refs")
-            fixed = _sync_file(self.path, tag, truth, columns(self.metric), new)
-            if fixed:
-                notes.append(f"{self.path.name} {fixed}; rebuilt from the refs")
+        fixed = _sync_file(self.mirror, tag, truth, columns(self.metric), new)
+        if fixed:
+            notes.append(f"the run's copy of its rows {fixed}; rebuilt from the refs")
+        fixed = _sync_file(self.path, tag, truth, columns(self.metric), new)
+        if fixed:
+            notes.append(f"{self.path.name} {fixed}; rebuilt from the refs")
         return notes
 
     def rows(self, tag: str | None = None) -> list[dict]:
         """This run's rows as the mirror holds them (unchecked: `loop.verified_rows` checks them)."""
         return run_rows(self.mirror if self.mirror.exists() else self.path, tag)
 
-    def _lock(self) -> _FileLock:
+    def lock(self) -> _FileLock:
         return _FileLock(self.mirror.with_name("ledger.lock"))
 
 

@@ -155,8 +155,14 @@ def read_refs(repo: Repo, tag: str, metric: str | None = None) -> RunRefs:
 
 def open_config(repo: Repo, tag: str) -> tuple[RunConfig | None, list[str]]:
     """The run's config from its baseline ref, with run.json rebuilt from it when missing, junk or changed."""
-    refs = read_refs(repo, tag)
     path = run_dir(repo, tag) / "run.json"
+    base = repo.ref_records(iter_ref(tag, 0))  # the baseline's ref alone: the common case, one cheap call
+    if base and base[0].kind == "tag":
+        row, recorded_config = ledger.parse_row_message(base[0].message or "")
+        config = config_from(recorded_config) if row is not None else None
+        if config is not None:
+            return config, _rebuild_config_file(repo, tag, path, config)
+    refs = read_refs(repo, tag)
     if refs.config is None:
         if refs.targets and not refs.legacy:
             raise RunError(
@@ -167,12 +173,17 @@ def open_config(repo: Repo, tag: str) -> tuple[RunConfig | None, list[str]]:
         if config is None and path.exists():
             raise RunError(f"{path} is unreadable and run {tag} keeps no copy of it in its refs; start a new tag")
         return config, []
+    return refs.config, _rebuild_config_file(repo, tag, path, refs.config)
+
+
+def _rebuild_config_file(repo: Repo, tag: str, path: Path, config: RunConfig) -> list[str]:
+    """run.json made equal to the config in the baseline's ref; a note when it was not."""
     recorded = read_json(path)
-    if recorded == asdict(refs.config) or _same_json(recorded, asdict(refs.config)):
-        return refs.config, []
+    if _same_json(recorded, asdict(config)):
+        return []
     how = "missing" if not path.exists() else "unreadable" if config_from(recorded) is None else "changed"
-    save_config(repo, refs.config)
-    return refs.config, [f"run.json was {how}; rebuilt from {iter_ref(tag, 0)}"]
+    save_config(repo, config)
+    return [f"run.json was {how}; rebuilt from {iter_ref(tag, 0)}"]
 
 
 def _same_json(a, b) -> bool:
@@ -188,12 +199,13 @@ def verified_rows(
 
     `new`: the iteration whose ref was just written, whose row the files are expected to lack.
     """
-    refs = refs or read_refs(repo, config.tag, config.metric)
     book = ledger_for(repo, config, task)
-    if refs.legacy:  # nothing to check them against until `start --resume` converts the run
-        lost = book.repair()
-        return book.rows(config.tag), [f"{repo.rel(task.results)} had lost rows; rebuilt from the run's copy"] * lost
-    return refs.rows, refs.notes + book.sync(config.tag, refs.rows, None if new is None else str(new))
+    with book.lock():  # refs read under the lock: a `status` never syncs to rows older than a `try` wrote
+        refs = refs or read_refs(repo, config.tag, config.metric)
+        if not refs.legacy:
+            return refs.rows, refs.notes + book.sync(config.tag, refs.rows, None if new is None else str(new))
+    lost = book.repair()  # a run from before rows were in refs: nothing to check against until it is converted
+    return book.rows(config.tag), [f"{repo.rel(task.results)} had lost rows; rebuilt from the run's copy"] * lost
 
 
 def _record_row(repo: Repo, config: RunConfig, n: int, sha: str, row: dict[str, str], with_config=False) -> None:
