@@ -116,7 +116,7 @@ def test_person_may_edit_program_md_during_a_run(project):
     assert out.returncode == 0, out.stderr
     assert "try trees next" in (project.path / "program.md").read_text()  # untouched, still uncommitted
     assert project.status() == "M  program.md"
-    assert project.git("show", "--format=", "--name-only", "refs/autoresearch/t1/0001") == "train.py"
+    assert project.git("show", "--format=", "--name-only", "refs/autoresearch/t1/0001^{commit}") == "train.py"
 
 
 def test_seed_only_edit_is_not_kept(project):
