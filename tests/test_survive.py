@@ -327,3 +327,18 @@ _time.sleep(600)
     project.edit(*SEED_EDIT)
     out = project.ratchet("try", "the run goes on")
     assert out.returncode == 0 and out.stdout.startswith("iter 4 |"), out.stderr
+
+
+def test_a_run_from_before_rows_in_refs_is_refused_by_try_until_resume_converts_it(started):
+    project = started
+    for line in project.git("for-each-ref", "--format=%(refname) %(*objectname)", "refs/autoresearch/t1/").splitlines():
+        name, commit = line.split()
+        project.git("update-ref", name, commit)  # a plain ref on the commit, as runs made before had
+    project.edit(*SEED_EDIT)
+    out = project.ratchet("try", "on an old run")
+    assert out.returncode == 2 and "start t1 --resume` converts it" in out.stderr, out.stderr
+    assert project.status() == "M train.py" and len(project.rows()) == 1  # nothing touched
+    out = project.ratchet("start", "t1", "--resume")
+    assert out.returncode == 0 and "converted 1 rows" in out.stdout, out.stderr
+    assert ref_rows(project) == project.rows()
+    assert project.ratchet("status").returncode == 0
