@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autoresearch import proc, summary
+from autoresearch import proc, sandbox, summary
 from autoresearch.data import DataError
 
 # OpenMP threads that spin while they wait burn the CPU a busy machine needs: measured here under load, a
@@ -57,6 +57,7 @@ SCORING_SECONDS = (
 )
 SCORING_RESERVE_SECONDS = 30.0  # of SCORING_SECONDS, kept for harness start and the block: a model still
 # scoring past the rest is a candidate timeout, reported, before the ratchet kills the whole harness
+SUPERVISOR_REPORT_BYTES = 4096  # one short JSON line
 ERROR_CHARS = 300  # an `error` is one line of results.tsv; torch's messages can run to pages
 REPORT_MAX_COUNT = 10**15  # num_steps / tokens above this (or not ints) are ignored: they only feed rates
 PEAK_PROBE_SECONDS = 0.5  # how long the on-the-spot matmul throughput probe runs
@@ -288,12 +289,23 @@ def run_candidate(train_path: Path, io_dir: Path, job: dict, log, pgid_file: str
         if pgid_file:
             Path(pgid_file).write_text(str(pid))
 
+    box = sandbox.detect()
+    sandbox.ensure_bytecode()
+    train_inside, io_inside = sandbox.inside(box, train_path, io_dir)
+    threads_env = {k: env[k] for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    report_read, report_write = os.pipe()
+    child = sandbox.python_argv("autoresearch.lm_child", train_inside, io_inside)
+    supervised = sandbox.python_argv("autoresearch.supervise", str(report_write), "--", *child)
+    cmd, env = sandbox.command(box, supervised, candidate=train_path, io_dir=io_dir, env=threads_env)
     cpu_before = children_cpu_seconds()
     result = proc.run_in_group(
-        [sys.executable, "-m", "autoresearch.lm_child", str(train_path.resolve()), str(io_dir)],
-        timeout=wall_cap, stdout=log, cwd=io_dir, env=env, on_start=record_pgid,
-    )  # fmt: skip
-    cpu = children_cpu_seconds() - cpu_before
+        cmd, timeout=wall_cap, stdout=log, cwd=io_dir, env=env, on_start=record_pgid, pass_fds=(report_write,)
+    )
+    with os.fdopen(report_read, "rb") as channel:
+        report = _supervisor_report(channel.read(SUPERVISOR_REPORT_BYTES))
+    # The supervisor's count (wait4, from the kernel) when there is one: bubblewrap hides it from ours.
+    cpu = report.get("cpu_seconds", children_cpu_seconds() - cpu_before)
+    returncode = report.get("returncode", result.returncode) if not result.timed_out else None
     budget_cpu = budget * job["threads"]
     times = {"wall_seconds": result.seconds, "cpu_seconds": cpu}
     job["measured"] = times  # the caller reports them even when the candidate failed
@@ -301,8 +313,8 @@ def run_candidate(train_path: Path, io_dir: Path, job: dict, log, pgid_file: str
         raise CandidateError("timeout", f"train.py ran past {wall_cap:g} s of wall time and was killed")
     # RLIMIT_CPU sends SIGXCPU at the budget and SIGKILL at the hard limit after it; a SIGKILL before the
     # budget was spent came from elsewhere (the kernel's OOM killer, most likely) and is a crash.
-    killed_at_cap = result.returncode == -signal.SIGXCPU or (
-        result.returncode == -signal.SIGKILL and cpu >= budget_cpu - CPU_KILL_MARGIN_SECONDS
+    killed_at_cap = returncode == -signal.SIGXCPU or (
+        returncode == -signal.SIGKILL and cpu >= budget_cpu - CPU_KILL_MARGIN_SECONDS
     )
     if on_cpu and (killed_at_cap or cpu > budget_cpu + CPU_OVERRUN_SECONDS):
         how = "was stopped by the kernel at" if killed_at_cap else "ran past"
@@ -310,17 +322,28 @@ def run_candidate(train_path: Path, io_dir: Path, job: dict, log, pgid_file: str
             "timeout", f"train.py {how} its budget of {budget_cpu:g} CPU-s ({budget:g} s x {job['threads']} "
             f"threads, export included; {cpu:.0f} counted): stop while clock.left() leaves time to export"
         )  # fmt: skip
-    if result.returncode is not None and result.returncode < 0:
-        number = -result.returncode
+    if returncode is not None and returncode < 0:
+        number = -returncode
         name = signal.Signals(number).name if number in signal.valid_signals() else "unknown signal"
         hint = ": out of memory?" if number == signal.SIGKILL else ""
         raise CandidateError(
             "crash", f"train.py was killed by signal {number} ({name}) after {cpu:.0f} CPU-s{hint}"
         )
-    if result.returncode != 0:
+    if returncode != 0:
         why = proc.last_line(result.tail) or "no output"
-        raise CandidateError("crash", f"train.py exited with code {result.returncode}: {why}")
+        raise CandidateError("crash", f"train.py exited with code {returncode}: {why}")
     return times
+
+
+def _supervisor_report(raw: bytes) -> dict:
+    """The supervisor's line (autoresearch.supervise); {} when it did not write one (killed, or unsandboxed
+    code paths): the caller then falls back on its own measurements."""
+    try:
+        report = json.loads(raw.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    ok = isinstance(report, dict) and isinstance(report.get("returncode"), int)
+    return report if ok and isinstance(report.get("cpu_seconds"), (int, float)) else {}
 
 
 def reported_count(report: dict, key: str) -> int:
@@ -381,7 +404,8 @@ def evaluate(
     )
     clock = clock or ("cpu" if device == "cpu" else "wall")
     job = {"device": device, "threads": threads, "budget_seconds": budget, "clock": clock, "seed": seed,
-           "eval_batch": EVAL_BATCH, "kill_slack_seconds": KILL_SLACK_SECONDS}  # fmt: skip
+           "eval_batch": EVAL_BATCH, "kill_slack_seconds": KILL_SLACK_SECONDS,
+           "memory_bytes": sandbox.memory_cap_bytes()}  # fmt: skip
     block: dict = {LM_BLOCK_KEY: math.nan, f"{LM_BLOCK_KEY}_se": math.nan}
     status, error, times, report, n_params, scores = "ok", "", {}, {}, 0, []
     try:

@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from autoresearch.sandbox import cap_memory
+
 
 def cap_cpu_seconds(limit: float, slack: float) -> None:
     """SIGXCPU at `limit` CPU-seconds of this process (all threads), SIGKILL `slack` later."""
@@ -50,6 +52,7 @@ def main(train_path: str, io_dir: str) -> None:
     started = time.monotonic()
     io = Path(io_dir)
     job = json.loads((io / "job.json").read_text())
+    cap_memory(int(job.get("memory_bytes", 0)))
     if job["clock"] == "cpu":
         cap_cpu_seconds(job["budget_seconds"] * job["threads"], job["kill_slack_seconds"])
     import importlib.util
