@@ -222,6 +222,7 @@ def summary_lines(report: Report) -> list[tuple[str, str]]:
     return [
         ("task", f"{report.name} ({d['metric']}, {d['direction']} is better)"),
         ("device", d.get("device") or "cpu (not reported)"),
+        ("candidate sandbox", d.get("sandbox") or "not recorded"),
         ("budget", f"{d['budget_seconds']:g} s per experiment"),
         ("iterations", str(d["iterations"])),
         ("kept / discarded / crashed", f"{d['kept']} / {d['discarded']} / {d['crashed'] + d['interrupted']}"),

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+SWITCH_ENV = "AUTORESEARCH_SANDBOX"  # "off" at start runs a whole run unsandboxed (said in status and the report)
 MEMORY_FRACTION = 0.5  # default cap on the candidate's address space: half the RAM leaves the rest to the harness
 CANDIDATE_FILE = "/candidate/train.py"  # where the candidate's source is mounted (read-only) inside the sandbox
 CANDIDATE_IO = "/io"  # a task's exchange folder (the language model's), mounted read-write inside the sandbox
@@ -66,9 +67,16 @@ def _bundled_bwrap() -> str | None:
         return None
 
 
-@lru_cache(maxsize=1)
 def detect() -> Sandbox:
+    """The best sandbox this machine offers (cached per switch value: a probe costs a process start)."""
+    return _detect(os.environ.get(SWITCH_ENV, ""))
+
+
+@lru_cache(maxsize=4)
+def _detect(switch: str) -> Sandbox:
     """The best sandbox this machine offers, checked by starting one (a policy can forbid what a binary allows)."""
+    if switch.lower() == "off":
+        return Sandbox("none", f"turned off by {SWITCH_ENV}=off")
     if not sys.platform.startswith("linux"):
         return Sandbox("none", f"no kernel sandbox on {sys.platform} yet (Linux only: bubblewrap)")
     bwrap = _bundled_bwrap() or shutil.which("bwrap")

@@ -134,6 +134,8 @@ class Job:
 def _decode(job: Job, data: bytes) -> np.ndarray:
     """The fold's raw float64 bytes as an array of the job's shape; any other size is the candidate's crash."""
     expected = math.prod(job.shape)
+    if not data:
+        raise CandidateError("crash", f"{job.name}: no readable predictions from train.py (it ended before giving any)")
     if len(data) != expected * 8:
         raise CandidateError("crash", f"{job.name}: train.py gave {len(data) // 8} predictions, expected {expected}")
     return np.frombuffer(data, dtype="<f8").reshape(job.shape)

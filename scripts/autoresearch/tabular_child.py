@@ -128,6 +128,7 @@ def fold_main(train_path: str, length: int, out_fd: int, isolated: bool) -> None
 
 def fold_leader(train_path: str, length: int, out_fd: int, isolate: bool) -> None:
     """Forked by the zygote: make the fold's namespaces, start the fold, report how it ended. Never returns."""
+    os.setsid()  # a session of its own: kill(0) or killpg from the fold reaches the fold alone, not the zygote
     uid, gid = os.geteuid(), os.getegid()  # before the new namespace, where they are not mapped yet
     isolated = isolate and sandbox.isolate_fold()
     if isolated:
@@ -135,7 +136,7 @@ def fold_leader(train_path: str, length: int, out_fd: int, isolate: bool) -> Non
     pid = os.fork()
     if pid == 0:
         if not isolated:
-            os.setpgid(0, 0)
+            os.setpgid(0, 0)  # its own group inside the leader's session: killed as one when it ends
             os.chdir(tempfile.mkdtemp(prefix="fold-", dir=SCRATCH_ROOT))
         fold_main(train_path, length, out_fd, isolated)
     os.close(out_fd)
