@@ -27,28 +27,17 @@ pytestmark = [
     pytest.mark.skipif(not sandbox.detect().active, reason=f"needs the kernel sandbox: {sandbox.detect().reason}"),
 ]
 
-HONEST = """
+BRIDGE = """
+
 import numpy as np
 import pandas as pd
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
-HYPOTHESIS = "hostile"
-
-
-def feature_fn(df):
-    return df
+_baseline_pipeline = build_pipeline
 
 
 def honest():
-    return make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), LogisticRegression(C=0.5, max_iter=1000))
-
-
-def build_pipeline():
-    return honest()
-"""
+    return _baseline_pipeline()
+"""  # appended to the run's baseline train.py: an attack below it keeps the baseline's model underneath
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +61,12 @@ def run(started, tmp_path) -> Project:
 
 
 def attempt(project: Project, attack: str) -> subprocess.CompletedProcess:
-    project.write(HONEST + attack)
+    project.write(baseline_source(project) + BRIDGE + attack)
     return project.ratchet("try", "hostile edit")
+
+
+def baseline_source(project: Project) -> str:
+    return project.git("show", "refs/autoresearch/t1/0000:train.py") + "\n"
 
 
 def last_row(project: Project) -> dict:
@@ -81,19 +74,17 @@ def last_row(project: Project) -> dict:
 
 
 def assert_nothing_gained(project: Project, out: subprocess.CompletedProcess, rows_before: int = 1) -> dict:
-    """The attack's iteration is one row, not kept, with the tree back at the best and one line printed."""
+    """The attack's iteration is one row, not kept, with the tree back at the best and one line printed. The
+    model underneath is the baseline's: a score that is not the baseline's would be the attack's doing."""
     assert out.returncode == 0, out.stderr
     rows = project.rows()
     assert len(rows) == rows_before + 1
     row = rows[-1]
     assert row["status"] != "keep", row
+    assert row["status"] == "crash" or row["fold_scores"] == rows[0]["fold_scores"], row
     assert out.stdout.splitlines()[0].startswith(f"iter {row['iter']} |")
     assert project.status() == ""
     return row
-
-
-def honest_fold_scores(project: Project) -> list[float]:
-    return [float(s) for s in project.rows()[0]["fold_scores"].split(",")]
 
 
 def test_no_fold_can_remember_another_folds_labels(run):
@@ -437,7 +428,7 @@ def test_an_edited_frozen_file_hidden_from_git_is_refused(run):
     run.edit("TIME_BUDGET_SECONDS = 60", "TIME_BUDGET_SECONDS = 600", rel="prepare.py")
     run.git("update-index", "--skip-worktree", "prepare.py")
     assert run.status() == ""
-    run.write(HONEST + "\nSEED = 4\n")
+    run.write(baseline_source(run) + "\nSEED = 4\n")
     out = run.ratchet("try", "an edit while prepare.py is tampered with")
     assert out.returncode == 2
     assert "prepare.py changed since the run started" in out.stderr and len(out.stderr.splitlines()) == 1
@@ -455,7 +446,7 @@ def test_a_rewritten_data_file_is_refused_not_scored(tmp_path, env, data_mirror)
     data_file = mirror / "heart" / "processed.cleveland.data"
     lines = data_file.read_text().splitlines()
     data_file.write_text("\n".join(line[:-1] + ("0" if line[-1] != "0" else "1") for line in lines) + "\n")
-    project.write(HONEST + "\nSEED = 5\n")
+    project.write(baseline_source(project) + "\nSEED = 5\n")
     out = project.ratchet("try", "an edit on rewritten data")
     row = project.rows()[-1]
     assert row["status"] == "crash" and row["val_auc"] == "" and "sha256" in row["reason"], row
@@ -511,7 +502,7 @@ def test_status_and_report_say_when_the_candidate_is_not_sandboxed(tmp_path, env
 
 
 def test_a_run_started_sandboxed_cannot_be_scored_unsandboxed(run):
-    run.write(HONEST + "\nSEED = 6\n")
+    run.write(baseline_source(run) + "\nSEED = 6\n")
     run.env = dict(run.env, AUTORESEARCH_SANDBOX="off")
     out = run.ratchet("try", "try to score outside the sandbox")
     assert out.returncode == 2 and "not scored" in out.stderr
