@@ -204,8 +204,18 @@ def build_pipeline():
     assert len(snoops) >= 25 and set(snoops) == {"SNOOP FOUND []"}
 
 
-def test_the_candidate_reads_no_file_it_was_not_handed(run, data_mirror):
-    """The data (mirror, cache, repository), the held-out and ledger records, the harness: none readable."""
+@pytest.fixture
+def home_file():
+    """A file in the user's home folder (credentials live there): the sandbox mounts none of it."""
+    path = Path.home() / f".autoresearch-test-{uuid.uuid4().hex[:8]}"
+    path.write_text("secret\n")
+    yield path
+    path.unlink(missing_ok=True)
+
+
+def test_the_candidate_reads_no_file_it_was_not_handed(run, data_mirror, home_file):
+    """The data (mirror, cache, repository), the held-out and ledger records, the harness, the user's home:
+    none of it is readable."""
     targets = [
         data_mirror / "heart" / "processed.cleveland.data",
         Path(run.env["AUTORESEARCH_CACHE"]),
@@ -213,7 +223,7 @@ def test_the_candidate_reads_no_file_it_was_not_handed(run, data_mirror):
         run.path / ".git" / "autoresearch" / "t1" / "heldout.jsonl",
         run.path / ".git" / "autoresearch" / "t1" / "results.tsv",
         run.path / "results.tsv",
-        Path.home(),
+        home_file,
         Path("/etc/shadow"),
     ]
     assert all(t.exists() for t in targets[:4])
@@ -239,8 +249,7 @@ def test_the_candidate_writes_nothing_outside_its_scratch(run):
     in the library: none of it can be written, so every file the ratchet trusts keeps its bytes."""
     mirror = run.path / ".git" / "autoresearch" / "t1" / "results.tsv"
     library_pycache = Path(trust.library_files()[0]).parent / "__pycache__" / "PLANTED.pyc"
-    watched = [mirror, run.path / "prepare.py", run.path / ".git" / "index", run.path / "results.tsv"]
-    before = {p: p.read_bytes() for p in watched}
+    prepare = (run.path / "prepare.py").read_bytes()
     header, baseline = mirror.read_text().splitlines()[:2]
     cells = dict(zip(header.split("\t"), baseline.split("\t"), strict=True))
     cells.update(iter="1", val_auc="0.5", fold_scores=",".join(["0.5"] * 25), description="forged best")
@@ -272,8 +281,8 @@ except OSError as exc:
     assert "WROTE" not in log and log.count("WRITE REFUSED") >= 3 * 26
     assert "GIT EXIT 0" not in log
     assert not library_pycache.exists()
-    for path in watched[:3]:
-        assert path.read_bytes() == before[path] or path == mirror and len(path.read_bytes()) > len(before[path])
+    assert (run.path / "prepare.py").read_bytes() == prepare
+    assert "forged best" not in mirror.read_text() and "forged best" not in run.read("results.tsv")
     assert run.git("ls-files", "-v", "prepare.py").startswith("H ")  # not marked skip-worktree
     # The next null edit is judged against the real best, not a forged one.
     out = attempt(run, "\nSEED = 1  # a null edit\n")
