@@ -84,6 +84,9 @@ def main() -> None:
         make_run(on)
         edit = {"tool_name": "Edit", "tool_input": {"file_path": str(on / "train.py")}, "cwd": str(on)}
         shell = {"tool_name": "Bash", "tool_input": {"command": "git reset --hard HEAD~1"}, "cwd": str(on)}
+        # the longest shape the loop allows: a pipeline, each word resolved against the guarded folders
+        piped = "uv run train.py 2>&1 | grep -n auc | head -n 20"
+        allowed = {"tool_name": "Bash", "tool_input": {"command": piped}, "cwd": str(on)}
         runners = {
             "venv_python": [sys.executable],
             "uv_run_no_sync": ["uv", "run", "--no-sync", "--project", str(ROOT), "python"],
@@ -97,6 +100,7 @@ def main() -> None:
             "pre_tool_use_off_run": ("pre-tool-use", {**edit, "cwd": str(off)}, off),
             "pre_tool_use_edit": ("pre-tool-use", edit, on),
             "pre_tool_use_bash_deny": ("pre-tool-use", shell, on),
+            "pre_tool_use_bash_allow": ("pre-tool-use", allowed, on),
             "stop": ("stop", {"stop_hook_active": False, "cwd": str(on)}, on),
             "session_start": ("session-start", {"source": "compact", "cwd": str(on)}, on),
         }

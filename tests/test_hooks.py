@@ -167,7 +167,9 @@ def test_every_prescribed_shape_is_allowed(run):
         "grep -r -e auc -e loss scripts",
         "ls",
         "ls -la .git",
-        "ls *.py",
+        "git log -- '*.py'",
+        "grep -rn auc --include='*.py' --exclude-dir=.git .",
+        "cd /tmp && pwd",
         "wc -l train.py prepare.py",
         "find . -name '*.py' -not -path './.git/*'",
         "find . -maxdepth 1 -type f",
@@ -217,6 +219,15 @@ SHELL_ATTACKS = [
     ("cat .git/auto{research,}/t1/heldout.jsonl", "`{`"),
     ("uv run scripts/ratchet.py status\nrm prepare.py", "a second line"),
     ("git log 'unclosed", "unclosed quote"),
+    ("cat .git/*/t1/*", "`*`"),  # a glob: what it expands to depends on the shell's options
+    ("cat .git/**/heldout.jsonl", "`**`"),
+    ("ls *.py", "`*`"),
+    ("cat .git/autoresearch/t?/heldout.jsonl", "`?`"),
+    ("cat ~-/.git/autoresearch/t1/heldout.jsonl", "`~-`"),  # $OLDPWD
+    ("cd .git/auto* && cat t1/heldout.jsonl", "`*`"),
+    ("cd nowhere && cat t1/heldout.jsonl", "existing folder"),  # $CDPATH could take it anywhere
+    ("cd - && cat t1/heldout.jsonl", "existing folder"),
+    ("find .git -print0 | wc --files0-from=- -c", "--files0-from"),
     ("a | b | c | d", "pipeline of 4"),
     ("python -c \"open('prepare.py', 'w')\"", "`python` is not one of the loop's commands"),
     ("python3 train.py", "`python3` is not"),
@@ -288,7 +299,6 @@ PRIVATE_READS = [
     "cat ./.git/autoresearch/../autoresearch/t1/heldout.jsonl",
     "cat scripts/../.git/autoresearch/t1/run.json",
     "head records/t1/heldout.jsonl",  # a symlink to .git/autoresearch (made by the test)
-    "cat .git/*/t1/*",  # a glob the shell expands into the records
     "wc -l .git/autoresearch/t1/heldout.jsonl",
     "ls .git/autoresearch/t1",
     "find .git/autoresearch",

@@ -17,7 +17,6 @@ nothing heavy (gitpython alone costs 0.4 s); Stop and SessionStart load the libr
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import re
@@ -81,8 +80,9 @@ DATA_REASON = (
     "the task's data file is the frozen harness's to read (program.md: out of scope); the task card describes "
     "it, and train.py receives it"
 )
-# what the shell would do beyond running one program: chain, redirect, substitute, expand, background
-SHELL_SYNTAX = ";&|<>(){}\n`$"
+# what the shell would do beyond running one program: chain, redirect, substitute, expand, background; a
+# glob too, since the shell's options (globstar, dotglob, nocaseglob) decide what it expands to
+SHELL_SYNTAX = ";&|<>(){}\n`$*?["
 
 
 @dataclass(frozen=True)
@@ -234,9 +234,9 @@ def read_rule(tool: str, args: dict, cwd: Path, state: RunState) -> str | None:
 def shell_stages(command: str) -> tuple[list[list[str]], list[str]] | str:
     """The command as the words of its stages and the operators between them (`|`, `&&`), or what in it is
     more than one simple command or a pipeline: anything the shell would chain, redirect, substitute,
-    expand or put in the background. Quotes are tracked here, because shlex gives the same word for `;` and
-    `";"`; shlex then splits each stage into words. `2>&1` is the one redirection let through (it writes
-    no file)."""
+    expand (a glob too: quote a pattern) or put in the background. Quotes are tracked here, because shlex
+    gives the same word for `;` and `";"`; shlex then splits each stage into words. `2>&1` is the one
+    redirection let through (it writes no file)."""
     text, cuts, operators, quote, i = list(command), [0], [], "", 0
     while i < len(command):
         c = command[i]
@@ -261,8 +261,8 @@ def shell_stages(command: str) -> tuple[list[list[str]], list[str]] | str:
             operators.append("&&")
             cuts += [i, i + 2]
             i += 1
-        elif c in SHELL_SYNTAX:
-            token = re.match(r"\n|[;&|<>(){}`$]+", command[i:]).group()
+        elif c in SHELL_SYNTAX or _tilde_prefix(command, i):
+            token = re.match(r"\n|[;&|<>(){}`$*?\[]+|~.", command[i:]).group()
             return "a second line" if token == "\n" else f"`{token}`"
         i += 1
     if quote:
@@ -273,6 +273,12 @@ def shell_stages(command: str) -> tuple[list[list[str]], list[str]] | str:
     except ValueError:  # a backslash at the very end
         return "a trailing backslash"
     return (stages, operators) if all(stages) else "an empty command"
+
+
+def _tilde_prefix(command: str, i: int) -> bool:
+    """`~-`, `~+` or `~N` starting a word (or a value after = or :): the shell's $OLDPWD, $PWD or pushd's
+    stack, not a path the hook can resolve; `HEAD~1` is no such word."""
+    return bool(re.match(r"~[-+0-9]", command[i:])) and (i == 0 or command[i - 1] in " \t=:")
 
 
 def bash_rule(tool_input: dict, cwd: Path, state: RunState) -> str | None:
@@ -287,7 +293,9 @@ def bash_rule(tool_input: dict, cwd: Path, state: RunState) -> str | None:
         return _not_simple(parsed, state)
     stages, operators = parsed
     if stages[0][0] == "cd" and len(stages[0]) <= 2 and operators[:1] in ([], ["&&"]):  # `cd DIR && CMD`
-        cwd = _resolve(stages[0][1] if len(stages[0]) == 2 else "~", cwd) or cwd
+        cwd = _resolve(stages[0][1] if len(stages[0]) == 2 else "~", cwd) or cwd / "-"
+        if not cwd.is_dir():  # bash would look along $CDPATH, or take $OLDPWD for `cd -`
+            return _not_simple("`cd` to anything but an existing folder", state)
         stages, operators = stages[1:], operators[1:]
     # a folder from which git grep, find or ls -R reaches a guarded one (`cd .git && git grep --no-index x`)
     reason = _guard_reason(_resolve(".", cwd), state, below=True, skips_git=True)
@@ -391,6 +399,8 @@ def _git_rule(args: list[str], state: RunState) -> str | None:
 
 
 def _reader_rule(program: str, args: list[str], cwd: Path, state: RunState) -> str | None:
+    if any(word.startswith("--files0-from") for word in args):  # files named by a file or stdin we do not see
+        return f"`{program} --files0-from` is not allowed during run {state.tag}: name the files"
     if program == "find":
         action = next((word for word in args if word.startswith("-") and word not in FIND_PREDICATES), None)
         if action:
@@ -433,36 +443,25 @@ def _recursive_grep_rule(args: list[str], cwd: Path, state: RunState) -> str | N
         value_next = not value_next and bool(re.fullmatch(GREP_VALUE_OPTION, word))
     given = any(re.fullmatch(r"-[a-zA-Z]*[ef].*|--(regexp|file)(=.*)?", word) for word in args)  # -e PATTERN
     for root in ((files if given else files[1:]) or ["."]) if recursive else []:  # no file: grep searches .
-        for path in _expand(root, cwd):
-            reason = _guard_reason(path, state, below=True, skips_git=skips_git)
-            if reason:
-                return (
-                    f"a recursive grep from {root} reaches a folder the agent may not read ({reason}): add "
-                    "--exclude-dir=.git, or use the Grep tool"
-                )
+        reason = _guard_reason(_resolve(root, cwd), state, below=True, skips_git=skips_git)
+        if reason:
+            return (
+                f"a recursive grep from {root} reaches a folder the agent may not read ({reason}): add "
+                "--exclude-dir=.git, or use the Grep tool"
+            )
     return None
 
 
-def _expand(word: str, cwd: Path) -> list[Path]:
-    """The paths a word may open: itself and, for a glob, what the shell would expand it to."""
-    matches = glob.glob(os.path.expanduser(word), root_dir=cwd) if re.search(r"[*?\[]", word) else []
-    return [path for path in (_resolve(m, cwd) for m in [word, *matches]) if path]
-
-
 def _guard_words(words: list[str], cwd: Path, state: RunState) -> str | None:
-    """The reason if any word names a guarded path: an argument, an option's value (`--opt=PATH`, `-fPATH`),
-    or what a glob expands to. A word that is no path (a hypothesis) resolves to nothing guarded, and a
-    glob that only names a guarded folder (`find -not -path './.git/*'`, quoted or not) reads nothing in it."""
-    guarded = _guarded(state)
+    """The reason if any word names a guarded path: an argument or an option's value (`--opt=PATH`,
+    `-fPATH`). A word that is no path (a hypothesis) resolves to nothing guarded."""
     for word in words:
         candidates = {word, word.partition("=")[2] if word.startswith("-") else ""}
         candidates.add(word[2:] if re.match(r"-[^-]", word) else "")
         for candidate in candidates - {""}:
-            literal, *matches = _expand(candidate, cwd)
-            for path in [literal, *(match for match in matches if match not in guarded)]:
-                reason = _guard_reason(path, state)
-                if reason:
-                    return reason
+            reason = _guard_reason(_resolve(candidate, cwd), state)
+            if reason:
+                return reason
     return None
 
 
