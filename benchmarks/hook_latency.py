@@ -18,13 +18,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from autoresearch import ledger
+from autoresearch import hooks, ledger
 from autoresearch.gitops import Repo
 from autoresearch.runs import RunConfig, run_dir, save_config
 
 ROOT = Path(__file__).resolve().parents[1]
 HOOK = ROOT / "scripts" / "hook.py"
 CALLS = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+RULE_CALLS = 1000  # in-process calls: microseconds each, so many are cheap
 
 
 def git(repo: Path, *args: str) -> None:
@@ -107,6 +108,14 @@ def main() -> None:
         for name, command in runners.items():
             for case, (event_name, event, project) in cases.items():
                 print(f"{name}_{case}_ms: {time_calls(command, event_name, event, project):.0f}")
+        state = hooks.run_state(on)  # the rules alone, without the interpreter's start-up
+        for case, event in {"bash_allow": allowed, "bash_deny": shell, "edit": edit}.items():
+            times = []
+            for _ in range(RULE_CALLS):
+                start = time.perf_counter()
+                hooks.pre_tool_use(event, state)
+                times.append((time.perf_counter() - start) * 1e6)
+            print(f"rules_only_{case}_us: {statistics.median(times):.0f}")
 
 
 if __name__ == "__main__":

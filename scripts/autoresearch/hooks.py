@@ -17,6 +17,7 @@ nothing heavy (gitpython alone costs 0.4 s); Stop and SessionStart load the libr
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -169,15 +170,16 @@ def _resolve(path: str, cwd: Path) -> Path | None:
 def _inside(path: Path, folder: Path) -> bool:
     """Whether `path` is `folder` or lies under it: by name, or by identity on disk (on a case-insensitive
     file system `.GIT/AutoResearch` opens `.git/autoresearch`)."""
-    try:
-        folder_stat = folder.stat()
-    except OSError:
-        return path == folder or folder in path.parents
+    text, name = str(path), str(folder)
+    if text == name or text.startswith(name.rstrip(os.sep) + os.sep):
+        return True
+    if folder.name.lower() not in text.lower():  # strings are cheap; this runs for every word of a command
+        return False
     for ancestor in (path, *path.parents):
         try:
-            if ancestor == folder or os.path.samestat(ancestor.stat(), folder_stat):
+            if ancestor.name.lower() == folder.name.lower() and os.path.samestat(ancestor.stat(), folder.stat()):
                 return True
-        except OSError:  # not there (yet): a name, not a file
+        except OSError:  # either is not there: a name, not a file
             continue
     return False
 
@@ -193,10 +195,17 @@ def file_edit_rule(path: str, cwd: Path, state: RunState) -> str | None:
 
 def _guarded(state: RunState) -> dict[Path, str]:
     """The folders the agent may not read during a run, each with what it is told instead."""
-    folders = {state.common_dir / RUNS_FOLDER: PRIVATE_REASON, data.cache_dir(): DATA_REASON}
-    if os.environ.get(data.MIRROR_ENV):
-        folders[Path(os.environ[data.MIRROR_ENV])] = DATA_REASON
-    return {resolved: reason for folder, reason in folders.items() if (resolved := _resolve(str(folder), state.root))}
+    environment = os.environ.get(data.CACHE_ENV, ""), os.environ.get(data.MIRROR_ENV, "")
+    return _guarded_folders(state.root, state.common_dir, *environment)
+
+
+@functools.cache  # a command's every word is checked against them: resolve them once per environment
+def _guarded_folders(root: Path, common_dir: Path, cache: str, mirror: str) -> dict[Path, str]:
+    """`cache` and `mirror` are the environment's values (the key); data.cache_dir() applies the default."""
+    folders = {common_dir / RUNS_FOLDER: PRIVATE_REASON, data.cache_dir(): DATA_REASON}
+    if mirror:
+        folders[Path(mirror)] = DATA_REASON
+    return {resolved: reason for folder, reason in folders.items() if (resolved := _resolve(str(folder), root))}
 
 
 def _guard_reason(path: Path | None, state: RunState, below: bool = False, skips_git: bool = False) -> str | None:
