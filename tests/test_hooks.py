@@ -219,6 +219,9 @@ SHELL_ATTACKS = [
     ("cat .git/auto{research,}/t1/heldout.jsonl", "`{`"),
     ("uv run scripts/ratchet.py status\nrm prepare.py", "a second line"),
     ("git log 'unclosed", "unclosed quote"),
+    ("cat .git/autoresearch/t1/heldout.jsonl\x00x", "control character"),
+    ("cat .git/autoresearch\r/t1/heldout.jsonl", "control character"),
+    ("cat .git/autoresearch\\\n/t1/heldout.jsonl", "line continuation"),  # bash joins what shlex would not
     ("cat .git/*/t1/*", "`*`"),  # a glob: what it expands to depends on the shell's options
     ("cat .git/**/heldout.jsonl", "`**`"),
     ("ls *.py", "`*`"),

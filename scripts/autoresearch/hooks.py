@@ -246,12 +246,16 @@ def shell_stages(command: str) -> tuple[list[list[str]], list[str]] | str:
     expand (a glob too: quote a pattern) or put in the background. Quotes are tracked here, because shlex
     gives the same word for `;` and `";"`; shlex then splits each stage into words. `2>&1` is the one
     redirection let through (it writes no file)."""
+    if re.search(r"[\x00-\x08\x0b-\x1f\x7f]", command):  # NUL, CR...: the shell and shlex split them apart
+        return "a control character"
     text, cuts, operators, quote, i = list(command), [0], [], "", 0
     while i < len(command):
         c = command[i]
         if quote == "'":
             quote = "" if c == "'" else quote
         elif c == "\\":
+            if command[i + 1 : i + 2] == "\n":  # the shell joins the lines, shlex keeps the newline in the word
+                return "a line continuation"
             i += 1  # the next character is literal (inside double quotes it keeps its backslash: still literal)
         elif quote == '"':
             if c == '"':
