@@ -30,6 +30,7 @@ import numpy as np
 
 from autoresearch import proc, summary
 from autoresearch.data import DataError
+from autoresearch.lm_child import BUDGET_TOO_SMALL_EXIT
 
 # OpenMP threads that spin while they wait burn the CPU a busy machine needs: measured here under load, a
 # forward pass took 0.27 CPU-s with 2 spinning threads and 0.05 with passive ones. Set before torch loads.
@@ -45,6 +46,10 @@ CAUSAL_CHECK_WINDOWS = 2  # windows whose positions are checked against a change
 CAUSAL_CHECK_POSITIONS = EVAL_BATCH  # positions checked per window (all when the context is shorter): one
 # forward pass per window at any context; checking every position cost context^2 tokens (17 GB at 4096)
 KILL_SLACK_SECONDS = 2  # SIGXCPU at the budget, SIGKILL this much later (a handler cannot buy more)
+MIN_BUDGET_CPU_SECONDS = 24.0  # below this the child cannot even start: measured here, importing torch and
+# warming torch.export up took 17-18 CPU-s without compiled bytecode (6.5 with), + 1/3 for a busy machine
+MIN_TRAIN_FRACTION = 0.25  # the child refuses a budget whose measured start-up and export reserve leave
+# train() less than this share: below it a score measures start-up more than training
 CPU_KILL_MARGIN_SECONDS = 1.0  # a SIGKILL with less CPU than budget - this came from elsewhere (OOM killer)
 CPU_OVERRUN_SECONDS = 3.0  # measured CPU beyond the budget that still counts as on time (child processes)
 WALL_CAP_FACTOR = (
@@ -268,6 +273,22 @@ def child_wall_cap(budget: float, clock: str) -> float:
     )
 
 
+def min_budget_seconds(clock: str, threads: int) -> float:
+    """The smallest budget the harness accepts: on a CPU the budget is CPU time over the threads."""
+    return MIN_BUDGET_CPU_SECONDS / (threads if clock == "cpu" else 1)
+
+
+def check_budget(budget: float, clock: str, threads: int) -> None:
+    """Refuse, in one line naming the minimum, a budget too small to start torch, train and export."""
+    minimum = min_budget_seconds(clock, threads)
+    if not budget >= minimum:
+        per = f"{MIN_BUDGET_CPU_SECONDS:g} CPU-s over {threads} threads" if clock == "cpu" else "wall time"
+        raise DataError(
+            f"--budget {budget:g}: too small to start torch, train and export; at least {math.ceil(minimum)} s "
+            f"({per})"
+        )
+
+
 def harness_timeout(budget: float, clock: str) -> float:
     """What the ratchet should allow one harness call: the child's cap, then loading, export and scoring."""
     return child_wall_cap(budget, clock) + SCORING_SECONDS
@@ -304,11 +325,13 @@ def run_candidate(train_path: Path, io_dir: Path, job: dict, log, pgid_file: str
     killed_at_cap = result.returncode == -signal.SIGXCPU or (
         result.returncode == -signal.SIGKILL and cpu >= budget_cpu - CPU_KILL_MARGIN_SECONDS
     )
+    if result.returncode == BUDGET_TOO_SMALL_EXIT:  # refused before train.py was loaded: says why, once
+        raise CandidateError("crash", proc.last_line(result.tail) or "the budget is too small")
     if on_cpu and (killed_at_cap or cpu > budget_cpu + CPU_OVERRUN_SECONDS):
         how = "was stopped by the kernel at" if killed_at_cap else "ran past"
         raise CandidateError(
             "timeout", f"train.py {how} its budget of {budget_cpu:g} CPU-s ({budget:g} s x {job['threads']} "
-            f"threads, export included; {cpu:.0f} counted): stop while clock.left() leaves time to export"
+            f"threads, export included; {cpu:.0f} counted): stop before clock.left() reaches 0"
         )  # fmt: skip
     if result.returncode is not None and result.returncode < 0:
         number = -result.returncode
@@ -367,7 +390,8 @@ def evaluate(
     pgid_file: str | None = None,
     log=None,
 ) -> dict:
-    """Train and score `train_path`; return the block as a dict (never raises for candidate faults)."""
+    """Train and score `train_path`; return the block as a dict (never raises for candidate faults; raises
+    DataError for a budget below the minimum)."""
     import torch
 
     started = time.monotonic()
@@ -380,8 +404,10 @@ def evaluate(
         budget if budget is not None else task.budget_seconds.get(device, task.budget_seconds["cpu"])
     )
     clock = clock or ("cpu" if device == "cpu" else "wall")
+    check_budget(budget, clock, threads)
     job = {"device": device, "threads": threads, "budget_seconds": budget, "clock": clock, "seed": seed,
-           "eval_batch": EVAL_BATCH, "kill_slack_seconds": KILL_SLACK_SECONDS}  # fmt: skip
+           "eval_batch": EVAL_BATCH, "kill_slack_seconds": KILL_SLACK_SECONDS,
+           "min_train_fraction": MIN_TRAIN_FRACTION}  # fmt: skip
     block: dict = {LM_BLOCK_KEY: math.nan, f"{LM_BLOCK_KEY}_se": math.nan}
     status, error, times, report, n_params, scores = "ok", "", {}, {}, 0, []
     try:
