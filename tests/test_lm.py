@@ -55,17 +55,13 @@ def synthetic_text(n_bytes: int = 60_000, seed: int = 0) -> bytes:
     rng = np.random.default_rng(seed)
     out, size = [], 0
     while size < n_bytes:
-        line = " ".join(rng.choice(WORDS, size=rng.integers(3, 9))).capitalize() + rng.choice(
-            [",", ".", "!", "?"]
-        )
+        line = " ".join(rng.choice(WORDS, size=rng.integers(3, 9))).capitalize() + rng.choice([",", ".", "!", "?"])
         out.append(line)
         size += len(line) + 1
     return ("\n".join(out) + "\n").encode()[:n_bytes]
 
 
-def harness(
-    tmp_path: Path, train_source: str | None = None, budget: float = TINY_BUDGET
-) -> tuple[dict, dict, str]:
+def harness(tmp_path: Path, train_source: str | None = None, budget: float = TINY_BUDGET) -> tuple[dict, dict, str]:
     """The real LM harness (lm.main) on a tiny text through a small prepare.py: (block, private, stderr)."""
     text = tmp_path / "tiny.txt"
     text.write_bytes(synthetic_text())
@@ -197,9 +193,7 @@ def test_corrupted_download_is_refused_and_leaves_nothing(served, tmp_path):
 def test_start_and_try_run_the_loop_on_the_language_model_task(tmp_path, env):
     files = [f"{TASK_DIR}/prepare.py", f"{TASK_DIR}/train.py", ".gitignore"]
     project = make_project(tmp_path / "repo", env, files)
-    if (
-        not REAL_TEXT.is_file()
-    ):  # no local copy of the text: a generated one, and the copy's checksum to match
+    if not REAL_TEXT.is_file():  # no local copy of the text: a generated one, and the copy's checksum to match
         mirror = tmp_path / "mirror"
         text = synthetic_text(1_115_394)
         (mirror / "tinyshakespeare").mkdir(parents=True)

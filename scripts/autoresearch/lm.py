@@ -52,14 +52,10 @@ MIN_TRAIN_FRACTION = 0.25  # the child refuses a budget whose measured start-up 
 # train() less than this share: below it a score measures start-up more than training
 CPU_KILL_MARGIN_SECONDS = 1.0  # a SIGKILL with less CPU than budget - this came from elsewhere (OOM killer)
 CPU_OVERRUN_SECONDS = 3.0  # measured CPU beyond the budget that still counts as on time (child processes)
-WALL_CAP_FACTOR = (
-    10.0  # a CPU run is also killed at 10x its budget in wall time (a sleeper); measured here with
-)
+WALL_CAP_FACTOR = 10.0  # a CPU run is also killed at 10x its budget in wall time (a sleeper); measured here with
 # four agents' tests on 2 cores, a child got 0.3 cores: 120 CPU-s took 7 minutes
 WALL_CAP_EXTRA_SECONDS = 60.0
-SCORING_SECONDS = (
-    120.0  # harness start, data, loading and scoring the model: ~10 s here, 10x on a busy machine
-)
+SCORING_SECONDS = 120.0  # harness start, data, loading and scoring the model: ~10 s here, 10x on a busy machine
 SCORING_RESERVE_SECONDS = 30.0  # of SCORING_SECONDS, kept for harness start and the block: a model still
 # scoring past the rest is a candidate timeout, reported, before the ratchet kills the whole harness
 ERROR_CHARS = 300  # an `error` is one line of results.tsv; torch's messages can run to pages
@@ -268,9 +264,7 @@ def children_cpu_seconds() -> float:
 
 
 def child_wall_cap(budget: float, clock: str) -> float:
-    return (
-        budget * WALL_CAP_FACTOR + WALL_CAP_EXTRA_SECONDS if clock == "cpu" else budget + KILL_SLACK_SECONDS
-    )
+    return budget * WALL_CAP_FACTOR + WALL_CAP_EXTRA_SECONDS if clock == "cpu" else budget + KILL_SLACK_SECONDS
 
 
 def min_budget_seconds(clock: str, threads: int) -> float:
@@ -284,8 +278,7 @@ def check_budget(budget: float, clock: str, threads: int) -> None:
     if not budget >= minimum:
         per = f"{MIN_BUDGET_CPU_SECONDS:g} CPU-s over {threads} threads" if clock == "cpu" else "wall time"
         raise DataError(
-            f"--budget {budget:g}: too small to start torch, train and export; at least {math.ceil(minimum)} s "
-            f"({per})"
+            f"--budget {budget:g}: too small to start torch, train and export; at least {math.ceil(minimum)} s ({per})"
         )
 
 
@@ -298,9 +291,7 @@ def run_candidate(train_path: Path, io_dir: Path, job: dict, log, pgid_file: str
     """Train in the child; return the measured seconds. Raises CandidateError."""
     (io_dir / "job.json").write_text(json.dumps({k: v for k, v in job.items() if k != "measured"}))
     # Threads that wait sleep rather than spin, so CPU time measures work, not waiting on a busy machine.
-    env = dict(
-        os.environ, PYTHONUNBUFFERED="1", OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(job["threads"])
-    )
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(job["threads"]))
     budget = job["budget_seconds"]
     on_cpu = job["clock"] == "cpu"
     wall_cap = child_wall_cap(budget, job["clock"])
@@ -337,9 +328,7 @@ def run_candidate(train_path: Path, io_dir: Path, job: dict, log, pgid_file: str
         number = -result.returncode
         name = signal.Signals(number).name if number in signal.valid_signals() else "unknown signal"
         hint = ": out of memory?" if number == signal.SIGKILL else ""
-        raise CandidateError(
-            "crash", f"train.py was killed by signal {number} ({name}) after {cpu:.0f} CPU-s{hint}"
-        )
+        raise CandidateError("crash", f"train.py was killed by signal {number} ({name}) after {cpu:.0f} CPU-s{hint}")
     if result.returncode != 0:
         why = proc.last_line(result.tail) or "no output"
         raise CandidateError("crash", f"train.py exited with code {result.returncode}: {why}")
@@ -360,15 +349,11 @@ def load_model(io_dir: Path, device: str):
         program = torch.export.load(io_dir / "model.pt2")
         report = json.loads((io_dir / "report.json").read_text())
     except Exception as exc:  # a missing or damaged file, whatever torch raises for it
-        raise CandidateError(
-            "crash", f"no loadable model from train.py ({first_line(exc)})"
-        ) from exc
+        raise CandidateError("crash", f"no loadable model from train.py ({first_line(exc)})") from exc
     if not isinstance(report, dict):
         raise CandidateError("crash", f"report.json holds a {type(report).__name__}, not an object")
     # Tied weights are one storage under two names: count it once.
-    tensors = {
-        t.untyped_storage().data_ptr(): t for t in program.state_dict.values() if isinstance(t, torch.Tensor)
-    }
+    tensors = {t.untyped_storage().data_ptr(): t for t in program.state_dict.values() if isinstance(t, torch.Tensor)}
     n_params = sum(t.numel() for t in tensors.values())
     context = report.get("context_length")
     if not isinstance(context, int) or context < 1:
@@ -400,9 +385,7 @@ def evaluate(
     device = device or pick_device()
     threads = cpu_threads()
     torch.set_num_threads(threads)
-    budget = float(
-        budget if budget is not None else task.budget_seconds.get(device, task.budget_seconds["cpu"])
-    )
+    budget = float(budget if budget is not None else task.budget_seconds.get(device, task.budget_seconds["cpu"]))
     clock = clock or ("cpu" if device == "cpu" else "wall")
     check_budget(budget, clock, threads)
     job = {"device": device, "threads": threads, "budget_seconds": budget, "clock": clock, "seed": seed,
@@ -433,11 +416,7 @@ def evaluate(
     except Exception as exc:  # the model's own code raising while it is scored in this process
         status, error = "crash", f"scoring failed: {first_line(exc)}"
     times = times or job.get("measured", {})
-    seconds = (
-        times.get("cpu_seconds", math.nan) / threads
-        if clock == "cpu"
-        else times.get("wall_seconds", math.nan)
-    )
+    seconds = times.get("cpu_seconds", math.nan) / threads if clock == "cpu" else times.get("wall_seconds", math.nan)
     tokens = reported_count(report, "tokens")
     mfu = math.nan
     if status == "ok" and tokens and n_params and seconds > 0:
@@ -492,12 +471,8 @@ def main(task: LMTask, default_train: Path, argv: list[str] | None = None) -> in
     parser.add_argument("--train", default=None, help="the candidate file (default: the task's train.py)")
     parser.add_argument("--data", default=None, help="a local copy of the text")
     parser.add_argument("--seed", type=int, default=0, help="the seed handed to train(); reruns use others")
-    parser.add_argument(
-        "--budget", type=float, default=None, help="training budget in seconds (default per device)"
-    )
-    parser.add_argument(
-        "--device", choices=["cpu", "mps", "cuda"], default=None, help="default: the best available"
-    )
+    parser.add_argument("--budget", type=float, default=None, help="training budget in seconds (default per device)")
+    parser.add_argument("--device", choices=["cpu", "mps", "cuda"], default=None, help="default: the best available")
     parser.add_argument(
         "--clock",
         choices=["cpu", "wall"],
