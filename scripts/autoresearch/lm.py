@@ -272,14 +272,16 @@ def min_budget_seconds(clock: str, threads: int) -> float:
     return MIN_BUDGET_CPU_SECONDS / (threads if clock == "cpu" else 1)
 
 
-def check_budget(budget: float, clock: str, threads: int) -> None:
-    """Refuse, in one line naming the minimum, a budget too small to start torch, train and export."""
-    minimum = min_budget_seconds(clock, threads)
-    if not budget >= minimum:
-        per = f"{MIN_BUDGET_CPU_SECONDS:g} CPU-s over {threads} threads" if clock == "cpu" else "wall time"
-        raise DataError(
-            f"--budget {budget:g}: too small to start torch, train and export; at least {math.ceil(minimum)} s ({per})"
-        )
+def check_budget(budget: float, clock: str | None, threads: int) -> None:
+    """Refuse, in one line naming the minimum, a budget too small to start torch, train and export. With
+    `clock` None (the device is not known before torch is imported), refuse only what no device accepts."""
+    minimum = min_budget_seconds(clock or "cpu", threads)
+    if budget >= minimum:  # NaN falls through to the refusal
+        return
+    on_cpu = f"{math.ceil(minimum)} s on a CPU here ({MIN_BUDGET_CPU_SECONDS:g} CPU-s over {threads} threads)"
+    on_gpu = f"{MIN_BUDGET_CPU_SECONDS:g} s of wall time on a GPU"
+    where = on_cpu if clock == "cpu" else on_gpu if clock == "wall" else f"{on_cpu}, {on_gpu}"
+    raise DataError(f"--budget {budget:g}: too small to start torch, train and export; at least {where}")
 
 
 def harness_timeout(budget: float, clock: str) -> float:
@@ -493,8 +495,8 @@ def main(task: LMTask, default_train: Path, argv: list[str] | None = None) -> in
         train_path = Path(args.train) if args.train else default_train
         if not train_path.is_file():
             raise DataError(f"{train_path}: no such file")
-        if args.budget is not None and not args.budget > 0:
-            raise DataError(f"--budget {args.budget:g}: must be positive")
+        if args.budget is not None:  # before torch is imported: a refusal in a second, not after ten
+            check_budget(args.budget, args.clock or ("cpu" if args.device == "cpu" else None), cpu_threads())
         block = evaluate(
             task, train_path, data=args.data, seed=args.seed, budget=args.budget, device=args.device,
             clock=args.clock,
