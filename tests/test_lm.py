@@ -190,6 +190,14 @@ def test_a_budget_too_small_to_start_torch_is_refused_in_one_line_naming_the_min
     assert f"at least {math.ceil(MIN_BUDGET_CPU_SECONDS / THREADS)} s on a CPU" in out.stderr
 
 
+def test_start_refuses_a_budget_too_small_in_one_line_and_leaves_nothing(tmp_path, env):
+    project = make_project(tmp_path / "repo", env, [f"{TASK_DIR}/prepare.py", f"{TASK_DIR}/train.py", ".gitignore"])
+    out = project.ratchet("start", "lm0", "--task", TASK_DIR, "--budget", "5", timeout=300)
+    assert out.returncode == 2 and out.stdout == "" and "Traceback" not in out.stderr
+    assert out.stderr.count("\n") == 1 and "--budget 5: too small" in out.stderr and "at least" in out.stderr
+    assert project.git("branch", "--list", "autoresearch/*") == "" and project.status() == ""
+
+
 def test_the_minimum_a_refusal_names_is_accepted_on_a_busier_machine():
     from autoresearch.lm_child import SUGGESTED_BUDGET_MARGIN, budget_refusal
 
@@ -287,15 +295,17 @@ def test_start_and_try_run_the_loop_on_the_language_model_task(tmp_path, env):
         project.write(prepare.replace(load_prepare().DATA_SHA256, hashlib.sha256(text).hexdigest()),
                       f"{TASK_DIR}/prepare.py")  # fmt: skip
         project.git("commit", "-qam", "the generated text's checksum")
-    out = project.ratchet("start", "lm1", "--task", TASK_DIR, "--budget", "6", timeout=600)
+    budget = f"{TINY_BUDGET:g}"
+    runs_timeout = 3 * HARNESS_TIMEOUT  # the baseline runs three times; a candidate up to three
+    out = project.ratchet("start", "lm1", "--task", TASK_DIR, "--budget", budget, timeout=runs_timeout)
     assert out.returncode == 0, out.stderr
     assert "baseline val_bpb=" in out.stdout
     config = json.loads((tmp_path / "repo" / ".git" / "autoresearch" / "lm1" / "run.json").read_text())
     assert config["metric"] == "val_bpb" and config["higher_is_better"] is False
-    assert config["budget_seconds"] == 6 and config["extra"]["harness_args"] == ["--budget", "6"]
+    assert config["budget_seconds"] == TINY_BUDGET and config["extra"]["harness_args"] == ["--budget", budget]
     assert config["extra"]["device"] == "cpu" and config["extra"]["keep_rule"] == "rerun"
     project.edit("SEED = 1337", "SEED = 7", f"{TASK_DIR}/train.py")
-    out = project.ratchet("try", "seed-only edit", timeout=600)
+    out = project.ratchet("try", "seed-only edit", timeout=runs_timeout)
     assert out.returncode == 0, out.stderr
     rows = project.rows(f"{TASK_DIR}/results.tsv")
     assert [r["status"] for r in rows][0] == "keep" and len(rows) == 2
