@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from autoresearch import summary
 from autoresearch.data import DataError
-from autoresearch.lm import MIN_BUDGET_CPU_SECONDS, cpu_threads, harness_timeout
+from autoresearch.lm import CPU_OVERRUN_SECONDS, MIN_BUDGET_CPU_SECONDS, cpu_threads, harness_timeout
 
 torch = pytest.importorskip("torch")
 
@@ -162,7 +162,9 @@ def test_a_model_trained_to_the_last_second_of_its_clock_still_exports_inside_th
     block, _, stderr = harness(tmp_path, source)
     assert block["status"] == "ok", block.get("error")
     assert int(block["num_steps"]) > 0 and int(block["num_params"]) > 500_000  # the deep model trained
-    assert float(block["cpu_seconds"]) <= THREADS * TINY_BUDGET + 1  # under the kernel's cap, export included
+    # Under the kernel's cap, export included; counted as the harness counts (short-lived helper processes
+    # torch starts are not under the child's RLIMIT, and the harness allows them CPU_OVERRUN_SECONDS)
+    assert float(block["cpu_seconds"]) <= THREADS * TINY_BUDGET + CPU_OVERRUN_SECONDS
     assert "kept for the export" in stderr  # the child said what it measured, in the log
 
 
