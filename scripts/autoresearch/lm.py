@@ -30,6 +30,7 @@ import numpy as np
 
 from autoresearch import proc, sandbox, summary
 from autoresearch.data import DataError
+from autoresearch.lm_child import BUDGET_TOO_SMALL_EXIT
 
 # OpenMP threads that spin while they wait burn the CPU a busy machine needs: measured here under load, a
 # forward pass took 0.27 CPU-s with 2 spinning threads and 0.05 with passive ones. Set before torch loads.
@@ -45,16 +46,16 @@ CAUSAL_CHECK_WINDOWS = 2  # windows whose positions are checked against a change
 CAUSAL_CHECK_POSITIONS = EVAL_BATCH  # positions checked per window (all when the context is shorter): one
 # forward pass per window at any context; checking every position cost context^2 tokens (17 GB at 4096)
 KILL_SLACK_SECONDS = 2  # SIGXCPU at the budget, SIGKILL this much later (a handler cannot buy more)
+MIN_BUDGET_CPU_SECONDS = 24.0  # below this the child cannot even start: measured here, importing torch and
+# warming torch.export up took 17-18 CPU-s without compiled bytecode (6.5 with), + 1/3 for a busy machine
+MIN_TRAIN_FRACTION = 0.25  # the child refuses a budget whose measured start-up and export reserve leave
+# train() less than this share: below it a score measures start-up more than training
 CPU_KILL_MARGIN_SECONDS = 1.0  # a SIGKILL with less CPU than budget - this came from elsewhere (OOM killer)
 CPU_OVERRUN_SECONDS = 3.0  # measured CPU beyond the budget that still counts as on time (child processes)
-WALL_CAP_FACTOR = (
-    10.0  # a CPU run is also killed at 10x its budget in wall time (a sleeper); measured here with
-)
+WALL_CAP_FACTOR = 10.0  # a CPU run is also killed at 10x its budget in wall time (a sleeper); measured here with
 # four agents' tests on 2 cores, a child got 0.3 cores: 120 CPU-s took 7 minutes
 WALL_CAP_EXTRA_SECONDS = 60.0
-SCORING_SECONDS = (
-    120.0  # harness start, data, loading and scoring the model: ~10 s here, 10x on a busy machine
-)
+SCORING_SECONDS = 120.0  # harness start, data, loading and scoring the model: ~10 s here, 10x on a busy machine
 SCORING_RESERVE_SECONDS = 30.0  # of SCORING_SECONDS, kept for harness start and the block: a model still
 # scoring past the rest is a candidate timeout, reported, before the ratchet kills the whole harness
 SUPERVISOR_REPORT_BYTES = 4096  # one short JSON line
@@ -264,9 +265,24 @@ def children_cpu_seconds() -> float:
 
 
 def child_wall_cap(budget: float, clock: str) -> float:
-    return (
-        budget * WALL_CAP_FACTOR + WALL_CAP_EXTRA_SECONDS if clock == "cpu" else budget + KILL_SLACK_SECONDS
-    )
+    return budget * WALL_CAP_FACTOR + WALL_CAP_EXTRA_SECONDS if clock == "cpu" else budget + KILL_SLACK_SECONDS
+
+
+def min_budget_seconds(clock: str, threads: int) -> float:
+    """The smallest budget the harness accepts: on a CPU the budget is CPU time over the threads."""
+    return MIN_BUDGET_CPU_SECONDS / (threads if clock == "cpu" else 1)
+
+
+def check_budget(budget: float, clock: str | None, threads: int) -> None:
+    """Refuse, in one line naming the minimum, a budget too small to start torch, train and export. With
+    `clock` None (the device is not known before torch is imported), refuse only what no device accepts."""
+    minimum = min_budget_seconds(clock or "cpu", threads)
+    if budget >= minimum:  # NaN falls through to the refusal
+        return
+    on_cpu = f"{math.ceil(minimum)} s on a CPU here ({MIN_BUDGET_CPU_SECONDS:g} CPU-s over {threads} threads)"
+    on_gpu = f"{MIN_BUDGET_CPU_SECONDS:g} s of wall time on a GPU"
+    where = on_cpu if clock == "cpu" else on_gpu if clock == "wall" else f"{on_cpu}, {on_gpu}"
+    raise DataError(f"--budget {budget:g}: too small to start torch, train and export; at least {where}")
 
 
 def harness_timeout(budget: float, clock: str) -> float:
@@ -278,9 +294,7 @@ def run_candidate(train_path: Path, io_dir: Path, job: dict, log, pgid_file: str
     """Train in the child; return the measured seconds. Raises CandidateError."""
     (io_dir / "job.json").write_text(json.dumps({k: v for k, v in job.items() if k != "measured"}))
     # Threads that wait sleep rather than spin, so CPU time measures work, not waiting on a busy machine.
-    env = dict(
-        os.environ, PYTHONUNBUFFERED="1", OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(job["threads"])
-    )
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(job["threads"]))
     budget = job["budget_seconds"]
     on_cpu = job["clock"] == "cpu"
     wall_cap = child_wall_cap(budget, job["clock"])
@@ -316,19 +330,19 @@ def run_candidate(train_path: Path, io_dir: Path, job: dict, log, pgid_file: str
     killed_at_cap = returncode == -signal.SIGXCPU or (
         returncode == -signal.SIGKILL and cpu >= budget_cpu - CPU_KILL_MARGIN_SECONDS
     )
+    if returncode == BUDGET_TOO_SMALL_EXIT:  # refused before train.py was loaded: says why, once
+        raise CandidateError("crash", proc.last_line(result.tail) or "the budget is too small")
     if on_cpu and (killed_at_cap or cpu > budget_cpu + CPU_OVERRUN_SECONDS):
         how = "was stopped by the kernel at" if killed_at_cap else "ran past"
         raise CandidateError(
             "timeout", f"train.py {how} its budget of {budget_cpu:g} CPU-s ({budget:g} s x {job['threads']} "
-            f"threads, export included; {cpu:.0f} counted): stop while clock.left() leaves time to export"
+            f"threads, export included; {cpu:.0f} counted): stop before clock.left() reaches 0"
         )  # fmt: skip
     if returncode is not None and returncode < 0:
         number = -returncode
         name = signal.Signals(number).name if number in signal.valid_signals() else "unknown signal"
         hint = ": out of memory?" if number == signal.SIGKILL else ""
-        raise CandidateError(
-            "crash", f"train.py was killed by signal {number} ({name}) after {cpu:.0f} CPU-s{hint}"
-        )
+        raise CandidateError("crash", f"train.py was killed by signal {number} ({name}) after {cpu:.0f} CPU-s{hint}")
     if returncode != 0:
         why = proc.last_line(result.tail) or "no output"
         raise CandidateError("crash", f"train.py exited with code {returncode}: {why}")
@@ -360,15 +374,11 @@ def load_model(io_dir: Path, device: str):
         program = torch.export.load(io_dir / "model.pt2")
         report = json.loads((io_dir / "report.json").read_text())
     except Exception as exc:  # a missing or damaged file, whatever torch raises for it
-        raise CandidateError(
-            "crash", f"no loadable model from train.py ({first_line(exc)})"
-        ) from exc
+        raise CandidateError("crash", f"no loadable model from train.py ({first_line(exc)})") from exc
     if not isinstance(report, dict):
         raise CandidateError("crash", f"report.json holds a {type(report).__name__}, not an object")
     # Tied weights are one storage under two names: count it once.
-    tensors = {
-        t.untyped_storage().data_ptr(): t for t in program.state_dict.values() if isinstance(t, torch.Tensor)
-    }
+    tensors = {t.untyped_storage().data_ptr(): t for t in program.state_dict.values() if isinstance(t, torch.Tensor)}
     n_params = sum(t.numel() for t in tensors.values())
     context = report.get("context_length")
     if not isinstance(context, int) or context < 1:
@@ -390,7 +400,8 @@ def evaluate(
     pgid_file: str | None = None,
     log=None,
 ) -> dict:
-    """Train and score `train_path`; return the block as a dict (never raises for candidate faults)."""
+    """Train and score `train_path`; return the block as a dict (never raises for candidate faults; raises
+    DataError for a budget below the minimum)."""
     import torch
 
     started = time.monotonic()
@@ -399,13 +410,12 @@ def evaluate(
     device = device or pick_device()
     threads = cpu_threads()
     torch.set_num_threads(threads)
-    budget = float(
-        budget if budget is not None else task.budget_seconds.get(device, task.budget_seconds["cpu"])
-    )
+    budget = float(budget if budget is not None else task.budget_seconds.get(device, task.budget_seconds["cpu"]))
     clock = clock or ("cpu" if device == "cpu" else "wall")
+    check_budget(budget, clock, threads)
     job = {"device": device, "threads": threads, "budget_seconds": budget, "clock": clock, "seed": seed,
            "eval_batch": EVAL_BATCH, "kill_slack_seconds": KILL_SLACK_SECONDS,
-           "memory_bytes": sandbox.memory_cap_bytes()}  # fmt: skip
+           "min_train_fraction": MIN_TRAIN_FRACTION, "memory_bytes": sandbox.memory_cap_bytes()}  # fmt: skip
     block: dict = {LM_BLOCK_KEY: math.nan, f"{LM_BLOCK_KEY}_se": math.nan}
     status, error, times, report, n_params, scores = "ok", "", {}, {}, 0, []
     try:
@@ -431,11 +441,7 @@ def evaluate(
     except Exception as exc:  # the model's own code raising while it is scored in this process
         status, error = "crash", f"scoring failed: {first_line(exc)}"
     times = times or job.get("measured", {})
-    seconds = (
-        times.get("cpu_seconds", math.nan) / threads
-        if clock == "cpu"
-        else times.get("wall_seconds", math.nan)
-    )
+    seconds = times.get("cpu_seconds", math.nan) / threads if clock == "cpu" else times.get("wall_seconds", math.nan)
     tokens = reported_count(report, "tokens")
     mfu = math.nan
     if status == "ok" and tokens and n_params and seconds > 0:
@@ -490,12 +496,8 @@ def main(task: LMTask, default_train: Path, argv: list[str] | None = None) -> in
     parser.add_argument("--train", default=None, help="the candidate file (default: the task's train.py)")
     parser.add_argument("--data", default=None, help="a local copy of the text")
     parser.add_argument("--seed", type=int, default=0, help="the seed handed to train(); reruns use others")
-    parser.add_argument(
-        "--budget", type=float, default=None, help="training budget in seconds (default per device)"
-    )
-    parser.add_argument(
-        "--device", choices=["cpu", "mps", "cuda"], default=None, help="default: the best available"
-    )
+    parser.add_argument("--budget", type=float, default=None, help="training budget in seconds (default per device)")
+    parser.add_argument("--device", choices=["cpu", "mps", "cuda"], default=None, help="default: the best available")
     parser.add_argument(
         "--clock",
         choices=["cpu", "wall"],
@@ -516,8 +518,8 @@ def main(task: LMTask, default_train: Path, argv: list[str] | None = None) -> in
         train_path = Path(args.train) if args.train else default_train
         if not train_path.is_file():
             raise DataError(f"{train_path}: no such file")
-        if args.budget is not None and not args.budget > 0:
-            raise DataError(f"--budget {args.budget:g}: must be positive")
+        if args.budget is not None:  # before torch is imported: a refusal in a second, not after ten
+            check_budget(args.budget, args.clock or ("cpu" if args.device == "cpu" else None), cpu_threads())
         block = evaluate(
             task, train_path, data=args.data, seed=args.seed, budget=args.budget, device=args.device,
             clock=args.clock,

@@ -219,7 +219,7 @@ def start(
             block = harness.block
         if harness.harness_error or block.get("status") != "ok":
             why = harness.harness_error or block.get("error", block.get("status"))
-            tail = "\n".join(log_tail(task, 3))
+            tail = "\n".join(line for line in log_tail(task, 3) if line not in why)  # not said twice
             raise RunError(f"the baseline did not score: {why}" + (f"\n{tail}" if tail else ""))
         metric = block["metric"]
         config = RunConfig(
