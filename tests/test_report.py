@@ -108,6 +108,8 @@ def test_recomputed_labels_must_reproduce_the_recorded_score():
     with pytest.raises(audit.TruthError, match="other classes"):
         audit.with_truth(named, "val_auc", audit.Truth(y, ["malignant", "benign"]))
     assert audit.with_truth(named, "val_auc", audit.Truth(y, ["benign", "malignant"]))["heldout_true"] == y
+    with pytest.raises(audit.TruthError, match="not an array of numbers"):
+        audit.with_truth(dict(records[0], heldout_pred=[[0.1], 0.2]), "val_auc", truth)
 
 
 def test_records_that_carry_their_own_truth_never_run_the_harness(tmp_path):

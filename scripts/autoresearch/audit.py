@@ -118,7 +118,10 @@ def with_truth(record: dict, metric: str, truth: Truth) -> dict:
     since the run, and an audit on other rows would be wrong without saying so."""
     from autoresearch.tabular import score
 
-    pred = np.asarray(record["heldout_pred"], dtype=float)
+    try:
+        pred = np.asarray(record["heldout_pred"], dtype=float)
+    except (TypeError, ValueError):
+        raise TruthError("a held-out record's predictions are not an array of numbers") from None
     if len(truth.labels) != len(pred):
         raise TruthError(
             f"the data now gives {len(truth.labels)} held-out rows, the run predicted {len(pred)}: the data "
