@@ -3,7 +3,8 @@
 A task's `prepare.py` describes its data in a `TabularTask` and calls `main(task)`. The parent process here
 never imports the candidate's train.py: it hands the child training rows with labels and evaluation rows
 without, kills it at the budget, checks the predictions it returns, and computes every figure itself.
-The held-out rows' labels never leave this process; their score goes only to `--private-out`.
+The held-out rows' labels never leave this process; their score and predictions go only to `--private-out`,
+and only the morning report asks for the labels (`--heldout-truth`), which no file keeps.
 """
 
 from __future__ import annotations
@@ -96,6 +97,18 @@ def split(task: TabularTask, x: pd.DataFrame, y: pd.Series):
 
     stratify = y if task.problem != "regression" else None
     return train_test_split(x, y, test_size=task.holdout_fraction, random_state=task.split_seed, stratify=stratify)
+
+
+def heldout_truth(task: TabularTask, data: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The encoded labels of the fixed held-out rows and the class names behind the codes (None for regression).
+
+    No file keeps these labels: the morning report asks for them here, from the data, when it audits the
+    stored held-out predictions. Same load, encoding and split as `evaluate`, so the rows line up.
+    """
+    x, labels = task.load(data)
+    y, names = encode_target(task, labels)
+    _, _, _, y_hold = split(task, x, y)
+    return y_hold.to_numpy(), names
 
 
 def folds(task: TabularTask, y_dev: pd.Series, cv_seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -291,14 +304,30 @@ def evaluate(
 
 
 def write_private(path: str, metric: str, y_true: np.ndarray, pred: np.ndarray, classes, names=None) -> None:
-    """Held-out figures for the morning review; written atomically, never printed."""
+    """Held-out figures for the morning review; written atomically, never printed.
+
+    The labels are used for the score and then dropped: a file of them would be within reach of a candidate
+    or an agent. The report recomputes them from the data (`--heldout-truth`) to bootstrap the predictions.
+    """
     record = {
         f"heldout_{metric.removeprefix('val_')}": score(metric, y_true, pred, classes),
-        "heldout_true": y_true.tolist(),
         "heldout_pred": pred.tolist(),
     }
     if names is not None and names.tolist() != list(range(len(names))):  # codes stand for other labels: say which
-        record["heldout_classes"] = [n.item() if hasattr(n, "item") else n for n in names]
+        record["heldout_classes"] = _plain(names)
+    _write_json(path, record)
+
+
+def write_truth(path: str, labels: np.ndarray, names: np.ndarray | None) -> None:
+    """The held-out labels for the report, which reads and deletes the file at once; never printed."""
+    _write_json(path, {"heldout_true": labels.tolist(), "heldout_classes": None if names is None else _plain(names)})
+
+
+def _plain(names: np.ndarray) -> list:
+    return [n.item() if hasattr(n, "item") else n for n in names]
+
+
+def _write_json(path: str, record: dict) -> None:
     tmp = Path(path).with_suffix(".tmp")
     tmp.write_text(json.dumps(record))
     os.replace(tmp, path)
@@ -312,6 +341,7 @@ def main(task: TabularTask, default_train: Path, argv: list[str] | None = None) 
     parser.add_argument("--cv-seed", type=int, default=None, help="fresh folds for a re-measure")
     parser.add_argument("--private-out", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--pgid-file", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--heldout-truth", default=None, metavar="OUT", help=argparse.SUPPRESS)  # for the report
     parser.add_argument("--check-data", action="store_true", help="fetch and check the data, then exit")
     args = parser.parse_args(argv)
     proc.hide_from_peers()
@@ -319,6 +349,9 @@ def main(task: TabularTask, default_train: Path, argv: list[str] | None = None) 
         if args.check_data:
             x, y = task.load(args.data)
             print(f"data: {task.name} ok, {len(x)} rows, {x.shape[1]} features")
+            return 0
+        if args.heldout_truth:  # no candidate runs: the labels of the fixed split, for the report's audit
+            write_truth(args.heldout_truth, *heldout_truth(task, args.data))
             return 0
         train = Path(args.train) if args.train else default_train
         if not train.is_file():
