@@ -390,9 +390,12 @@ def read_model_file(path: Path) -> bytes:
         info = os.fstat(fh.fileno())
         if not stat.S_ISREG(info.st_mode):
             raise refuse_model("no regular file", f"{path.name} is not a regular file")
-        data = fh.read(MODEL_MAX_BYTES + 1)
-    if len(data) > MODEL_MAX_BYTES:
-        raise refuse_model("too many bytes", f"{info.st_size / 1e9:.1f} GB, over {MODEL_MAX_BYTES / 1e9:.1f} GB")
+        size = info.st_size
+        if size <= MODEL_MAX_BYTES:
+            data = fh.read(MODEL_MAX_BYTES + 1)  # a file that grew since fstat is caught below
+            size = len(data)
+    if size > MODEL_MAX_BYTES:
+        raise refuse_model("too many bytes", f"{size / 1e9:.1f} GB, over {MODEL_MAX_BYTES / 1e9:.1f} GB")
     return data
 
 
@@ -531,7 +534,10 @@ def no_unpickling():
 
 
 def check_loaded_graph(program) -> None:
-    """What will run: only aten and higher-order operators in every (sub)graph, whatever the text said."""
+    """What will run: only aten and higher-order operators in every (sub)graph, whatever the text said, and
+    the getitem torch itself adds to unpack an operator's several outputs."""
+    import operator
+
     import torch
 
     for module in program.graph_module.modules():
@@ -542,7 +548,8 @@ def check_loaded_graph(program) -> None:
             allowed = node.op in ("placeholder", "output", "get_attr") or (
                 node.op == "call_function"
                 and (
-                    isinstance(target, torch._ops.HigherOrderOperator)
+                    target is operator.getitem
+                    or isinstance(target, torch._ops.HigherOrderOperator)
                     or (isinstance(target, torch._ops.OpOverload) and target.namespace == "aten")
                 )
             )
