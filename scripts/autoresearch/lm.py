@@ -8,8 +8,9 @@ move when the bytes after t change), and computes `val_bpb` on a fixed validatio
 The held-out slice's figures go only to `--private-out`.
 
 Limits, stated in the task card: the child runs with the user's rights, so a train.py written to attack the
-harness could read the text from disk or craft a model file that runs code when loaded (torch.export.load
-unpickles). The boundary stops the in-band shortcuts: a printed score, a late stop, a model that peeks ahead.
+harness could read the text from disk. The model file is checked before torch loads it (`load_model`): no
+pickles, no code torch would evaluate. The boundary stops the in-band shortcuts: a printed score, a late
+stop, a model that peeks ahead.
 """
 
 from __future__ import annotations
@@ -344,10 +345,10 @@ def reported_count(report: dict, key: str) -> int:
 # harness therefore reads the archive itself, keeps only what a static-shape graph of aten ops needs, checks
 # each kept member, and hands torch a copy rebuilt from those members alone.
 MODEL_FILE = "model.pt2"
-MODEL_MAX_BYTES = 2 * 1024**3  # the baseline's archive is ~0.4 MB; a 5-minute CUDA budget trains ~100M
+MODEL_MAX_BYTES = 2 * 1024**3  # the baseline's archive is 0.8 MB; a 5-minute CUDA budget trains ~100M
 # parameters at most (0.4 GB in fp32): 5x room, and loading holds two copies in memory
 MODEL_MAX_MEMBERS = 10_000  # torch writes one member per tensor storage plus 8: the baseline has 49
-MODEL_MAX_JSON_BYTES = 64 * 1024**2  # a config or graph; the baseline's graph (models/model.json) is ~0.2 MB
+MODEL_MAX_JSON_BYTES = 64 * 1024**2  # a config or graph; the baseline's graph (models/model.json) is 0.1 MB
 # What torch.export.save writes for one model named "model" with static shapes (torch 2.15); anything else
 # (data/aotinductor/, the legacy data/weights/model.pt, constants' custom_obj_* and opaque_obj_ pickles,
 # extra/, executorch, XL weights) is refused by name.
