@@ -481,7 +481,7 @@ HOSTILE_ARCHIVES = {
     guards_code: "code torch would run on loading (guards_code)",
     sympy_expression: "code torch would run on loading (a symbolic size",
     foreign_target: "code torch would run on loading (the operator 'torch.serialization.os.system')",
-    injected_name: "code torch would run on loading (the name 'x = open(",
+    injected_name: 'code torch would run on loading (the name "x = open(',
     carriage_return: "code torch would run on loading (a control character in stack_trace)",
 }
 
@@ -557,6 +557,13 @@ def test_torchs_unpicklers_refuse_during_the_load_even_past_the_check(honest_arc
     with pytest.raises(lm._Refused), lm.no_unpickling():
         torch.export.load(io.BytesIO(path.read_bytes()))
     assert not marker.exists()
+    from torch.export.pt2_archive import _package
+
+    payload = pickle.dumps(Payload(marker))
+    for unpickle in (lambda: torch._C._pickle_load_obj(payload), lambda: _package.pickle.loads(payload)):
+        with pytest.raises(lm._Refused), lm.no_unpickling():  # custom and opaque objects' loaders
+            unpickle()
+    assert not marker.exists()
     assert torch.load is original  # restored after the load
 
 
@@ -582,7 +589,7 @@ def test_a_bomb_a_huge_file_or_a_fifo_is_refused_quickly(honest_archive, tmp_pat
         (cases[name] / "report.json").write_text(json.dumps({"context_length": 16}))
     os.mkfifo(cases["fifo"] / "model.pt2")  # reading it would wait for a writer forever
     (cases["link"] / "model.pt2").symlink_to("/dev/zero")
-    expected = {"bomb": "compressed members", "huge": "over 2.1 GB", "many": "too many files",
+    expected = {"bomb": "compressed members", "huge": "over 2 GiB", "many": "too many files",
                 "fifo": "not a regular file", "link": "no loadable model"}  # fmt: skip
     for name, io_dir in cases.items():
         started = time.monotonic()

@@ -390,13 +390,13 @@ def read_model_file(path: Path) -> bytes:
     with os.fdopen(fd, "rb") as fh:
         info = os.fstat(fh.fileno())
         if not stat.S_ISREG(info.st_mode):
-            raise refuse_model("no regular file", f"{path.name} is not a regular file")
+            raise CandidateError("crash", f"no loadable model from train.py ({path.name} is not a regular file)")
         size = info.st_size
         if size <= MODEL_MAX_BYTES:
             data = fh.read(MODEL_MAX_BYTES + 1)  # a file that grew since fstat is caught below
             size = len(data)
     if size > MODEL_MAX_BYTES:
-        raise refuse_model("too many bytes", f"{size / 1e9:.1f} GB, over {MODEL_MAX_BYTES / 1e9:.1f} GB")
+        raise refuse_model("too many bytes", f"{size / 2**30:.1f} GiB, over {MODEL_MAX_BYTES / 2**30:g} GiB")
     return data
 
 
