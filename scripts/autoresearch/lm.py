@@ -34,8 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from autoresearch import proc, summary
+from autoresearch import proc, sandbox, summary
 from autoresearch.data import DataError
+from autoresearch.lm_child import BUDGET_TOO_SMALL_EXIT
 
 # OpenMP threads that spin while they wait burn the CPU a busy machine needs: measured here under load, a
 # forward pass took 0.27 CPU-s with 2 spinning threads and 0.05 with passive ones. Set before torch loads.
@@ -51,18 +52,19 @@ CAUSAL_CHECK_WINDOWS = 2  # windows whose positions are checked against a change
 CAUSAL_CHECK_POSITIONS = EVAL_BATCH  # positions checked per window (all when the context is shorter): one
 # forward pass per window at any context; checking every position cost context^2 tokens (17 GB at 4096)
 KILL_SLACK_SECONDS = 2  # SIGXCPU at the budget, SIGKILL this much later (a handler cannot buy more)
+MIN_BUDGET_CPU_SECONDS = 24.0  # below this the child cannot even start: measured here, importing torch and
+# warming torch.export up took 17-18 CPU-s without compiled bytecode (6.5 with), + 1/3 for a busy machine
+MIN_TRAIN_FRACTION = 0.25  # the child refuses a budget whose measured start-up and export reserve leave
+# train() less than this share: below it a score measures start-up more than training
 CPU_KILL_MARGIN_SECONDS = 1.0  # a SIGKILL with less CPU than budget - this came from elsewhere (OOM killer)
 CPU_OVERRUN_SECONDS = 3.0  # measured CPU beyond the budget that still counts as on time (child processes)
-WALL_CAP_FACTOR = (
-    10.0  # a CPU run is also killed at 10x its budget in wall time (a sleeper); measured here with
-)
+WALL_CAP_FACTOR = 10.0  # a CPU run is also killed at 10x its budget in wall time (a sleeper); measured here with
 # four agents' tests on 2 cores, a child got 0.3 cores: 120 CPU-s took 7 minutes
 WALL_CAP_EXTRA_SECONDS = 60.0
-SCORING_SECONDS = (
-    120.0  # harness start, data, loading and scoring the model: ~10 s here, 10x on a busy machine
-)
+SCORING_SECONDS = 120.0  # harness start, data, loading and scoring the model: ~10 s here, 10x on a busy machine
 SCORING_RESERVE_SECONDS = 30.0  # of SCORING_SECONDS, kept for harness start and the block: a model still
 # scoring past the rest is a candidate timeout, reported, before the ratchet kills the whole harness
+SUPERVISOR_REPORT_BYTES = 4096  # one short JSON line
 ERROR_CHARS = 300  # an `error` is one line of results.tsv; torch's messages can run to pages
 REPORT_MAX_COUNT = 10**15  # num_steps / tokens above this (or not ints) are ignored: they only feed rates
 PEAK_PROBE_SECONDS = 0.5  # how long the on-the-spot matmul throughput probe runs
@@ -269,9 +271,24 @@ def children_cpu_seconds() -> float:
 
 
 def child_wall_cap(budget: float, clock: str) -> float:
-    return (
-        budget * WALL_CAP_FACTOR + WALL_CAP_EXTRA_SECONDS if clock == "cpu" else budget + KILL_SLACK_SECONDS
-    )
+    return budget * WALL_CAP_FACTOR + WALL_CAP_EXTRA_SECONDS if clock == "cpu" else budget + KILL_SLACK_SECONDS
+
+
+def min_budget_seconds(clock: str, threads: int) -> float:
+    """The smallest budget the harness accepts: on a CPU the budget is CPU time over the threads."""
+    return MIN_BUDGET_CPU_SECONDS / (threads if clock == "cpu" else 1)
+
+
+def check_budget(budget: float, clock: str | None, threads: int) -> None:
+    """Refuse, in one line naming the minimum, a budget too small to start torch, train and export. With
+    `clock` None (the device is not known before torch is imported), refuse only what no device accepts."""
+    minimum = min_budget_seconds(clock or "cpu", threads)
+    if budget >= minimum:  # NaN falls through to the refusal
+        return
+    on_cpu = f"{math.ceil(minimum)} s on a CPU here ({MIN_BUDGET_CPU_SECONDS:g} CPU-s over {threads} threads)"
+    on_gpu = f"{MIN_BUDGET_CPU_SECONDS:g} s of wall time on a GPU"
+    where = on_cpu if clock == "cpu" else on_gpu if clock == "wall" else f"{on_cpu}, {on_gpu}"
+    raise DataError(f"--budget {budget:g}: too small to start torch, train and export; at least {where}")
 
 
 def harness_timeout(budget: float, clock: str) -> float:
@@ -283,9 +300,7 @@ def run_candidate(train_path: Path, io_dir: Path, job: dict, log, pgid_file: str
     """Train in the child; return the measured seconds. Raises CandidateError."""
     (io_dir / "job.json").write_text(json.dumps({k: v for k, v in job.items() if k != "measured"}))
     # Threads that wait sleep rather than spin, so CPU time measures work, not waiting on a busy machine.
-    env = dict(
-        os.environ, PYTHONUNBUFFERED="1", OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(job["threads"])
-    )
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(job["threads"]))
     budget = job["budget_seconds"]
     on_cpu = job["clock"] == "cpu"
     wall_cap = child_wall_cap(budget, job["clock"])
@@ -294,12 +309,23 @@ def run_candidate(train_path: Path, io_dir: Path, job: dict, log, pgid_file: str
         if pgid_file:
             Path(pgid_file).write_text(str(pid))
 
+    box = sandbox.detect()
+    sandbox.ensure_bytecode()
+    train_inside, io_inside = sandbox.inside(box, train_path, io_dir)
+    threads_env = {k: env[k] for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    report_read, report_write = os.pipe()
+    child = sandbox.python_argv("autoresearch.lm_child", train_inside, io_inside)
+    supervised = sandbox.python_argv("autoresearch.supervise", str(report_write), "--", *child)
+    cmd, env = sandbox.command(box, supervised, candidate=train_path, io_dir=io_dir, env=threads_env)
     cpu_before = children_cpu_seconds()
     result = proc.run_in_group(
-        [sys.executable, "-m", "autoresearch.lm_child", str(train_path.resolve()), str(io_dir)],
-        timeout=wall_cap, stdout=log, cwd=io_dir, env=env, on_start=record_pgid,
-    )  # fmt: skip
-    cpu = children_cpu_seconds() - cpu_before
+        cmd, timeout=wall_cap, stdout=log, cwd=io_dir, env=env, on_start=record_pgid, pass_fds=(report_write,)
+    )
+    with os.fdopen(report_read, "rb") as channel:
+        report = _supervisor_report(channel.read(SUPERVISOR_REPORT_BYTES))
+    # The supervisor's count (wait4, from the kernel) when there is one: bubblewrap hides it from ours.
+    cpu = report.get("cpu_seconds", children_cpu_seconds() - cpu_before)
+    returncode = report.get("returncode", result.returncode) if not result.timed_out else None
     budget_cpu = budget * job["threads"]
     times = {"wall_seconds": result.seconds, "cpu_seconds": cpu}
     job["measured"] = times  # the caller reports them even when the candidate failed
@@ -307,26 +333,37 @@ def run_candidate(train_path: Path, io_dir: Path, job: dict, log, pgid_file: str
         raise CandidateError("timeout", f"train.py ran past {wall_cap:g} s of wall time and was killed")
     # RLIMIT_CPU sends SIGXCPU at the budget and SIGKILL at the hard limit after it; a SIGKILL before the
     # budget was spent came from elsewhere (the kernel's OOM killer, most likely) and is a crash.
-    killed_at_cap = result.returncode == -signal.SIGXCPU or (
-        result.returncode == -signal.SIGKILL and cpu >= budget_cpu - CPU_KILL_MARGIN_SECONDS
+    killed_at_cap = returncode == -signal.SIGXCPU or (
+        returncode == -signal.SIGKILL and cpu >= budget_cpu - CPU_KILL_MARGIN_SECONDS
     )
+    if returncode == BUDGET_TOO_SMALL_EXIT:  # refused before train.py was loaded: says why, once
+        raise CandidateError("crash", proc.last_line(result.tail) or "the budget is too small")
     if on_cpu and (killed_at_cap or cpu > budget_cpu + CPU_OVERRUN_SECONDS):
         how = "was stopped by the kernel at" if killed_at_cap else "ran past"
         raise CandidateError(
             "timeout", f"train.py {how} its budget of {budget_cpu:g} CPU-s ({budget:g} s x {job['threads']} "
-            f"threads, export included; {cpu:.0f} counted): stop while clock.left() leaves time to export"
+            f"threads, export included; {cpu:.0f} counted): stop before clock.left() reaches 0"
         )  # fmt: skip
-    if result.returncode is not None and result.returncode < 0:
-        number = -result.returncode
+    if returncode is not None and returncode < 0:
+        number = -returncode
         name = signal.Signals(number).name if number in signal.valid_signals() else "unknown signal"
         hint = ": out of memory?" if number == signal.SIGKILL else ""
-        raise CandidateError(
-            "crash", f"train.py was killed by signal {number} ({name}) after {cpu:.0f} CPU-s{hint}"
-        )
-    if result.returncode != 0:
+        raise CandidateError("crash", f"train.py was killed by signal {number} ({name}) after {cpu:.0f} CPU-s{hint}")
+    if returncode != 0:
         why = proc.last_line(result.tail) or "no output"
-        raise CandidateError("crash", f"train.py exited with code {result.returncode}: {why}")
+        raise CandidateError("crash", f"train.py exited with code {returncode}: {why}")
     return times
+
+
+def _supervisor_report(raw: bytes) -> dict:
+    """The supervisor's line (autoresearch.supervise); {} when it did not write one (killed, or unsandboxed
+    code paths): the caller then falls back on its own measurements."""
+    try:
+        report = json.loads(raw.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    ok = isinstance(report, dict) and isinstance(report.get("returncode"), int)
+    return report if ok and isinstance(report.get("cpu_seconds"), (int, float)) else {}
 
 
 def reported_count(report: dict, key: str) -> int:
@@ -598,7 +635,8 @@ def evaluate(
     pgid_file: str | None = None,
     log=None,
 ) -> dict:
-    """Train and score `train_path`; return the block as a dict (never raises for candidate faults)."""
+    """Train and score `train_path`; return the block as a dict (never raises for candidate faults; raises
+    DataError for a budget below the minimum)."""
     import torch
 
     started = time.monotonic()
@@ -607,12 +645,12 @@ def evaluate(
     device = device or pick_device()
     threads = cpu_threads()
     torch.set_num_threads(threads)
-    budget = float(
-        budget if budget is not None else task.budget_seconds.get(device, task.budget_seconds["cpu"])
-    )
+    budget = float(budget if budget is not None else task.budget_seconds.get(device, task.budget_seconds["cpu"]))
     clock = clock or ("cpu" if device == "cpu" else "wall")
+    check_budget(budget, clock, threads)
     job = {"device": device, "threads": threads, "budget_seconds": budget, "clock": clock, "seed": seed,
-           "eval_batch": EVAL_BATCH, "kill_slack_seconds": KILL_SLACK_SECONDS}  # fmt: skip
+           "eval_batch": EVAL_BATCH, "kill_slack_seconds": KILL_SLACK_SECONDS,
+           "min_train_fraction": MIN_TRAIN_FRACTION, "memory_bytes": sandbox.memory_cap_bytes()}  # fmt: skip
     block: dict = {LM_BLOCK_KEY: math.nan, f"{LM_BLOCK_KEY}_se": math.nan}
     status, error, times, report, n_params, scores = "ok", "", {}, {}, 0, []
     try:
@@ -638,11 +676,7 @@ def evaluate(
     except Exception as exc:  # the model's own code raising while it is scored in this process
         status, error = "crash", f"scoring failed: {first_line(exc)}"
     times = times or job.get("measured", {})
-    seconds = (
-        times.get("cpu_seconds", math.nan) / threads
-        if clock == "cpu"
-        else times.get("wall_seconds", math.nan)
-    )
+    seconds = times.get("cpu_seconds", math.nan) / threads if clock == "cpu" else times.get("wall_seconds", math.nan)
     tokens = reported_count(report, "tokens")
     mfu = math.nan
     if status == "ok" and tokens and n_params and seconds > 0:
@@ -697,12 +731,8 @@ def main(task: LMTask, default_train: Path, argv: list[str] | None = None) -> in
     parser.add_argument("--train", default=None, help="the candidate file (default: the task's train.py)")
     parser.add_argument("--data", default=None, help="a local copy of the text")
     parser.add_argument("--seed", type=int, default=0, help="the seed handed to train(); reruns use others")
-    parser.add_argument(
-        "--budget", type=float, default=None, help="training budget in seconds (default per device)"
-    )
-    parser.add_argument(
-        "--device", choices=["cpu", "mps", "cuda"], default=None, help="default: the best available"
-    )
+    parser.add_argument("--budget", type=float, default=None, help="training budget in seconds (default per device)")
+    parser.add_argument("--device", choices=["cpu", "mps", "cuda"], default=None, help="default: the best available")
     parser.add_argument(
         "--clock",
         choices=["cpu", "wall"],
@@ -723,8 +753,8 @@ def main(task: LMTask, default_train: Path, argv: list[str] | None = None) -> in
         train_path = Path(args.train) if args.train else default_train
         if not train_path.is_file():
             raise DataError(f"{train_path}: no such file")
-        if args.budget is not None and not args.budget > 0:
-            raise DataError(f"--budget {args.budget:g}: must be positive")
+        if args.budget is not None:  # before torch is imported: a refusal in a second, not after ten
+            check_budget(args.budget, args.clock or ("cpu" if args.device == "cpu" else None), cpu_threads())
         block = evaluate(
             task, train_path, data=args.data, seed=args.seed, budget=args.budget, device=args.device,
             clock=args.clock,

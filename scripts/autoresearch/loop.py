@@ -12,12 +12,11 @@ from __future__ import annotations
 import ast
 import io
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from autoresearch import ledger, proc, stopping, summary
+from autoresearch import ledger, proc, sandbox, stopping, summary, trust
 from autoresearch.decide import (
     CALIBRATION_RUNS,
     code_lines,
@@ -112,8 +111,9 @@ def run_harness(
     private, pgid_file = folder / "heldout.next.json", folder / "child.pgid"
     private.unlink(missing_ok=True)
     cmd = [
-        sys.executable, str(task.dir / "prepare.py"), "--train", str(task.dir / "train.py"),
-        "--private-out", str(private), "--pgid-file", str(pgid_file), *extra_args,
+        *trust.harness_python(repo.common_dir / "autoresearch" / trust.PYCACHE_DIR), str(task.dir / "prepare.py"),
+        "--train", str(task.dir / "train.py"), "--private-out", str(private), "--pgid-file", str(pgid_file),
+        *extra_args,
     ]  # fmt: skip
     out = io.BytesIO()
     with open(task.log, "wb") as log:
@@ -205,6 +205,7 @@ def start(
         if (folder / "run.json").exists():
             raise RunError(f"{folder} holds an old run {tag} whose branch is gone; pick a new tag or remove it")
         base = repo.head()
+        trusted = trust.fingerprint(task.dir, repo.root)  # what every later scoring is checked against
         folder.mkdir(parents=True, exist_ok=True)
         harness_args = ["--budget", f"{budget:g}"] if budget is not None else []  # frozen for the run
         harness = run_harness(repo, task, folder, BASELINE_TIMEOUT_SECONDS, extra_args=harness_args)
@@ -218,7 +219,7 @@ def start(
             block = harness.block
         if harness.harness_error or block.get("status") != "ok":
             why = harness.harness_error or block.get("error", block.get("status"))
-            tail = "\n".join(log_tail(task, 3))
+            tail = "\n".join(line for line in log_tail(task, 3) if line not in why)  # not said twice
             raise RunError(f"the baseline did not score: {why}" + (f"\n{tail}" if tail else ""))
         metric = block["metric"]
         config = RunConfig(
@@ -228,7 +229,8 @@ def start(
             created=stopping.now().isoformat(timespec="seconds"),
             deadline=deadline, max_iters=max_iters,
             extra={**{k: block[k] for k in ("device", "task", "keep_rule", "timeout_seconds") if k in block},
-                   **({"harness_args": harness_args} if harness_args else {})},
+                   **({"harness_args": harness_args} if harness_args else {}),
+                   "trusted": trusted, "sandbox": sandbox.detect().describe()},
         )  # fmt: skip
         book = ledger_for(repo, config, task)
         book.check()
@@ -243,10 +245,11 @@ def start(
         book.append(row)
         _record_private(folder, 0, base)
     score, se = summary.parse_float(block.get(metric)), summary.parse_float(block.get(metric + "_se"))
+    box = sandbox.detect()
     return (
         f"run {tag} started on {branch} | baseline {metric}={_fmt(score)} ± {_fmt(se)}"
         f" | {harness.seconds:.1f} s | results in {repo.rel(task.results)}"
-    )
+    ) + ("" if box.active else f"\nwarning: {box.describe()}")
 
 
 def _resume(repo: Repo, tag: str, branch: str) -> str:
@@ -294,6 +297,8 @@ def try_edit(repo: Repo, hypothesis: str | None) -> str:
             raise RunError(f"the run is over: {reason}")
         best = best_row(rows)
         _check_tree(repo, config, task, best)
+        _check_trusted(repo, config)
+        _check_sandbox(config)
         source = (task.dir / "train.py").read_text(errors="replace")
         best_sha = repo.head()
         hypothesis = ledger.clean_text(hypothesis or "")
@@ -363,6 +368,21 @@ def _check_tree(repo: Repo, config: RunConfig, task: Task, best: dict) -> None:
         )
     if task.train_rel not in repo.changes():
         raise RunError(f"{task.train_rel} is the same as the best commit: edit it first")
+
+
+def _check_trusted(repo: Repo, config: RunConfig) -> None:
+    """Refuse to score when the harness or the library differ by a byte from what the run started with."""
+    try:
+        trust.verify(config.extra.get("trusted", {}), repo.root)
+    except trust.TrustError as exc:
+        raise RunError(str(exc)) from None
+
+
+def _check_sandbox(config: RunConfig) -> None:
+    """A run that started sandboxed is scored sandboxed to its end: no later call can switch it off."""
+    recorded, now = config.extra.get("sandbox", ""), sandbox.detect()
+    if recorded == "bubblewrap" and not now.active:
+        raise RunError(f"the run started with the candidate sandboxed, and now: {now.describe()}; not scored")
 
 
 def _judge(repo, config, task, harness: HarnessRun, best: dict, best_lines: int, source: str, n: int,
