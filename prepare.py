@@ -20,6 +20,7 @@ from autoresearch.tabular import TabularTask, main
 TASK = "heart"
 DATA_FILE = "processed.cleveland.data"
 DATA_URL = "https://archive.ics.uci.edu/ml/machine-learning-databases/heart-disease/" + DATA_FILE
+DATA_SHA256 = "a74b7efa387bc9d108d7d0115d831fe9b414b29ae7124f331b622b4efa0427c8"  # UCI's 303-row file (18,461 bytes)
 COLUMNS = ["age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thalach",
            "exang", "oldpeak", "slope", "ca", "thal", "num"]  # fmt: skip
 MIN_ROWS = 100  # the real file has 303; the tests' synthetic copies have fewer, a truncated download far fewer
@@ -32,7 +33,8 @@ CV_SEED = 0  # the ratchet's folds; the report re-measures on fresh seeds
 
 
 def read(path: Path) -> pd.DataFrame:
-    """Read and check a Cleveland file; a file of another shape or schema is a one-line DataError."""
+    """Read and check a Cleveland file; another file, or one edited by a byte, is a one-line DataError."""
+    data.check_sha256(path, DATA_SHA256)
     try:
         frame = pd.read_csv(path, header=None, na_values="?", skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:

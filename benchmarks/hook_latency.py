@@ -18,13 +18,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from autoresearch import ledger
+from autoresearch import hooks, ledger
 from autoresearch.gitops import Repo
 from autoresearch.runs import RunConfig, run_dir, save_config
 
 ROOT = Path(__file__).resolve().parents[1]
 HOOK = ROOT / "scripts" / "hook.py"
 CALLS = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+RULE_CALLS = 1000  # in-process calls: microseconds each, so many are cheap
 
 
 def git(repo: Path, *args: str) -> None:
@@ -84,6 +85,9 @@ def main() -> None:
         make_run(on)
         edit = {"tool_name": "Edit", "tool_input": {"file_path": str(on / "train.py")}, "cwd": str(on)}
         shell = {"tool_name": "Bash", "tool_input": {"command": "git reset --hard HEAD~1"}, "cwd": str(on)}
+        # the longest shape the loop allows: a pipeline, each word resolved against the guarded folders
+        piped = "uv run train.py 2>&1 | grep -n auc | head -n 20"
+        allowed = {"tool_name": "Bash", "tool_input": {"command": piped}, "cwd": str(on)}
         runners = {
             "venv_python": [sys.executable],
             "uv_run_no_sync": ["uv", "run", "--no-sync", "--project", str(ROOT), "python"],
@@ -97,12 +101,21 @@ def main() -> None:
             "pre_tool_use_off_run": ("pre-tool-use", {**edit, "cwd": str(off)}, off),
             "pre_tool_use_edit": ("pre-tool-use", edit, on),
             "pre_tool_use_bash_deny": ("pre-tool-use", shell, on),
+            "pre_tool_use_bash_allow": ("pre-tool-use", allowed, on),
             "stop": ("stop", {"stop_hook_active": False, "cwd": str(on)}, on),
             "session_start": ("session-start", {"source": "compact", "cwd": str(on)}, on),
         }
         for name, command in runners.items():
             for case, (event_name, event, project) in cases.items():
                 print(f"{name}_{case}_ms: {time_calls(command, event_name, event, project):.0f}")
+        state = hooks.run_state(on)  # the rules alone, without the interpreter's start-up
+        for case, event in {"bash_allow": allowed, "bash_deny": shell, "edit": edit}.items():
+            times = []
+            for _ in range(RULE_CALLS):
+                start = time.perf_counter()
+                hooks.pre_tool_use(event, state)
+                times.append((time.perf_counter() - start) * 1e6)
+            print(f"rules_only_{case}_us: {statistics.median(times):.0f}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ ratchet CLI run as a subprocess against it, and the data (the local mirror when 
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -102,6 +104,7 @@ def make_project(path: Path, env: dict, files: list[str] = TASK_FILES) -> Projec
         target = path / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, target)
+    _pin_synthetic_data(path, env)
     project = Project(path, env)
     project.git("init", "-q", "-b", "main")
     project.git("config", "user.name", "test")
@@ -109,6 +112,16 @@ def make_project(path: Path, env: dict, files: list[str] = TASK_FILES) -> Projec
     project.git("add", "-A")
     project.git("commit", "-q", "-m", "task files")
     return project
+
+
+def _pin_synthetic_data(path: Path, env: dict) -> None:
+    """The heart task pins the real file's sha256; where the tests run on synthetic data, pin that instead."""
+    prepare, mirror = path / "prepare.py", Path(env.get("AUTORESEARCH_DATA_MIRROR", ""))
+    heart = mirror / "heart" / "processed.cleveland.data"
+    if prepare.exists() and mirror != SHARED_DATA and heart.is_file():
+        digest = hashlib.sha256(heart.read_bytes()).hexdigest()
+        source = re.sub(r'^DATA_SHA256 = "[0-9a-f]+"', f'DATA_SHA256 = "{digest}"', prepare.read_text(), flags=re.M)
+        prepare.write_text(source)
 
 
 @pytest.fixture

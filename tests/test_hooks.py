@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from autoresearch import hooks
+from autoresearch import data, hooks
 from conftest import Project, make_project
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,8 +47,8 @@ def pre(state, tool, **tool_input):
     return hooks.pre_tool_use({"tool_name": tool, "tool_input": tool_input, "cwd": str(state.root)}, state)
 
 
-def bash(state, command):
-    return pre(state, "Bash", command=command)
+def bash(state, command, **tool_input):
+    return pre(state, "Bash", command=command, **tool_input)
 
 
 def call_shim(event_name: str, event: dict, project_dir) -> subprocess.CompletedProcess:
@@ -71,6 +72,7 @@ def test_no_run_no_opinion(project):
             "pre-tool-use",
             {"tool_name": "Edit", "tool_input": {"file_path": str(project.path / "prepare.py")}},
         ),
+        ("pre-tool-use", {"tool_name": "Bash", "tool_input": {"command": "git reset --hard && rm -rf x"}}),
         ("stop", {"stop_hook_active": False}),
         ("session-start", {"source": "startup"}),
     ]:
@@ -105,125 +107,333 @@ def test_edit_only_the_tasks_train_py(run):
     assert pre(state, "NotebookEdit", notebook_path=str(project.path / "a.ipynb"))
 
 
-def test_no_reading_the_private_run_folder(run):
+def prescribed_commands() -> list[str]:
+    """Every shell command program.md and the slash command tell the agent to run, placeholders filled in."""
+    fill = {"[": "", "]": "", "$ARGUMENTS": "t1 --max-iters 3", "ISO-TIME": "2026-11-23T07:00", "TAG": "t1",
+            "NNNN": "0003", "DIR": ".", " N": " 3", "…": "status", "HYPOTHESIS": "one-hot encode cp"}  # fmt: skip
+    commands = []
+    for name in ("program.md", ".claude/commands/autoresearch.md"):
+        for span in re.findall(r"`([^`]+)`", (ROOT / name).read_text()):
+            if span.startswith(("uv run ", "tail ", "git show ", "grep ")):
+                for placeholder, value in fill.items():
+                    span = span.replace(placeholder, value)
+                commands.append(span)
+    return commands
+
+
+def test_every_prescribed_shape_is_allowed(run):
     project, state = run
-    private = project.path / ".git" / "autoresearch" / "t1" / "heldout.jsonl"
-    assert "ratchet.py status" in pre(state, "Read", file_path=str(private))
-    assert pre(state, "Grep", pattern="auc", path=str(private.parent))
-    assert pre(state, "Glob", pattern=".git/autoresearch/**")
-    assert bash(state, "cat .git/autoresearch/t1/heldout.jsonl")
-    assert bash(state, "grep -r heldout .git")
-    assert pre(state, "Read", file_path=str(project.path / "prepare.py")) is None
-
-
-def test_run_log_only_in_pieces(run):
-    _, state = run
-    for command in ["cat run.log", "less run.log", "cat ./run.log && echo done", "tail -n 5000 run.log"]:
-        reason = bash(state, command)
-        assert reason and "tail -n 50 run.log" in reason, command
+    commands = prescribed_commands()
+    assert len(commands) >= 7 and any("--extra lm" in c for c in commands), commands
     for command in [
-        "tail -n 50 run.log",
-        "grep -n Error run.log",
-        "cat run.log | tail -20",
-        "head -40 run.log",
-    ]:
-        assert bash(state, command) is None, command
-    assert pre(state, "Read", file_path="run.log")
-    assert pre(state, "Read", file_path="run.log", offset=1, limit=100) is None
-
-
-def test_shell_writes_to_frozen_files(run):
-    _, state = run
-    for command in [
-        "echo x > prepare.py",
-        "echo x >> scripts/ratchet.py",
-        "printf x 2> pyproject.toml",
-        "sed -i s/60/600/ prepare.py",
-        "cp /tmp/x.py prepare.py",
-        "mv train.py prepare.py",
-        "rm prepare.py",
-        "python3 -c pass && echo x | tee .gitignore",
-        "bash -c 'echo > prepare.py'",
-        "touch notes.txt",
-        "dd if=/dev/zero of=prepare.py",
-        "ln -sf /tmp/x prepare.py",
-        "truncate -s0 results.tsv",
-    ]:
-        reason = bash(state, command)
-        assert reason and "frozen" in reason and "train.py" in reason, command
-    assert "rm -r" in bash(state, "rm -rf /tmp/whatever")
-    assert bash(state, "find . -name '*.py' -delete")
-    for command in [
-        "echo x > /tmp/scratch.txt",
-        "python3 -c 'print(1)' > /dev/null 2>&1",
-        "cat > train.py <<'EOF'\nx = 1\nEOF",
-        "cp /tmp/best.py train.py",
-        "sed -n 1,20p prepare.py",
-        'uv run scripts/ratchet.py try "a > b; c && d"',
-        "ls -la && wc -l train.py",
+        *commands,
+        'uv run scripts/ratchet.py try "a > b; c && d || e"',  # operators inside quotes are text
+        "uv run scripts/ratchet.py try 'costs $5 in `time`'",
+        'uv run scripts/ratchet.py try "don\'t scale ages"',
+        'uv run scripts/ratchet.py try "heldout-style early stopping"',  # a hypothesis is not read as a path
+        'uv run scripts/ratchet.py try "mimic .git/autoresearch layout"',
+        "uv run scripts/ratchet.py start t1 --task . --deadline 2026-11-23T07:00 --max-iters 50 --resume",
+        "uv run scripts/ratchet.py status --json",
+        "uv run --extra=lm scripts/ratchet.py status",
+        f"uv run {state.root}/scripts/ratchet.py status",
+        f"cd {state.root} && uv run scripts/ratchet.py status",
+        "uv run train.py",
         "uv run train.py 2>&1 | tail -n 20",
-    ]:
-        assert bash(state, command) is None, command
-
-
-def test_no_package_installs(run):
-    _, state = run
-    for command in [
-        "pip install xgboost",
-        "uv add catboost",
-        "python -m pip install torch",
-        "npm i left-pad",
-        "uv sync --extra lm",
-        "uv pip install optuna",
-        "cd /tmp && sudo apt-get install -y foo",
-    ]:
-        reason = bash(state, command)
-        assert reason and "pyproject.toml" in reason, command
-    assert bash(state, "pip list") is None and bash(state, "uv run python -c 'import sklearn'") is None
-
-
-def test_no_git_history_changes_outside_the_ratchet(run):
-    _, state = run
-    for command in [
-        "git commit -am x",
-        "git reset --hard HEAD~1",
-        "git checkout main",
-        "git checkout -- train.py",
-        "git restore train.py",
-        "git stash",
-        "git rebase -i HEAD~3",
-        "git push --force origin x",
-        "git push origin +autoresearch/t1",
-        "git branch -D main",
-        "git -C . commit --amend -m x",
-        "git commit --amend",
-        "git update-ref refs/heads/main HEAD",
-        "git switch main",
-        "git merge main",
-        "git config user.name x",
-        "git tag -d v1",
-        "git reflog expire --all",
-    ]:
-        reason = bash(state, command)
-        assert reason and "ratchet" in reason, command
-    for command in [
-        "git status",
+        "uv run train.py 2>&1 | grep -n auc | head -n 5",
+        "tail -n 50 run.log",
+        "tail -50 run.log",
+        "head -n 20 run.log",
+        "tail --lines=100 run.log",
+        "grep -n Error run.log",
+        "wc -l run.log",
         "git log --oneline -5",
+        "git log autoresearch/t1",
+        "git --no-pager log --grep heldout",
         "git show refs/autoresearch/t1/0000:train.py",
-        "git diff HEAD~1",
+        "git diff HEAD~1 -- train.py",
+        "git status",
         "git branch",
         "git branch --show-current",
-        "git config user.name",
+        "git for-each-ref refs/autoresearch/t1",
+        "git rev-parse HEAD",
+        "git grep -n auc",
+        "git log --oneline | head -20",
+        "cat prepare.py",
+        "cat program.md README.md",
+        "head -n 40 train.py",
+        "grep -n TIME_BUDGET prepare.py",
+        "grep -rn auc --exclude-dir=.git .",
+        "grep -rn auc scripts/ train.py",
+        "grep -r -e auc -e loss scripts",
+        "ls",
+        "ls -la .git",
+        "git log -- '*.py'",
+        "grep -rn auc --include='*.py' --exclude-dir=.git .",
+        "cd /tmp && pwd",
+        "wc -l train.py prepare.py",
+        "find . -name '*.py' -not -path './.git/*'",
+        "find . -maxdepth 1 -type f",
+        "pwd",
     ]:
         assert bash(state, command) is None, command
+    assert bash(state, "uv run scripts/ratchet.py try x", timeout=3_600_000) is None
+    root = project.path
+    for tool, tool_input in [
+        ("Edit", {"file_path": str(root / "train.py")}),
+        ("Write", {"file_path": "train.py"}),
+        ("Read", {"file_path": str(root / "program.md")}),
+        ("Read", {"file_path": str(root / "prepare.py")}),
+        ("Read", {"file_path": str(root / "run.log"), "offset": 1, "limit": 100}),
+        ("Grep", {"pattern": "auc", "path": str(root)}),
+        ("Grep", {"pattern": "auc"}),
+        ("Glob", {"pattern": "**/*.py"}),
+        ("LS", {"path": str(root)}),
+        ("TodoWrite", {"todos": []}),
+    ]:
+        assert pre(state, tool, **tool_input) is None, (tool, tool_input)
 
 
-def test_split_command_keeps_quotes_and_heredocs():
-    assert hooks.split_command('uv run scripts/ratchet.py try "x > y && z"') == [
-        ["uv", "run", "scripts/ratchet.py", "try", "x > y && z"]
-    ]
-    assert hooks.split_command("a | b; c && d\ne") == [["a"], ["b"], ["c"], ["d"], ["e"]]
-    assert hooks.split_command("cat <<EOF\ndon't\nEOF")  # unbalanced quote: still split, never raises
+# (command, words the reason must contain): the attacks of issue 9 item 7, and their cousins
+SHELL_ATTACKS = [
+    ("uv run train.py | tee prepare.py", "`| tee`"),
+    ("git log | sh", "`| sh`"),
+    ("git ls-files | xargs rm", "`| xargs`"),
+    ("uv run scripts/ratchet.py status; git reset --hard HEAD~1", "`;`"),
+    ("uv run scripts/ratchet.py status && rm prepare.py", "`&&`"),
+    ("ls && wc -l train.py", "`&&`"),
+    ("cd /tmp && cd - && cat x", "`&&`"),
+    ("git status || rm prepare.py", "`||`"),
+    ("git log $(rm prepare.py)", "`$(`"),
+    ('git log "$(rm prepare.py)"', "inside double quotes"),
+    ("git log `rm prepare.py`", "`"),
+    ('uv run scripts/ratchet.py try "x `rm prepare.py`"', "inside double quotes"),
+    ('git log a\\"; rm prepare.py; echo \\"', "`;`"),  # an escaped quote opens no string
+    ("git log ${HOME}", "`$"),
+    ("cat prepare.py > notes.txt", "`>`"),
+    ("cat train.py >> prepare.py", "`>>`"),
+    ("cat < .git/autoresearch/t1/heldout.jsonl", "`<`"),
+    ("cat > train.py <<'EOF'\nx = 1\nEOF", "`>`"),
+    ("uv run train.py &", "`&`"),
+    ("uv run train.py 2>/tmp/x", "`>`"),
+    ("(cd /tmp; ls)", "`(`"),
+    ("cat .git/auto{research,}/t1/heldout.jsonl", "`{`"),
+    ("uv run scripts/ratchet.py status\nrm prepare.py", "a second line"),
+    ("git log 'unclosed", "unclosed quote"),
+    ("cat .git/autoresearch/t1/heldout.jsonl\x00x", "control character"),
+    ("cat .git/autoresearch\r/t1/heldout.jsonl", "control character"),
+    ("cat .git/autoresearch\\\n/t1/heldout.jsonl", "line continuation"),  # bash joins what shlex would not
+    ("cat .git/*/t1/*", "`*`"),  # a glob: what it expands to depends on the shell's options
+    ("cat .git/**/heldout.jsonl", "`**`"),
+    ("ls *.py", "`*`"),
+    ("cat .git/autoresearch/t?/heldout.jsonl", "`?`"),
+    ("cat ~-/.git/autoresearch/t1/heldout.jsonl", "`~-`"),  # $OLDPWD
+    ("cd .git/auto* && cat t1/heldout.jsonl", "`*`"),
+    ("cd nowhere && cat t1/heldout.jsonl", "existing folder"),  # $CDPATH could take it anywhere
+    ("cd - && cat t1/heldout.jsonl", "existing folder"),
+    ("find .git -print0 | wc --files0-from=- -c", "--files0-from"),
+    ("a | b | c | d", "pipeline of 4"),
+    ("python -c \"open('prepare.py', 'w')\"", "`python` is not one of the loop's commands"),
+    ("python3 train.py", "`python3` is not"),
+    ("uv run python -c 'import os'", "uv runs the ratchet or train.py"),
+    ("uv run python scripts/ratchet.py status", "uv runs the ratchet"),
+    ("sh -c 'echo > prepare.py'", "`sh` is not"),
+    ("bash -c ls", "`bash` is not"),
+    ("eval ls", "`eval` is not"),
+    ("env X=1 uv run scripts/ratchet.py try x", "`env` is not"),
+    ("X=1 uv run scripts/ratchet.py try x", "`X=1` is not"),
+    ("timeout 60 uv run scripts/ratchet.py try x", "`timeout` is not"),
+    ("sudo ls", "`sudo` is not"),
+    ("git update-index --skip-worktree prepare.py", "`git update-index"),
+    ("git config user.name x", "`git config"),
+    ("git config --get user.name", "`git config"),
+    ("git -c core.pager=sh log", "`git -c"),
+    ("git -C /tmp log", "`git -C"),
+    ("git commit -am x", "`git commit"),
+    ("git reset --hard HEAD~1", "`git reset"),
+    ("git checkout -- train.py", "`git checkout"),
+    ("git restore train.py", "`git restore"),
+    ("git stash", "`git stash"),
+    ("git branch new-idea", "`git branch"),
+    ("git branch -D main", "`git branch"),
+    ("git tag -d v1", "`git tag"),
+    ("git push --force origin x", "`git push"),
+    ("git diff --output=prepare.py", "`git diff"),
+    ("git log -p --output notes.txt", "`git log"),
+    ("git grep -Osh auc", "`git grep"),
+    ("sed -i s/60/600/ prepare.py", "`sed` is not"),
+    ("sed -n 1,20p prepare.py", "`sed` is not"),  # sed has w and e commands
+    ("awk '{print}' train.py", "`awk` is not"),
+    ("cp /tmp/x.py prepare.py", "`cp` is not"),
+    ("cp x prepare.py", "`cp` is not"),
+    ("mv train.py prepare.py", "`mv` is not"),
+    ("rm -rf scripts", "`rm` is not"),
+    ("touch notes.txt", "`touch` is not"),
+    ("ln -sf /tmp/x prepare.py", "`ln` is not"),
+    ("dd if=/dev/zero of=prepare.py", "`dd` is not"),
+    ("tee prepare.py", "`tee` is not"),
+    ("echo hi", "`echo` is not"),
+    ("find . -exec cat '{}' ';'", "`find -exec`"),
+    ("find . -name '*.py' -delete", "`find -delete`"),
+    ("find . -fprint prepare.py", "`find -fprint`"),
+    ("uv pip install optuna", "`uv pip` would change the environment"),
+    ("uv add catboost", "`uv add` would change"),
+    ("uv sync --extra lm", "`uv sync` would change"),
+    ("pip install xgboost", "`pip` would change"),
+    ("uv run --with optuna train.py", "uv runs the ratchet"),
+    ("uv run --extra-index-url http://x scripts/ratchet.py status", "uv runs the ratchet"),
+    ("uv run scripts/headless.py t2", "uv runs the ratchet"),
+    ("uv run scripts/ratchet.py try x | tail -1", "on its own"),
+    ('uv run scripts/ratchet.py stop "done"', "the person's"),
+    ("uv run --extra lm scripts/ratchet.py stop", "the person's"),
+    ("uv run scripts/ratchet.py report --all", "held-out"),
+    ("uv run scripts/ratchet.py new-task data.csv --target y", "not part of a run"),
+    ("uv run scripts/ratchet.py --help", "the agent's verbs"),
+    ("cat run.log", "tail -n 50 run.log"),
+    ("tail -n 5000 run.log", "tail -n 50 run.log"),
+    ("tail -n +1 run.log", "tail -n 50 run.log"),
+    ("tail +1 run.log", "tail -n 50 run.log"),
+    ("head -n -1 run.log", "tail -n 50 run.log"),
+    ("tail -c 10000000 run.log", "tail -n 50 run.log"),
+    ("tail -f run.log", "never returns"),
+    ("git log | cat run.log", "`| cat`"),
+]
+PRIVATE_READS = [
+    "cat .git/autoresearch/t1/heldout.jsonl",
+    "cat ./.git/autoresearch/../autoresearch/t1/heldout.jsonl",
+    "cat scripts/../.git/autoresearch/t1/run.json",
+    "head records/t1/heldout.jsonl",  # a symlink to .git/autoresearch (made by the test)
+    "wc -l .git/autoresearch/t1/heldout.jsonl",
+    "ls .git/autoresearch/t1",
+    "find .git/autoresearch",
+    "git diff --no-index /dev/null .git/autoresearch/t1/heldout.jsonl",
+    "grep -f.git/autoresearch/t1/heldout.jsonl train.py",
+    "git blame --contents=.git/autoresearch/t1/run.json train.py",
+    "cd .git/autoresearch && cat t1/heldout.jsonl",
+    "cd .git && git grep --no-index auc",
+    "grep -r auc .",
+    "grep -rn heldout_auc",
+    "grep -r -A 3 heldout",  # no file named: grep searches .
+    "grep -R 0.8 ..",
+    "grep --recursive auc .git",
+    "grep -d recurse auc .",
+    "grep -rn auc --exclude-dir=.git .git",
+    "git log | grep -r auc .",
+]
+
+
+def test_shell_attacks_are_denied(run):
+    project, state = run
+    (project.path / "records").symlink_to(state.folder.parent)
+    for command, says in SHELL_ATTACKS:
+        reason = bash(state, command)
+        assert reason and says in reason, (command, reason)
+    for command in PRIVATE_READS:
+        reason = bash(state, command)
+        assert reason and "private records" in reason, (command, reason)
+    assert "private records" in bash(state, f"head {state.folder}/heldout.jsonl")
+    assert "without a timeout" in bash(state, "uv run scripts/ratchet.py try x", timeout=120_000)
+    background = pre(state, "Bash", command="uv run scripts/ratchet.py try x", run_in_background=True)
+    assert "foreground" in background
+
+
+def test_data_files_are_the_harness_s(run, monkeypatch, data_mirror, tmp_path):
+    project, state = run
+    cache = tmp_path / "cache"
+    (cache / "heart").mkdir(parents=True)
+    monkeypatch.setenv(data.MIRROR_ENV, str(data_mirror))
+    monkeypatch.setenv(data.CACHE_ENV, str(cache))
+    for command in [
+        f"cat {data_mirror}/heart/processed.cleveland.data",
+        f"head -n 5 {cache}/heart/processed.cleveland.data",
+        f"grep -r 63.0 {data_mirror.parent}",
+    ]:
+        reason = bash(state, command)
+        assert reason and "data file" in reason, command
+    assert pre(state, "Read", file_path=str(data_mirror / "heart" / "processed.cleveland.data"))
+    assert pre(state, "Grep", pattern="63", path=str(data_mirror.parent))
+
+
+def test_tools_reach_no_private_record(run):
+    project, state = run
+    (project.path / "records").symlink_to(state.folder.parent)
+    private = state.folder / "heldout.jsonl"
+    for tool, tool_input in [
+        ("Read", {"file_path": str(private)}),
+        ("Read", {"file_path": str(project.path / "records" / "t1" / "heldout.jsonl")}),
+        ("Read", {"file_path": str(project.path / "scripts" / ".." / ".git" / "autoresearch" / "t1" / "run.json")}),
+        ("NotebookRead", {"notebook_path": str(private)}),
+        ("Grep", {"pattern": "auc", "path": str(private.parent)}),
+        ("Grep", {"pattern": "auc", "path": str(project.path / ".git")}),
+        ("Grep", {"pattern": "auc", "glob": ".git/**"}),
+        ("Glob", {"pattern": ".git/autoresearch/**"}),
+        ("LS", {"path": str(private.parent)}),
+    ]:
+        reason = pre(state, tool, **tool_input)
+        assert reason and "private records" in reason, (tool, tool_input)
+    assert "Read at most" in pre(state, "Read", file_path="run.log")
+    assert "Read at most" in pre(state, "Read", file_path="run.log", limit=5000)
+    for tool in ("WebFetch", "Task", "mcp__files__write", ""):
+        assert "not part of the loop" in pre(state, tool, url="x"), tool
+    for tool, path in [("Write", "program.md"), ("Edit", ".claude/settings.json"), ("Write", "records/x")]:
+        assert "only train.py may change" in pre(state, tool, file_path=str(project.path / path))
+
+
+def test_shell_stages_track_quotes_like_the_shell():
+    assert hooks.shell_stages('uv run scripts/ratchet.py try "x > y && z"') == (
+        [["uv", "run", "scripts/ratchet.py", "try", "x > y && z"]],
+        [],
+    )
+    assert hooks.shell_stages("cd /r && git log 2>&1 | head -n 3") == (
+        [["cd", "/r"], ["git", "log"], ["head", "-n", "3"]],
+        ["&&", "|"],
+    )
+    assert hooks.shell_stages("git log \\; x") == ([["git", "log", ";", "x"]], [])  # an escaped ; is a word
+    assert hooks.shell_stages("git log 'a;b' \"c|d\"") == ([["git", "log", "a;b", "c|d"]], [])
+    for command in ["a\\", "a |", "| a", "a || b", "a |& b", "a 2>&1>x", "x2>&1"]:
+        assert isinstance(hooks.shell_stages(command), str), command
+
+
+def test_the_real_shim_denies_the_attacks(run):
+    """JSON in, decision out, through scripts/hook.py as Claude Code runs it: the attacks named in issue 9."""
+    project, _ = run
+    (project.path / "records").symlink_to(project.path / ".git" / "autoresearch")
+    for command in [
+        "uv run train.py | tee prepare.py",
+        "uv run scripts/ratchet.py status; rm prepare.py",
+        "uv run scripts/ratchet.py status && rm prepare.py",
+        "git log $(rm prepare.py)",
+        "git log `rm prepare.py`",
+        "python -c \"open('prepare.py', 'w')\"",
+        "sh -c 'echo > prepare.py'",
+        "env X=1 uv run scripts/ratchet.py try x",
+        "git update-index --skip-worktree prepare.py",
+        "git config user.name x",
+        "sed -i s/60/600/ prepare.py",
+        "cp x prepare.py",
+        "uv pip install optuna",
+        "cat records/t1/heldout.jsonl",
+        "cat scripts/../.git/autoresearch/t1/heldout.jsonl",
+        "tee prepare.py",
+        "find . -exec rm '{}' +",
+        "git ls-files | xargs cat",
+    ]:
+        event = {"tool_name": "Bash", "tool_input": {"command": command}, "cwd": str(project.path)}
+        out = call_shim("pre-tool-use", event, project.path)
+        decision = json.loads(out.stdout)["hookSpecificOutput"]
+        assert (out.returncode, decision["permissionDecision"]) == (0, "deny"), (command, out.stderr)
+        assert "\n" not in decision["permissionDecisionReason"]
+    for command in prescribed_commands():
+        event = {"tool_name": "Bash", "tool_input": {"command": command}, "cwd": str(project.path)}
+        out = call_shim("pre-tool-use", event, project.path)
+        assert (out.returncode, out.stdout) == (0, ""), (command, out.stdout, out.stderr)
+
+
+def test_a_broken_event_is_denied_during_a_run(run):
+    project, _ = run
+    env = {"CLAUDE_PROJECT_DIR": str(project.path), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, str(HOOK), "pre-tool-use"], input="{not json", capture_output=True,
+                         text=True, env=env, timeout=60)  # fmt: skip
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "hook pre-tool-use failed" in out.stderr
 
 
 def test_stop_blocks_until_a_stop_condition(run):
@@ -241,9 +451,7 @@ def test_stop_blocks_until_a_stop_condition(run):
 
 def test_stop_gives_up_when_the_agent_is_stuck(run):
     _, state = run
-    answers = [
-        hooks.stop({"stop_hook_active": True}, state) for _ in range(hooks.STOP_BLOCKS_WITHOUT_PROGRESS + 1)
-    ]
+    answers = [hooks.stop({"stop_hook_active": True}, state) for _ in range(hooks.STOP_BLOCKS_WITHOUT_PROGRESS + 1)]
     assert all(a.get("decision") == "block" for a in answers[:-1])
     assert "decision" not in answers[-1] and "without a new iteration" in answers[-1]["systemMessage"]
 
@@ -272,166 +480,15 @@ def test_shim_denies_as_claude_code_expects(run):
     assert (allowed.returncode, allowed.stdout) == (0, "")
 
 
-# -- review fixes: each test failed before its fix --------------------------------------------------------
-def test_the_agent_cannot_end_its_run_or_read_the_report(run):
-    _, state = run
-    for command, says in [
-        ('uv run scripts/ratchet.py stop "done"', "the person's"),
-        ("uv run --extra lm scripts/ratchet.py stop", "the person's"),
-        ("python scripts/ratchet.py stop", "the person's"),
-        ("cd /tmp && uv run --project /x scripts/ratchet.py report --no-remeasure", "held-out"),
-        ("uv run scripts/ratchet.py report --all", "held-out"),
-        ("uv run scripts/ratchet.py new-task data.csv --target y", "not part of a run"),
-    ]:
-        reason = bash(state, command)
-        assert reason and says in reason, command
-    for command in [
-        'uv run scripts/ratchet.py try "stop early when the loss plateaus"',
-        "uv run scripts/ratchet.py status",
-        "uv run scripts/ratchet.py start t1 --resume",
-    ]:
-        assert bash(state, command) is None, command
-
-
-def test_git_output_option_is_a_write(run):
-    _, state = run
-    for command in [
-        "git diff --output=prepare.py",
-        "git log -p --output notes.txt",
-        "git show HEAD --output=x",
-    ]:
-        reason = bash(state, command)
-        assert reason and "--output" in reason, command
-
-
-def test_private_check_looks_at_paths_not_words(run):
-    project, state = run
-    for command in [
-        'uv run scripts/ratchet.py try "heldout-style early stopping"',
-        'uv run scripts/ratchet.py try "mimic .git/autoresearch layout"',  # the hypothesis is not read
-        "git log --grep heldout",
-        "git show refs/autoresearch/t1/0000:train.py",
-    ]:
-        assert bash(state, command) is None, command
-    for command in [
-        "cat .git/autoresearch/t1/heldout.jsonl",
-        "zcat .git/autoresearch/t1/heldout.jsonl.gz",
-        "cat .git/*/t1/*",  # a glob that reaches the records
-        "cd .git/autoresearch && cat t1/heldout.jsonl",
-        f"head {state.folder}/heldout.jsonl",
-        "python3 -c \"print(open('.git/autoresearch/t1/heldout.jsonl').read())\"",
-        "cat heldout.jsonl",
-        "wc < .git/autoresearch/t1/heldout.jsonl",
-        "python3 - <<'EOF'\nprint(open('.git/autoresearch/t1/heldout.jsonl').read())\nEOF",
-    ]:
-        assert bash(state, command), command
-    inside = {"tool_name": "Bash", "tool_input": {"command": "cat heldout.jsonl"}, "cwd": str(state.folder)}
-    assert hooks.pre_tool_use(inside, state)
-
-
-def test_read_only_git_subcommands_are_allowed(run):
-    _, state = run
-    for command in [
-        "git stash list",
-        "git stash show -p",
-        "git worktree list",
-        "git branch --list 'auto*'",
-        "git branch -v",
-        "git branch --contains HEAD",
-        "git config --get user.name",
-        "git config --get-regexp '^user'",
-        "git config --list",
-        "git config get user.name",
-    ]:
-        assert bash(state, command) is None, command
-    for command in [
-        "git stash push",
-        "git stash pop",
-        "git worktree add /tmp/w",
-        "git branch new-idea",
-        "git branch --set-upstream-to=origin/main",
-        "git config --unset user.name",
-        "git config --add user.name x",
-        "git config set user.name x",
-    ]:
-        assert bash(state, command), command
-
-
-def test_run_log_from_a_line_on_is_a_dump(run):
-    _, state = run
-    for command in [
-        "tail -n +1 run.log",
-        "tail -n+1 run.log",
-        "tail +1 run.log",
-        "tail --lines=+1 run.log",
-        "tail --lines +1 run.log",
-        "head -n -1 run.log",
-        "head --lines=-5 run.log",
-        "tail -c 10000000 run.log",
-    ]:
-        reason = bash(state, command)
-        assert reason and "tail -n 50 run.log" in reason, command
-    assert "never returns" in bash(state, "tail -f run.log")
-    for command in [
-        "tail -n 50 run.log",
-        "tail -50 run.log",
-        "head -n 20 run.log",
-        "tail --lines=100 run.log",
-    ]:
-        assert bash(state, command) is None, command
-
-
-def test_recursive_grep_stays_out_of_git(run, tmp_path):
-    _, state = run
-    for command in [
-        "grep -r auc .",
-        "grep -rn heldout_auc",
-        "grep -R 0.8 ..",
-        "grep --recursive auc /tmp/../" + str(state.root),
-        "grep -d recurse auc .",
-        "rgrep auc .",
-        "egrep -rl auc .",
-        "rg auc .git",
-        "rg --hidden auc",
-        "rg -uu auc .",
-        "grep -r auc .git",
-        "grep -r auc .git/*",
-    ]:
-        reason = bash(state, command)
-        assert reason and "--exclude-dir=.git" in reason, command
-    for command in [
-        "grep -rn auc --exclude-dir=.git .",
-        "grep -rn auc scripts/ train.py",
-        "grep -n auc train.py prepare.py",
-        "grep -r auc " + str(tmp_path / "elsewhere"),
-        "rg auc",  # ripgrep skips hidden folders such as .git
-        "rg -n auc scripts",
-        "rg --hidden -g '!.git' auc",
-        "git grep auc",
-        "find . -name '*.py' -not -path './.git/*'",
-    ]:
-        assert bash(state, command) is None, command
-
-
-def test_the_normal_loop_goes_through(run):
-    project, state = run
-    for command in [
-        'uv run scripts/ratchet.py try "deeper trees"',
-        'uv run --extra lm scripts/ratchet.py try "wider embedding"',
-        "tail -n 50 run.log",
-        "git show refs/autoresearch/t1/0003:train.py",
-        "uv run scripts/ratchet.py status",
-    ]:
-        assert bash(state, command) is None, command
-    assert pre(state, "Edit", file_path=str(project.path / "train.py")) is None
+def test_settings_run_the_hook_before_every_tool():
+    settings = json.loads((ROOT / ".claude" / "settings.json").read_text())
+    assert [group["matcher"] for group in settings["hooks"]["PreToolUse"]] == ["*"]  # an unknown tool is denied
 
 
 def test_settings_let_a_ratchet_call_run_for_an_hour():
     settings = json.loads((ROOT / ".claude" / "settings.json").read_text())
     for name in ("BASH_DEFAULT_TIMEOUT_MS", "BASH_MAX_TIMEOUT_MS"):
-        assert int(settings["env"][name]) >= 3_600_000, (
-            name
-        )  # a language-model try can take 40 min worst case
+        assert int(settings["env"][name]) >= 3_600_000, name  # a language-model try can take 40 min worst case
     allowed = settings["permissions"]["allow"]
     assert "Bash(uv run --extra lm scripts/ratchet.py:*)" in allowed
 

@@ -4,13 +4,15 @@ opened in a headless chromium, markdown), with the held-out figures kept out of 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 from autoresearch import audit, report
-from conftest import make_project
+from conftest import RATCHET, make_project
 
 CHART_SHAPE = (int(report.CHART_INCHES[1] * report.CHART_DPI), int(report.CHART_INCHES[0] * report.CHART_DPI))
 KEPT_GREEN = np.array([0x2C, 0xA0, 0x2C]) / 255  # report.py's kept colour, as matplotlib reads PNG pixels
@@ -81,6 +83,47 @@ def test_per_item_values_bootstrap_for_a_loss_metric():
     assert c.verdict.startswith("better than the baseline")
 
 
+def labelled_pair(n: int = 61, seed: int = 4):
+    """Two held-out records as the harness writes them now (predictions, no labels) and their labels."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    a, b = rng.random(n) + 0.3 * y, rng.random(n) + 0.9 * y
+    records = [{"heldout_auc": roc_auc_score(y, p), "heldout_pred": p.tolist()} for p in (a, b)]
+    return records, y.tolist()
+
+
+def test_recomputed_labels_must_reproduce_the_recorded_score():
+    records, y = labelled_pair()
+    truth = audit.Truth(y, [0, 1])
+    with_labels = [audit.with_truth(r, "val_auc", truth) for r in records]
+    assert all(r["heldout_true"] == y for r in with_labels) and "heldout_true" not in records[0]  # in memory only
+    flipped = audit.Truth(y[:-1] + [1 - y[-1]], [0, 1])  # one row's label changed in the data since the run
+    with pytest.raises(audit.TruthError, match="recorded 0.*the data or the split changed"):
+        audit.with_truth(records[0], "val_auc", flipped)
+    with pytest.raises(audit.TruthError, match="60 held-out rows, the run predicted 61"):
+        audit.with_truth(records[0], "val_auc", audit.Truth(y[:-1], [0, 1]))
+    named = dict(records[0], heldout_classes=["benign", "malignant"])
+    with pytest.raises(audit.TruthError, match="other classes"):
+        audit.with_truth(named, "val_auc", audit.Truth(y, ["malignant", "benign"]))
+    assert audit.with_truth(named, "val_auc", audit.Truth(y, ["benign", "malignant"]))["heldout_true"] == y
+    with pytest.raises(audit.TruthError, match="not an array of numbers"):
+        audit.with_truth(dict(records[0], heldout_pred=[[0.1], 0.2]), "val_auc", truth)
+
+
+def test_records_that_carry_their_own_truth_never_run_the_harness(tmp_path):
+    """Old records (labels stored) and per-item values (the language-model task) need no harness at all."""
+    records, y = labelled_pair()
+    old = [dict(r, heldout_true=y) for r in records]
+    lm = [{"heldout_bpb": 1.6, "heldout_bpb_values": [1.5, 1.7]}] * 2
+    missing = tmp_path / "no-such-prepare.py"  # running it would fail: these calls must not
+    assert audit.complete_records([*old, None], "val_auc", missing) == [*old, None]
+    assert audit.complete_records(lm, "val_bpb", missing) == lm
+    with pytest.raises(audit.TruthError, match="could not recompute the held-out labels"):
+        audit.complete_records(records, "val_auc", missing)
+
+
 def test_fresh_gain_reports_the_fraction_that_survived():
     def scores(commit, values):
         return [audit.FreshScore(commit, seed, float(np.mean(v)), list(v))
@@ -135,8 +178,6 @@ ALL_FEATURES = "    return df  # every feature <all 13>\n"
 @pytest.fixture(scope="module")
 def reported_run(tmp_path_factory, data_mirror):
     """A run through the real CLI: a weak baseline, a kept edit, a discarded edit, a crash; then reported."""
-    import os
-
     base = tmp_path_factory.mktemp("report-run")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTORESEARCH_", "GIT_"))}
     env.update(AUTORESEARCH_DATA_MIRROR=str(data_mirror), AUTORESEARCH_CACHE=str(base / "cache"),
@@ -246,3 +287,203 @@ def test_html_renders_in_headless_chromium_with_the_chart(reported_run, tmp_path
     assert non_white > 0.03  # text, tables and the chart, not a blank page
     green = np.abs(pixels - KEPT_GREEN).max(axis=2) < 0.08
     assert green.sum() > 100  # the chart's kept points and frontier made it onto the screen
+
+
+# -- held-out labels: never stored, recomputed at report time --------------------------------------------
+HOLDOUT_FRACTION, SPLIT_SEED = 0.2, 42  # prepare.py's fixed split, restated so the test computes it on its own
+
+
+def heart_split(data_mirror) -> tuple[list[int], list[int]]:
+    """(development labels, held-out labels) in the harness's order, computed here apart from the harness."""
+    import pandas as pd
+    from sklearn.model_selection import train_test_split
+
+    frame = pd.read_csv(data_mirror / "heart" / "processed.cleveland.data", header=None, na_values="?")
+    y = (frame[13] > 0).astype(int)
+    y_dev, y_hold = train_test_split(y, test_size=HOLDOUT_FRACTION, random_state=SPLIT_SEED, stratify=y)
+    return y_dev.tolist(), y_hold.tolist()
+
+
+def bits(labels: list[int]) -> str:
+    return "".join(map(str, labels))
+
+
+def heldout_file(project, tag: str):
+    return project.path / project.git("rev-parse", "--git-common-dir") / "autoresearch" / tag / "heldout.jsonl"
+
+
+def report_with(project, out_dir, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(RATCHET), "report", "--out", str(out_dir), "--no-remeasure"],
+                          cwd=project.path, env={**project.env, **env}, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+
+
+def audit_lines(markdown_text: str) -> list[str]:
+    return [line for line in markdown_text.splitlines() if line.startswith(("**Held-out audit**", "(baseline "))]
+
+
+@pytest.mark.slow
+def test_heldout_record_holds_predictions_but_no_labels(reported_run, data_mirror):
+    from sklearn.metrics import roc_auc_score
+
+    project, _, _ = reported_run
+    text = heldout_file(project, "r1").read_text()
+    _, y_hold = heart_split(data_mirror)
+    records = [json.loads(line) for line in text.splitlines()]
+    assert [r["iter"] for r in records] == [0, 1, 2]  # the crash wrote none
+    for record in records:
+        # these are the labels the run was scored on: the check below is not vacuous
+        assert record["heldout_auc"] == pytest.approx(roc_auc_score(y_hold, record["heldout_pred"]), abs=1e-12)
+        assert "heldout_true" not in record
+        assert not any(isinstance(v, list) and [round(x) for x in v] == y_hold for v in record.values())
+    assert "heldout_true" not in text and json.dumps(y_hold) not in text
+    assert not list(heldout_file(project, "r1").parent.glob("heldout.next*"))  # no pending record left behind
+
+
+def test_harness_writes_the_heldout_labels_only_when_asked(project, data_mirror, tmp_path):
+    help_text = subprocess.run([sys.executable, "prepare.py", "--help"], cwd=project.path, env=project.env,
+                               capture_output=True, text=True, timeout=120).stdout  # fmt: skip
+    assert "--private-out" not in help_text and "--heldout-truth" not in help_text  # hidden, like --private-out
+    out = tmp_path / "truth.json"
+    done = subprocess.run([sys.executable, "prepare.py", "--heldout-truth", str(out)], cwd=project.path,
+                          env=project.env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0 and done.stdout == "", done.stderr  # nothing printed, no candidate run
+    truth = json.loads(out.read_text())
+    assert truth == {"heldout_true": heart_split(data_mirror)[1], "heldout_classes": [0, 1]}
+    assert project.status() == ""
+
+
+@pytest.mark.slow
+def test_old_records_with_labels_give_the_same_audit(reported_run, data_mirror, tmp_path):
+    """A heldout.jsonl written before labels stopped being stored: read as it is, with the same figures as
+    labels recomputed from the data, and without the data (so the figures can only come from the records)."""
+    project, out_dir, _ = reported_run
+    path = heldout_file(project, "r1")
+    new_text = path.read_text()
+    _, y_hold = heart_split(data_mirror)
+    new = [json.loads(line) for line in new_text.splitlines()]
+    old = [dict(r, heldout_true=y_hold) for r in new]
+    try:
+        path.write_text("".join(json.dumps(r) + "\n" for r in old))
+        out = report_with(project, tmp_path / "old", AUTORESEARCH_DATA_MIRROR=str(tmp_path / "no-data"))
+    finally:
+        path.write_text(new_text)
+    assert out.returncode == 0, out.stderr
+    assert audit_lines(out.stdout) == audit_lines((out_dir / "report.md").read_text())
+    assert "better than the baseline on held-out data" in out.stdout
+
+    # exactly, not just to four digits: the recomputed path against the stored-labels path
+    recomputed = audit.complete_records([new[0], new[1]], "val_auc", project.path / "prepare.py", env=project.env)
+    assert audit.compare(*recomputed, "val_auc", True) == audit.compare(old[0], old[1], "val_auc", True)
+
+
+@pytest.mark.slow
+def test_report_says_so_when_the_labels_cannot_be_recomputed(reported_run, data_mirror, tmp_path):
+    project, _, _ = reported_run
+    gone = report_with(project, tmp_path / "gone", AUTORESEARCH_DATA_MIRROR=str(tmp_path / "no-data"))
+    assert gone.returncode == 0, gone.stderr
+    [line] = [x for x in gone.stdout.splitlines() if x.startswith("**Held-out audit**")]
+    assert "no held-out audit: the harness could not recompute the held-out labels (error: " in line
+    assert "heart/processed.cleveland.data is not there" in line and "Traceback" not in gone.stdout + gone.stderr
+
+    # the data rewritten since the run (every label flipped): no audit on other labels, and it says why
+    flipped = tmp_path / "flipped"
+    source = (data_mirror / "heart" / "processed.cleveland.data").read_text().splitlines()
+    (flipped / "heart").mkdir(parents=True)
+    (flipped / "heart" / "processed.cleveland.data").write_text(
+        "".join(f"{row.rsplit(',', 1)[0]},{0 if float(row.rsplit(',', 1)[1]) else 1}\n" for row in source)
+    )
+    changed = report_with(project, tmp_path / "changed", AUTORESEARCH_DATA_MIRROR=str(flipped))
+    assert changed.returncode == 0, changed.stderr
+    assert "the data or the split changed since the run" in changed.stdout
+    assert "than the baseline on held-out data" not in changed.stdout
+
+
+@pytest.mark.slow
+def test_report_leaves_no_label_file_behind(reported_run, data_mirror, tmp_path):
+    project, _, _ = reported_run
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    out = report_with(project, tmp_path / "out", TMPDIR=str(scratch))
+    assert out.returncode == 0, out.stderr
+    assert "better than the baseline on held-out data" in out.stdout  # the labels were recomputed and used
+    assert not list(scratch.glob("autoresearch-truth-*"))
+    y_hold = heart_split(data_mirror)[1]
+    everywhere = [project.path, tmp_path / "out", scratch]
+    for path in (p for root in everywhere for p in root.rglob("*") if p.is_file() and ".git/objects" not in str(p)):
+        text = path.read_text(errors="replace")
+        assert json.dumps(y_hold) not in text and bits(y_hold) not in text, path
+
+
+LABEL_PROBE = '''def build_pipeline():
+    """Hostile: gather every 0/1 vector within reach (stack frames, the run's private files), then crash
+    with the short ones (held-out sized) in the message the ratchet quotes."""
+    import json
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    found, seen = [], {}  # seen keeps what it scanned alive: a freed object's id is soon someone else's
+
+    def scan(obj, depth=0):
+        if id(obj) in seen or depth > 8:
+            return
+        seen[id(obj)] = obj
+        if hasattr(obj, "to_numpy") and not hasattr(obj, "columns"):
+            obj = obj.to_numpy()
+        if isinstance(obj, (list, tuple)) and obj and all(isinstance(v, (int, float)) for v in obj):
+            obj = np.asarray(obj)
+        if isinstance(obj, np.ndarray) and obj.ndim == 1 and obj.size and obj.dtype != object:
+            if np.isin(obj, (0, 1)).all():
+                found.append("".join(str(int(v)) for v in obj))
+        elif isinstance(obj, dict):
+            for v in list(obj.values())[:1000]:
+                scan(v, depth + 1)
+        elif isinstance(obj, (list, tuple)):
+            for v in obj[:1000]:
+                scan(v, depth + 1)
+
+    frame = sys._getframe()
+    while frame is not None:
+        scan(dict(frame.f_locals))
+        frame = frame.f_back
+    for path in sorted(Path(__file__).resolve().parent.glob(".git/autoresearch/*/*")):
+        if path.is_file():
+            print("READ", path.name, file=sys.stderr)
+            for line in path.read_text(errors="replace").splitlines():
+                try:
+                    scan(json.loads(line))
+                except ValueError:
+                    pass
+    for vector in found:
+        print("BITS", vector, file=sys.stderr)
+    raise RuntimeError("LEAK " + (" ".join(v for v in found if len(v) <= 100) or "none"))
+'''
+
+
+@pytest.mark.slow
+def test_a_crash_cannot_quote_the_heldout_labels(project, data_mirror):
+    """A train.py that raises with every label it can reach: the development labels are within reach (that is
+    the lead's slice, fold isolation), the held-out ones must be nowhere it can look."""
+    assert project.ratchet("start", "t1").returncode == 0
+    source = project.read()
+    head, _ = source.split("def build_pipeline():")
+    _, main = source.split('if __name__ == "__main__":')
+    project.write(head + LABEL_PROBE + '\n\nif __name__ == "__main__":' + main)
+    out = project.ratchet("try", "a candidate that hunts for labels")
+    assert out.returncode == 0, out.stderr
+    assert "CRASH" in out.stdout and "LEAK" in out.stdout  # the probe ran and its message is quoted
+    log = (project.path / "run.log").read_text()
+    y_dev, y_hold = (bits(v) for v in heart_split(data_mirror))
+    assert "READ heldout.jsonl" in log  # it did read the run's private records...
+    assert y_dev in log  # ...and its memory scan works: it found the development labels
+    visible = {
+        "line": out.stdout + out.stderr,
+        "run.log": log,
+        "results.tsv": (project.path / "results.tsv").read_text(),
+        "status": project.ratchet("status").stdout + project.ratchet("status", "--json").stdout,
+    }
+    for where, text in visible.items():
+        assert y_hold not in text, f"held-out labels in {where}"
+    assert project.status() == ""

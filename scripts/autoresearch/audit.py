@@ -4,8 +4,10 @@ real.
 Held-out records come from `.git/autoresearch/<tag>/heldout.jsonl`, one per scored iteration, written by the
 ratchet from the harness's `--private-out`. The audit is keyed by metric name, so any task fits:
 - `heldout_<name>`: the held-out score (a float), e.g. `heldout_auc`, `heldout_bpb`;
-- `heldout_true` + `heldout_pred`: per-row labels and predictions; intervals by a paired bootstrap over rows,
-  scored with the tabular harness's `score("val_<name>", ...)`;
+- `heldout_pred`: per-row predictions; intervals by a paired bootstrap over rows, scored with the tabular
+  harness's `score("val_<name>", ...)` against the labels, which no record holds: the task's frozen harness
+  recomputes them from the data (`prepare.py --heldout-truth FILE`), checked against the recorded score
+  (records written before that change carry `heldout_true` and are read as they are);
 - or `heldout_<name>_values`: per-item values (e.g. bits per byte of each held-out text chunk) whose mean is
   the score; intervals by a paired bootstrap over items.
 Nothing here is ever shown to the agent during a run: only the report reads these files.
@@ -30,6 +32,14 @@ BOOTSTRAP_SEED = 0  # the report is reproducible: the same run gives the same in
 CONFIDENCE = 0.95
 FRESH_CV_SEEDS = (1, 2, 3)  # the ratchet scores on cv_seed 0; these folds were never used to keep anything
 HELDOUT_FILE = "heldout.jsonl"
+# Loading and splitting the data takes seconds; a download may add data.DOWNLOAD_TIMEOUT_SECONDS (60) and a
+# cold interpreter on a busy machine tens more: 300 s is never reached by a harness that works.
+TRUTH_TIMEOUT_SECONDS = 300
+SCORE_TOLERANCE = 1e-9  # the same scorer on the same labels and JSON-exact predictions: only float noise differs
+
+
+class TruthError(Exception):
+    """The held-out labels could not be recomputed, or do not reproduce a recorded score; one line."""
 
 
 # -- held-out records -----------------------------------------------------------------------------------
@@ -57,6 +67,89 @@ def heldout_score(record: dict | None, metric: str) -> float:
     if not record:
         return math.nan
     return summary.parse_float(record.get(f"heldout_{heldout_name(metric)}"))
+
+
+# -- held-out labels, recomputed -----------------------------------------------------------------------
+@dataclass
+class Truth:
+    labels: list  # encoded labels of the held-out rows, in the harness's split order
+    classes: list | None  # the class names behind the codes; None for regression
+
+
+def needs_truth(record: dict | None, metric: str) -> bool:
+    """A record of per-row predictions with no labels beside them (every record since labels stopped being
+    stored); per-item values and old records with `heldout_true` bootstrap on their own."""
+    own = ("heldout_true", f"heldout_{heldout_name(metric)}_values")
+    return bool(record) and "heldout_pred" in record and not any(key in record for key in own)
+
+
+def recompute_truth(prepare: Path, data: str | None = None, env: dict | None = None,
+                    timeout: float = TRUTH_TIMEOUT_SECONDS) -> Truth:  # fmt: skip
+    """The held-out labels from the data, through the task's frozen harness; the file it writes them to is
+    read and deleted at once. Raises TruthError with one line when the harness cannot give them."""
+    with tempfile.TemporaryDirectory(prefix="autoresearch-truth-") as tmp:
+        path = Path(tmp) / "truth.json"
+        result, _, err = _run_harness(prepare, ["--heldout-truth", str(path)], data, env, timeout)
+        try:
+            text = path.read_text()
+        except OSError:
+            text = None
+        finally:
+            path.unlink(missing_ok=True)
+    if result.timed_out:
+        raise TruthError(f"the harness ran past {timeout:g} s recomputing the held-out labels")
+    if result.returncode != 0 or text is None:
+        why = proc.last_line(err) or f"exit code {result.returncode}, no labels written"
+        raise TruthError(f"the harness could not recompute the held-out labels ({why})")
+    try:
+        found = json.loads(text)
+        labels, classes = found["heldout_true"], found.get("heldout_classes")
+        if not isinstance(labels, list) or not (classes is None or isinstance(classes, list)):
+            raise TypeError
+        np.asarray(labels, dtype=float)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise TruthError("the harness wrote held-out labels the report cannot read") from None
+    return Truth(labels, classes)
+
+
+def with_truth(record: dict, metric: str, truth: Truth) -> dict:
+    """`record` with the recomputed labels beside its predictions, in memory only. The labels must reproduce
+    the score the harness recorded from the labels it had then: otherwise the data or the split changed
+    since the run, and an audit on other rows would be wrong without saying so."""
+    from autoresearch.tabular import score
+
+    try:
+        pred = np.asarray(record["heldout_pred"], dtype=float)
+    except (TypeError, ValueError):
+        raise TruthError("a held-out record's predictions are not an array of numbers") from None
+    if len(truth.labels) != len(pred):
+        raise TruthError(
+            f"the data now gives {len(truth.labels)} held-out rows, the run predicted {len(pred)}: the data "
+            "or the split changed since the run"
+        )
+    if "heldout_classes" in record and record["heldout_classes"] != truth.classes:
+        raise TruthError("the data now names other classes than the run recorded: the data changed since the run")
+    classes = np.arange(len(truth.classes)) if truth.classes is not None else None
+    recorded = heldout_score(record, metric)
+    try:
+        now = score(metric, np.asarray(truth.labels), pred, classes)
+    except ValueError as exc:
+        raise TruthError(f"the recomputed held-out labels cannot score the run's predictions ({exc})") from None
+    if not math.isclose(now, recorded, rel_tol=SCORE_TOLERANCE, abs_tol=SCORE_TOLERANCE):
+        raise TruthError(
+            f"the held-out labels recomputed from the data give {heldout_name(metric)} {now:.4f} where the run "
+            f"recorded {recorded:.4f}: the data or the split changed since the run"
+        )
+    return {**record, "heldout_true": truth.labels}
+
+
+def complete_records(records: list[dict | None], metric: str, prepare: Path, data: str | None = None,
+                     env: dict | None = None) -> list[dict | None]:  # fmt: skip
+    """The records with labels for the bootstrap; the harness runs once, and only if a record needs it."""
+    if not any(needs_truth(r, metric) for r in records):
+        return records
+    truth = recompute_truth(prepare, data, env)
+    return [with_truth(r, metric, truth) if needs_truth(r, metric) else r for r in records]
 
 
 # -- statistics -----------------------------------------------------------------------------------------
@@ -172,6 +265,14 @@ class FreshScore:
     error: str = ""
 
 
+def _run_harness(prepare: Path, args: list[str], data: str | None, env: dict | None, timeout: float):
+    """The frozen harness, as the report runs it: this interpreter, its own process group, a hard timeout."""
+    cmd = [sys.executable, str(prepare), *args] + (["--data", data] if data else [])
+    out, err = io.BytesIO(), io.BytesIO()
+    result = proc.run_in_group(cmd, timeout=timeout, stdout=out, stderr=err, cwd=prepare.parent, env=env)
+    return result, out.getvalue(), err.getvalue()
+
+
 def score_on_fresh_folds(prepare: Path, source: str, commit: str, cv_seeds, data: str | None = None,
                          env: dict | None = None, timeout: float = 3600) -> list[FreshScore]:  # fmt: skip
     """Score `source` (train.py at `commit`) by the frozen harness on each CV seed; drop held-out output."""
@@ -180,17 +281,14 @@ def score_on_fresh_folds(prepare: Path, source: str, commit: str, cv_seeds, data
         train = Path(tmp) / "train.py"
         train.write_text(source)
         for seed in cv_seeds:
-            cmd = [sys.executable, str(prepare), "--train", str(train), "--cv-seed", str(seed),
-                   "--private-out", str(Path(tmp) / "discarded-heldout.json")]  # fmt: skip
-            if data:
-                cmd += ["--data", data]
-            out, err = io.BytesIO(), io.BytesIO()
-            result = proc.run_in_group(cmd, timeout=timeout, stdout=out, stderr=err, cwd=prepare.parent, env=env)
-            block, error = summary.parse_block(out.getvalue().decode("utf-8", errors="replace")), ""
+            args = ["--train", str(train), "--cv-seed", str(seed),
+                    "--private-out", str(Path(tmp) / "discarded-heldout.json")]  # fmt: skip
+            result, out, err = _run_harness(prepare, args, data, env, timeout)
+            block, error = summary.parse_block(out.decode("utf-8", errors="replace")), ""
             if result.timed_out:
                 block, error = {}, f"timed out after {timeout:g} s"
             elif result.returncode != 0 or block.get("status") != "ok":
-                error = block.get("error") or proc.last_line(err.getvalue()) or "no output"
+                error = block.get("error") or proc.last_line(err) or "no output"
             metric = block.get("metric", "")
             results.append(FreshScore(
                 commit=commit, cv_seed=seed,

@@ -61,6 +61,7 @@ def digest(config: RunConfig, rows: list[dict], repo=None) -> dict:
         "tag": config.tag,
         "task": config.task,
         "device": config.extra.get("device"),
+        "sandbox": config.extra.get("sandbox", "candidate not sandboxed: run started before sandboxing existed"),
         "metric": metric,
         "direction": "higher" if config.higher_is_better else "lower",
         "budget_seconds": config.budget_seconds,
@@ -108,6 +109,8 @@ def render(d: dict) -> str:
         + (f" | interrupted {d['interrupted']}" if d["interrupted"] else "")
         + (f" | {d['iterations_per_hour']} per hour" if d["iterations_per_hour"] else ""),
     ]
+    if not d["sandbox"].startswith("bubblewrap"):
+        lines.append(d["sandbox"])  # a person reading the digest must know the score's guarantees are weaker
     if d["best"]:
         b, base = d["best"], d["baseline"]
         versus = f"{val(d['gain_over_baseline'])} over baseline {val(base[m])}" if base else "no baseline row"

@@ -3,9 +3,11 @@
 They act only while the checkout is on `autoresearch/<tag>` with a run record; on any other branch every
 hook says nothing, so Claude Code works in this repository as usual. scripts/hook.py is the shim.
 
-    PreToolUse    deny edits of anything but the task's train.py, shell commands that change frozen files,
-                  install packages or rewrite git history, dumps of run.log, reads of .git/autoresearch
-                  (paths, globs, recursive grep), and the ratchet verbs that are the person's
+    PreToolUse    allow what program.md prescribes and read-only inspection, deny the rest: edits of
+                  anything but the task's train.py, shell commands that are not one of the loop's shapes
+                  (one simple command, or a short pipeline into head/tail/grep/wc), reads of the run's
+                  private records or of the task's data, the person's ratchet verbs, tools the loop does
+                  not use. An allow-list fails safe: a command no rule foresaw is denied, not let through.
     Stop          block the agent's stop while no stop condition holds (stopping.stop_reason)
     SessionStart  put the status digest in the agent's context (startup, resume, compact, clear)
 
@@ -15,8 +17,7 @@ nothing heavy (gitpython alone costs 0.4 s); Stop and SessionStart load the libr
 
 from __future__ import annotations
 
-import fnmatch
-import glob
+import functools
 import json
 import os
 import re
@@ -24,91 +25,65 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from autoresearch import data  # standard library only: the data folders' locations
+
 BRANCH_REF = "ref: refs/heads/autoresearch/"  # .git/HEAD of a checkout on a run branch (gitops.BRANCH_PREFIX)
 RUNS_FOLDER = "autoresearch"  # under the git common dir: runs.run_dir
 FILE_TOOLS = ("Edit", "Write", "MultiEdit", "NotebookEdit")
-READ_TOOLS = ("Read", "Grep", "Glob", "LS")
+READ_TOOLS = ("Read", "Grep", "Glob", "LS", "NotebookRead")
+# Claude Code's own to-do list and its background-shell bookkeeping: they touch no file of the project
+INERT_TOOLS = ("TodoWrite", "TaskCreate", "TaskGet", "TaskList", "TaskUpdate", "BashOutput", "KillShell", "KillBash")
 MAX_LOG_LINES = 200  # more than this from run.log floods the context; the crash line shows the last 12
-MAX_LOG_BYTES = 200 * MAX_LOG_LINES  # `tail -c`: 200 lines of up to ~200 characters
 # An agent that keeps ending its turn with no new row is stuck (a refusal it cannot fix, a broken setup):
 # after this many blocked stops in a row without progress, let it stop rather than spend tokens all night.
 STOP_BLOCKS_WITHOUT_PROGRESS = 5
 RESULTS_FILE = "results.tsv"  # the run's mirror of the ledger, in the run folder (loop.RESULTS_FILE)
 STOP_BLOCKS_FILE = "stop_hook.json"  # in the run folder: the rows count and the blocks since it changed
+LOG_FILE = "run.log"  # the latest iteration's output, in the task folder (loop.LOG_FILE)
+RATCHET_MIN_TIMEOUT_MS = 3_600_000  # .claude/settings.json's BASH_MAX_TIMEOUT_MS: a try may take that long
 
-PACKAGE_INSTALLERS = {
-    "pip": {"install", "uninstall", "download"}, "pip3": {"install", "uninstall", "download"},
-    "uv": {"add", "remove", "sync", "lock", "pip", "tool", "venv", "python"},
-    "npm": {"install", "i", "add", "ci", "uninstall", "update"}, "pnpm": {"add", "install", "i"},
-    "yarn": {"add", "install"}, "conda": {"install", "create", "update"}, "mamba": {"install", "create"},
-    "apt": {"install"}, "apt-get": {"install"}, "poetry": {"add", "install"}, "pipx": {"install", "run"},
-    "brew": {"install"}, "easy_install": None, "npx": None,
-}  # fmt: skip  # None: the program itself installs
-GIT_WRITES = {
-    "commit", "reset", "checkout", "restore", "switch", "rebase", "merge", "cherry-pick", "revert", "stash",
-    "clean", "rm", "mv", "am", "apply", "filter-branch", "filter-repo", "update-ref", "replace", "pull",
-    "worktree", "gc", "prune",
-}  # fmt: skip  # every one moves the branch, the index or the tree behind the ratchet's back
-GIT_OPTIONS_WITH_VALUE = {"-C", "-c", "--git-dir", "--work-tree", "--namespace", "--exec-path"}
-GIT_READ_ONLY_FORMS = {"stash": {"list", "show"}, "worktree": {"list"}}  # first word after the verb
-GIT_BRANCH_WRITES = {
-    "-d", "-D", "-m", "-M", "-f", "-c", "-C", "-u", "-t", "--delete", "--force", "--move", "--copy",
-    "--track",
-    "--set-upstream-to", "--unset-upstream", "--edit-description",
-}  # fmt: skip
-GIT_BRANCH_LIST_MODE = {
-    "--list", "-l", "-v", "-vv", "--verbose", "--contains", "--no-contains", "--merged", "--no-merged",
-    "--points-at",
-}  # fmt: skip  # git branch lists (not creates) when one of these is given: builtin/branch.c
-GIT_CONFIG_READS = {"--get", "--get-all", "--get-regexp", "--get-urlmatch", "--get-color", "--list", "-l"}
-GIT_CONFIG_WRITES = {"--unset", "--unset-all", "--add", "--replace-all", "--rename-section",
-                     "--remove-section",
-                     "--edit", "-e", "set", "unset", "rename-section", "remove-section", "edit"}  # fmt: skip
-GIT_CONFIG_OPTIONS_WITH_VALUE = {"-f", "--file", "--blob", "--type", "--default", "--comment"}
-UV_RUN_OPTIONS_WITH_VALUE = {
-    "--extra", "--no-extra", "--group", "--no-group", "--only-group", "--with", "--with-editable",
-    "--with-requirements", "--python", "-p", "--project", "--directory", "--package", "--env-file", "--index",
-    "--default-index", "--index-url", "--extra-index-url", "--find-links", "-f", "--cache-dir",
-    "--config-file",
-}  # fmt: skip  # `uv run --extra lm train.py`: the value is not the program
-RATCHET_VERBS_FOR_THE_PERSON = {
+# -- the shapes of shell command a run allows (program.md, README "Claude Code, all night") ----------------
+RATCHET = "scripts/ratchet.py"
+# program.md's verbs; submit and wait are the queued form of try planned in issue 9 (argparse refuses a verb
+# the ratchet does not have, so naming them early opens nothing)
+AGENT_VERBS = ("start", "try", "status", "submit", "wait")
+PERSON_VERBS = {
     "stop": "stopping the run is the person's call; go on with the next idea: the run ends by itself at the "
     "deadline, the iteration cap or when `try` says it is over",
     "report": "the report holds the held-out figures, kept for the person's morning review; "
     "`uv run scripts/ratchet.py status` has what the agent needs",
     "new-task": "new tasks are not part of a run; the task was fixed at `start`",
 }
-GREP_OPTIONS_WITH_VALUE = set("efmABCdD")  # short options of grep whose value may be the next word
-RG_OPTIONS_WITH_VALUE = set("efgtTmABCMjErd") | {
-    "--regexp", "--file", "--glob", "--iglob", "--type", "--type-not", "--max-count", "--after-context",
-    "--before-context", "--context", "--max-columns", "--threads", "--encoding", "--replace", "--max-depth",
-    "--sort", "--sortr", "--pre", "--pre-glob", "--type-add", "--type-clear", "--colors", "--ignore-file",
-    "--path-separator", "--max-filesize", "--engine", "--context-separator", "--field-match-separator",
-}  # fmt: skip
-GREP_LONG_WITH_VALUE = {
-    "--regexp", "--file", "--include", "--exclude", "--exclude-dir", "--exclude-from", "--directories",
-    "--devices", "--max-count", "--context", "--after-context", "--before-context", "--label",
-    "--binary-files",
-}  # fmt: skip
-GREPS = {"grep", "egrep", "fgrep", "rgrep", "rg"}
-FILE_WRITERS = {
-    "cp",
-    "mv",
-    "rm",
-    "ln",
-    "touch",
-    "truncate",
-    "install",
-    "rsync",
-    "chmod",
-    "chown",
-    "unlink",
-    "shred",
-}
-IN_PLACE_EDITORS = {"sed": ("-i", "--in-place"), "perl": ("-i", "-pi"), "ruby": ("-i",)}
-SHELLS = {"bash", "sh", "zsh", "dash", "eval"}
-PAGERS = {"cat", "less", "more", "bat", "nl", "strings", "view", "vim", "vi", "tac"}
-SEPARATORS = {";", "&&", "||", "|", "&", "(", ")", "|&"}
+READERS = ("cat", "head", "tail", "grep", "wc", "ls", "find", "pwd")  # print files or names, write nothing
+PIPE_FILTERS = ("head", "tail", "grep", "wc")  # what may read the output of the command before it
+MAX_PIPELINE = 3  # `uv run train.py 2>&1 | grep -n auc | head -n 20`; longer is a program, not inspection
+GIT_READ_VERBS = (
+    "log", "show", "diff", "status", "for-each-ref", "rev-parse", "grep", "blame", "shortlog", "ls-files",
+    "ls-tree", "cat-file", "rev-list", "show-ref", "describe", "branch",
+)  # fmt: skip
+GIT_BRANCH_LISTING = ("--show-current", "-a", "--all", "-r", "--remotes", "-v", "-vv")  # no name: lists
+# `git log --output=F` writes F; `git grep -O CMD` runs CMD as a pager (git-grep(1), git-diff(1))
+GIT_WRITING_OPTIONS = ("--output", "-O", "--open-files-in-pager")
+# grep's options whose value may be the next word (grep(1)): `-A 3`, `-rne PATTERN`, `--exclude-dir DIR`
+GREP_VALUE_OPTION = (
+    r"-[a-zA-Z]*[ABCDdefm]|--(regexp|file|max-count|context|after-context|before-context|include|exclude|"
+    r"exclude-dir|exclude-from|label|binary-files|devices|directories|group-separator)"
+)
+FIND_PREDICATES = (
+    "-name", "-iname", "-path", "-ipath", "-wholename", "-regex", "-iregex", "-type", "-maxdepth",
+    "-mindepth", "-newer", "-size", "-mtime", "-mmin", "-empty", "-not", "!", "-a", "-and", "-o", "-or",
+    "(", ")", "-prune", "-print", "-print0", "-ls", "-L", "-H", "-P",
+)  # fmt: skip  # find's tests and printing actions; -exec, -delete, -fprint... are absent on purpose
+INSTALLERS = ("pip", "pip3", "npm", "npx", "pnpm", "yarn", "conda", "mamba", "apt", "apt-get", "brew",
+              "poetry", "pipx", "easy_install")  # fmt: skip
+PRIVATE_REASON = "the run's private records are not for the agent; `uv run scripts/ratchet.py status` has the rest"
+DATA_REASON = (
+    "the task's data file is the frozen harness's to read (program.md: out of scope); the task card describes "
+    "it, and train.py receives it"
+)
+# what the shell would do beyond running one program: chain, redirect, substitute, expand, background; a
+# glob too, since the shell's options (globstar, dotglob, nocaseglob) decide what it expands to
+SHELL_SYNTAX = ";&|<>(){}\n`$*?["
 
 
 @dataclass(frozen=True)
@@ -175,16 +150,38 @@ def pre_tool_use(event: dict, state: RunState) -> str | None:
     if tool in READ_TOOLS:
         return read_rule(tool, args, cwd, state)
     if tool == "Bash":
-        return bash_rule(args.get("command", ""), cwd, state)
-    return None
+        return bash_rule(args, cwd, state)
+    if tool in INERT_TOOLS:
+        return None
+    return (
+        f"run {state.tag}: the {tool or 'unnamed'} tool is not part of the loop; change {state.train_rel} with "
+        f'the Edit tool, score it with `uv run scripts/ratchet.py try "HYPOTHESIS"`, read files with Read or Grep'
+    )
 
 
-def _resolve(path: str, cwd: Path) -> Path:
-    return (cwd / os.path.expanduser(path)).resolve()
+def _resolve(path: str, cwd: Path) -> Path | None:
+    """The path as the shell or a tool would open it, symlinks and `..` resolved; None if no path can be."""
+    try:
+        return (cwd / os.path.expanduser(path)).resolve()
+    except (OSError, ValueError, RuntimeError):  # a NUL byte, a symlink loop: nothing to open
+        return None
 
 
 def _inside(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
+    """Whether `path` is `folder` or lies under it: by name, or by identity on disk (on a case-insensitive
+    file system `.GIT/AutoResearch` opens `.git/autoresearch`)."""
+    text, name = str(path), str(folder)
+    if text == name or text.startswith(name.rstrip(os.sep) + os.sep):
+        return True
+    if folder.name.lower() not in text.lower():  # strings are cheap; this runs for every word of a command
+        return False
+    for ancestor in (path, *path.parents):
+        try:
+            if ancestor.name.lower() == folder.name.lower() and os.path.samestat(ancestor.stat(), folder.stat()):
+                return True
+        except OSError:  # either is not there: a name, not a file
+            continue
+    return False
 
 
 def file_edit_rule(path: str, cwd: Path, state: RunState) -> str | None:
@@ -196,360 +193,289 @@ def file_edit_rule(path: str, cwd: Path, state: RunState) -> str | None:
     )
 
 
-def _private(path: Path, state: RunState) -> bool:
-    return _inside(path, state.common_dir / RUNS_FOLDER)
+def _guarded(state: RunState) -> dict[Path, str]:
+    """The folders the agent may not read during a run, each with what it is told instead."""
+    environment = os.environ.get(data.CACHE_ENV, ""), os.environ.get(data.MIRROR_ENV, "")
+    return _guarded_folders(state.root, state.common_dir, *environment)
+
+
+@functools.cache  # a command's every word is checked against them: resolve them once per environment
+def _guarded_folders(root: Path, common_dir: Path, cache: str, mirror: str) -> dict[Path, str]:
+    """`cache` and `mirror` are the environment's values (the key); data.cache_dir() applies the default."""
+    folders = {common_dir / RUNS_FOLDER: PRIVATE_REASON, data.cache_dir(): DATA_REASON}
+    if mirror:
+        folders[Path(mirror)] = DATA_REASON
+    return {resolved: reason for folder, reason in folders.items() if (resolved := _resolve(str(folder), root))}
+
+
+def _guard_reason(path: Path | None, state: RunState, below: bool = False, skips_git: bool = False) -> str | None:
+    """Why reading `path` is denied: it lies in a guarded folder, or (`below`: a recursive search from it)
+    a guarded folder lies under it, unless inside the `.git` folder that the search skips from outside."""
+    if path is None:
+        return None
+    git = state.common_dir if state.common_dir.name == ".git" else None  # what grep and rg call .git
+    for folder, reason in _guarded(state).items():
+        if _inside(path, folder):
+            return reason
+        skipped = skips_git and git and _inside(folder, git) and not _inside(path, git)
+        if below and _inside(folder, path) and not skipped:
+            return reason
+    return None
 
 
 def read_rule(tool: str, args: dict, cwd: Path, state: RunState) -> str | None:
-    for key in ("file_path", "path"):
-        if args.get(key) and _private(_resolve(args[key], cwd), state):
-            return _private_reason(state)
-    if ".git/autoresearch" in str(args.get("pattern", "")):
-        return _private_reason(state)
-    if tool == "Read" and args.get("file_path", "").endswith("run.log") and not args.get("limit"):
-        return f"run.log is long: Read at most {MAX_LOG_LINES} lines of it (limit), or `tail -n 50 run.log`"
+    searches = tool in ("Grep", "Glob")  # ripgrep underneath: recursive, and it leaves .git out
+    for key in ("file_path", "notebook_path", "path"):
+        if args.get(key):
+            reason = _guard_reason(_resolve(str(args[key]), cwd), state, below=searches, skips_git=True)
+            if reason:
+                return reason
+    names = str(args.get("pattern", "")) if tool == "Glob" else str(args.get("glob", ""))
+    if re.search(r"(^|/)\.git(/|$)", names):
+        return PRIVATE_REASON
+    if tool == "Read" and os.path.basename(str(args.get("file_path", ""))) == LOG_FILE:
+        limit = str(args.get("limit") or "")
+        if not (limit.isdigit() and 0 < int(limit) <= MAX_LOG_LINES):
+            return f"run.log is long: Read at most {MAX_LOG_LINES} lines of it (limit), or `tail -n 50 run.log`"
     return None
 
 
-def _private_reason(state: RunState) -> str:
-    return "the run's private records are not for the agent; `uv run scripts/ratchet.py status` has the rest"
-
-
-def split_command(command: str) -> list[list[str]]:
-    """A shell command as simple commands (lists of words), split on ; && || | & ( ) and newlines."""
-    command = command.replace(
-        "\n", " ; "
-    )  # a newline separates commands (in a quoted string it is harmless here)
-    lexer = shlex.shlex(command, posix=True, punctuation_chars=";&|()<>")
-    lexer.whitespace_split = True
-    lexer.commenters = ""
-    try:
-        tokens = list(lexer)
-    except ValueError:  # unbalanced quotes (a heredoc with an apostrophe): fall back to plain words
-        tokens = re.findall(r"[;&|()<>]+|[^\s;&|()<>]+", command)
-    commands, current = [], []
-    for token in tokens:
-        if token in SEPARATORS or (set(token) <= set(";&|") and token):
-            if current:
-                commands.append(current)
-            current = []
-        else:
-            current.append(token)
-    if current:
-        commands.append(current)
-    return commands
-
-
-def _program(words: list[str]) -> tuple[str, list[str]]:
-    """The program and its arguments, past `VAR=x`, `sudo`, `env`, `command`, `time`, `nohup`, `uv run`."""
-    i = 0
-    while i < len(words):
-        word = words[i]
-        if re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", word) or word in (
-            "sudo",
-            "env",
-            "command",
-            "time",
-            "nohup",
-            "exec",
-        ):
+def shell_stages(command: str) -> tuple[list[list[str]], list[str]] | str:
+    """The command as the words of its stages and the operators between them (`|`, `&&`), or what in it is
+    more than one simple command or a pipeline: anything the shell would chain, redirect, substitute,
+    expand (a glob too: quote a pattern) or put in the background. Quotes are tracked here, because shlex
+    gives the same word for `;` and `";"`; shlex then splits each stage into words. `2>&1` is the one
+    redirection let through (it writes no file)."""
+    if re.search(r"[\x00-\x08\x0b-\x1f\x7f]", command):  # NUL, CR...: the shell and shlex split them apart
+        return "a control character"
+    text, cuts, operators, quote, i = list(command), [0], [], "", 0
+    while i < len(command):
+        c = command[i]
+        if quote == "'":
+            quote = "" if c == "'" else quote
+        elif c == "\\":
+            if command[i + 1 : i + 2] == "\n":  # the shell joins the lines, shlex keeps the newline in the word
+                return "a line continuation"
+            i += 1  # the next character is literal (inside double quotes it keeps its backslash: still literal)
+        elif quote == '"':
+            if c == '"':
+                quote = ""
+            elif c in "$`":
+                return f"`{c}` inside double quotes (the shell expands it there; single quotes keep text literal)"
+        elif c in "'\"":
+            quote = c
+        elif re.match(r"2>&1(\s|\||$)", command[i:]) and (i == 0 or command[i - 1].isspace()):
+            text[i : i + 4] = " " * 4
+            i += 3
+        elif c == "|" and command[i + 1 : i + 2] not in ("|", "&"):
+            operators.append("|")
+            cuts += [i, i + 1]
+        elif command.startswith("&&", i):
+            operators.append("&&")
+            cuts += [i, i + 2]
             i += 1
-        elif word == "uv" and i + 1 < len(words) and words[i + 1] == "run":
-            i += 2
-            while i < len(words) and words[i].startswith("-"):
-                i += 2 if words[i] in UV_RUN_OPTIONS_WITH_VALUE else 1
-        else:
-            break
-    if i >= len(words):
-        return "", []
-    return os.path.basename(words[i]), words[i + 1 :]
-
-
-def _targets(words: list[str]) -> list[str]:
-    """Files this simple command writes through redirections (`> f`, `>> f`, `2> f`, `&> f`)."""
-    out = []
-    for i, word in enumerate(words[:-1]):
-        if word in (">", ">>", ">|", "&>", "&>>") or re.fullmatch(r"\d?>>?", word):
-            nxt = words[i + 1]
-            if not nxt.startswith("&"):
-                out.append(nxt)
-    return out
-
-
-def _frozen(path: str, cwd: Path, state: RunState) -> bool:
-    """A path in the work tree other than the task's train.py (/dev/null and files outside are fine)."""
-    target = _resolve(path, cwd)
-    return _inside(target, state.root.resolve()) and target != state.train
-
-
-def bash_rule(command: str, cwd: Path, state: RunState) -> str | None:
-    """Why this shell command must not run during the run, or None."""
-    if _private(cwd.resolve(), state):
-        return _private_reason(state)
-    commands = split_command(command)
-    for words in commands:
-        reason = _simple_command_rule(words, cwd, state, commands)
-        if reason:
-            return reason
-        program, args = _program(words)
-        if program == "cd":  # `cd .git && cat autoresearch/…`: later commands run there
-            cwd = _resolve(args[-1] if args else "~", cwd)
-    return None
-
-
-def _reads_private(word: str, cwd: Path, state: RunState) -> bool:
-    """Whether this argument names the run's private records: a path or glob into the run folder, or a
-    held-out file's name (also inside `python -c` code). A plain word such as a hypothesis is not a path."""
-    if ".git/autoresearch" in word:
-        return True
-    value = word.split("=", 1)[1] if word.startswith("-") and "=" in word else word
-    if any(
-        "heldout" in token and re.search(r"[/.*?\[]", token) for token in re.split(r"[\s'\"(),;=]+", value)
-    ):
-        return True
-    if not value or "\n" in value:
-        return False
-    try:
-        if re.search(r"[*?\[]", value):  # what the shell would expand it to; the run folder itself is no
-            # file to read, so a quoted pattern such as `find -not -path './.git/*'` passes
-            inside = [_resolve(match, cwd) for match in _expand(value, cwd)]
-            return any(_private(path, state) and path != state.common_dir / RUNS_FOLDER for path in inside)
-        return _private(_resolve(value, cwd), state)
-    except (OSError, ValueError):  # a word no file system could hold is no path
-        return False
-
-
-def _expand(word: str, cwd: Path) -> list[str]:
-    """A glob as the shell expands it (the word itself when nothing matches)."""
-    if not re.search(r"[*?\[]", word):
-        return [word]
-    return glob.glob(os.path.expanduser(word), root_dir=cwd) or [word]
-
-
-def _simple_command_rule(
-    words: list[str], cwd: Path, state: RunState, pipeline: list[list[str]]
-) -> str | None:
-    for target in _targets(words):
-        if _frozen(target, cwd, state):
-            return _frozen_reason(target, state)
-    every_word = words  # with `< FILE`, and a heredoc's lines, where a path can be the first word
-    words = [w for i, w in enumerate(words) if w not in (">", ">>", ">|", "&>", "&>>", "<") and
-             not (i > 0 and words[i - 1] in (">", ">>", ">|", "&>", "&>>", "<"))]  # fmt: skip
-    program, args = _program(words)
-    if not program:
-        return None
-    if program in ("python", "python3") and args and os.path.basename(args[0]) == "ratchet.py":
-        program, args = "ratchet.py", args[1:]
-    if program == "ratchet.py":  # its words are a verb and a hypothesis, not files to read
-        verb = next((a for a in args if not a.startswith("-")), "")
-        if verb in RATCHET_VERBS_FOR_THE_PERSON:
-            return (
-                f"`ratchet.py {verb}` is not the agent's during run {state.tag}: "
-                + RATCHET_VERBS_FOR_THE_PERSON[verb]
-            )
-        return None
-    if any(_reads_private(word, cwd, state) for word in every_word):
-        return _private_reason(state)
-    if program in GREPS:
-        reason = _recursive_search_rule(program, args, cwd, state)
-        if reason:
-            return reason
-    if program in SHELLS:
-        inner = (
-            args[args.index("-c") + 1]
-            if "-c" in args and args.index("-c") + 1 < len(args)
-            else " ".join(args)
-        )
-        return bash_rule(inner, cwd, state) if program == "eval" or "-c" in args else None
-    if program in ("python", "python3") and args[:2] == ["-m", "pip"]:
-        program, args = "pip", args[2:]
-    if program in PACKAGE_INSTALLERS:
-        verbs = PACKAGE_INSTALLERS[program]
-        if verbs is None or (args and args[0] in verbs):
-            return (
-                "installing or changing packages is out of scope: use what pyproject.toml declares "
-                "(scikit-learn, LightGBM, XGBoost CPU, FLAML; torch for the language-model task)"
-            )
-    if program == "git":
-        return _git_rule(args, state)
-    if program == "headless.py":
-        return (
-            f"run {state.tag} is already going; a run does not start another (headless.py is for the person)"
-        )
-    if program in FILE_WRITERS:
-        if program == "rm" and any(re.fullmatch(r"-[a-zA-Z]*[rR][a-zA-Z]*|--recursive", a) for a in args):
-            return "rm -r is not allowed during a run; the ratchet cleans up after itself"
-        files = [a for a in args if not a.startswith("-")]
-        if program in ("cp", "install", "rsync", "ln"):
-            files = files[-1:]  # only the destination is written
-        for path in files:
-            if _frozen(path, cwd, state):
-                return _frozen_reason(path, state)
-    if program in IN_PLACE_EDITORS and any(a.startswith(IN_PLACE_EDITORS[program]) for a in args):
-        for path in args:
-            if not path.startswith("-") and (cwd / path).exists() and _frozen(path, cwd, state):
-                return _frozen_reason(path, state)
-    if program == "tee":
-        for path in args:
-            if not path.startswith("-") and _frozen(path, cwd, state):
-                return _frozen_reason(path, state)
-    if program == "dd":
-        for arg in args:
-            if arg.startswith("of=") and _frozen(arg[3:], cwd, state):
-                return _frozen_reason(arg[3:], state)
-    if program == "find" and ("-delete" in args or "-exec" in args or "-execdir" in args):
-        return "find -delete or -exec is not allowed during a run; list with find, read with grep or tail"
-    return _log_rule(program, args, pipeline)
-
-
-def _search_words(program: str, args: list[str]) -> tuple[list[str], list[tuple[str, str]], list[str]]:
-    """grep/rg arguments as (short flags, options with their values, the paths searched)."""
-    with_value = RG_OPTIONS_WITH_VALUE if program == "rg" else GREP_OPTIONS_WITH_VALUE | GREP_LONG_WITH_VALUE
-    flags, options, positional = [], [], []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg == "--":
-            positional += args[i + 1 :]
-            break
-        if arg.startswith("--"):
-            name, eq, value = arg.partition("=")
-            if not eq and name in with_value and i + 1 < len(args):
-                i, value = i + 1, args[i + 1]
-            options.append((name, value))
-        elif arg.startswith("-") and len(arg) > 1:
-            for j, letter in enumerate(arg[1:], start=1):  # a cluster: -rn, -A3, -e PATTERN
-                if letter in with_value:
-                    value = arg[j + 1 :]
-                    if not value and i + 1 < len(args):
-                        i, value = i + 1, args[i + 1]
-                    options.append(("-" + letter, value))
-                    break
-                flags.append(letter)
-        else:
-            positional.append(arg)
+        elif c in SHELL_SYNTAX or _tilde_prefix(command, i):
+            token = re.match(r"\n|[;&|<>(){}`$*?\[]+|~.", command[i:]).group()
+            return "a second line" if token == "\n" else f"`{token}`"
         i += 1
-    patterns_given = any(name in ("-e", "-f", "--regexp", "--file") for name, _ in options)
-    return flags, options, positional if patterns_given else positional[1:]
+    if quote:
+        return "an unclosed quote"
+    cuts.append(len(command))
+    try:
+        stages = [shlex.split("".join(text[a:b])) for a, b in zip(cuts[::2], cuts[1::2], strict=True)]
+    except ValueError:  # a backslash at the very end
+        return "a trailing backslash"
+    return (stages, operators) if all(stages) else "an empty command"
 
 
-def _recursive_search_rule(program: str, args: list[str], cwd: Path, state: RunState) -> str | None:
-    """A recursive grep, or rg, whose search reaches .git, where the run keeps its held-out records."""
-    flags, options, paths = _search_words(program, args)
-    names = [name for name, _ in options]
-    if program == "rg":  # always recursive; skips hidden folders such as .git unless told not to
-        skips_git = not ("." in flags or flags.count("u") >= 2 or "--hidden" in names or
-                         names.count("--unrestricted") >= 2) or any(
-            value.startswith("!") and fnmatch.fnmatch(".git", value[1:].strip("/").split("/")[0])
-            for name, value in options if name in ("-g", "--glob", "--iglob"))  # fmt: skip
-    else:
-        recursive = program == "rgrep" or "r" in flags or "R" in flags or any(
-            name in ("--recursive", "--dereference-recursive") or
-            (name in ("-d", "--directories") and value == "recurse") for name, value in options)  # fmt: skip
-        if not recursive:
-            return None
-        skips_git = any(name == "--exclude-dir" and fnmatch.fnmatch(".git", value.rstrip("/"))
-                        for name, value in options)  # fmt: skip
-    private = state.common_dir / RUNS_FOLDER
-    for root in [path for word in paths for path in _expand(word, cwd)] or ["."]:
-        folder = _resolve(root, cwd)
-        if not _inside(private, folder):
-            continue
-        if not skips_git or _inside(folder, state.common_dir):
-            return (
-                f"a recursive {program} from {root} reaches .git, where the run keeps its held-out records: "
-                f"add --exclude-dir=.git (rg: leave out --hidden, or add -g '!.git'), or name the files and "
-                f"folders to search (`grep -rn PATTERN {state.train_rel} scripts/`)"
-            )
+def _tilde_prefix(command: str, i: int) -> bool:
+    """`~-`, `~+` or `~N` starting a word (or a value after = or :): the shell's $OLDPWD, $PWD or pushd's
+    stack, not a path the hook can resolve; `HEAD~1` is no such word."""
+    return bool(re.match(r"~[-+0-9]", command[i:])) and (i == 0 or command[i - 1] in " \t=:")
+
+
+def bash_rule(tool_input: dict, cwd: Path, state: RunState) -> str | None:
+    """Why this shell command must not run during the run, or None: it is one of the loop's shapes."""
+    if tool_input.get("run_in_background"):
+        return (
+            f"run {state.tag}: run commands in the foreground and wait for their line (program.md); a ratchet "
+            "call may take minutes, and the settings give it an hour"
+        )
+    parsed = shell_stages(str(tool_input.get("command", "")))
+    if isinstance(parsed, str):
+        return _not_simple(parsed, state)
+    stages, operators = parsed
+    if stages[0][0] == "cd" and len(stages[0]) <= 2 and operators[:1] in ([], ["&&"]):  # `cd DIR && CMD`
+        cwd = _resolve(stages[0][1] if len(stages[0]) == 2 else "~", cwd) or cwd / "-"
+        if not cwd.is_dir():  # bash would look along $CDPATH, or take $OLDPWD for `cd -`
+            return _not_simple("`cd` to anything but an existing folder", state)
+        stages, operators = stages[1:], operators[1:]
+    # a folder from which git grep, find or ls -R reaches a guarded one (`cd .git && git grep --no-index x`)
+    reason = _guard_reason(_resolve(".", cwd), state, below=True, skips_git=True)
+    if reason or not stages:
+        return reason
+    if "&&" in operators:
+        return _not_simple("`&&`", state)
+    if len(stages) > MAX_PIPELINE:
+        return _not_simple(f"a pipeline of {len(stages)} commands (at most {MAX_PIPELINE})", state)
+    for position, words in enumerate(stages):
+        reason = command_rule(words, cwd, state, position, len(stages), tool_input.get("timeout"))
+        if reason:
+            return reason
     return None
 
 
-def _frozen_reason(path: str, state: RunState) -> str:
+def _not_simple(what: str, state: RunState) -> str:
     return (
-        f"run {state.tag}: {path} is frozen; only {state.train_rel} may change, with the Edit tool, "
-        f'then `uv run scripts/ratchet.py try "HYPOTHESIS"`'
+        f"run {state.tag}: one simple command at a time, or a pipeline into head/tail/grep/wc; {what} is not "
+        f"(no ;, &&, ||, &, redirections, $(...), backticks, subshells or here-documents): change "
+        f"{state.train_rel} with the Edit tool, read with Read, `tail -n 50 run.log` or `git show`"
     )
+
+
+def command_rule(
+    words: list[str], cwd: Path, state: RunState, position: int, stages: int, timeout_ms: object
+) -> str | None:
+    """Why this stage of a pipeline must not run, or None: it matches one of the loop's shapes and names
+    no guarded folder."""
+    program, args = words[0], words[1:]
+    if position > 0 and program not in PIPE_FILTERS:
+        return _not_simple(f"`| {program}`", state)
+    if program == "uv":
+        reason = _uv_rule(args, cwd, state, alone=stages == 1, timeout_ms=timeout_ms)
+    elif program == "git":
+        reason = _git_rule(args, state)
+    elif program in READERS:
+        reason = _reader_rule(program, args, cwd, state)
+    elif program in INSTALLERS:
+        reason = _install_reason(program)
+    else:
+        reason = (
+            f"run {state.tag}: `{program}` is not one of the loop's commands (program.md); the shell runs "
+            f"`uv run scripts/ratchet.py try|status|start`, `uv run {state.train_rel}`, read-only git (log, "
+            f"show, diff, status) and cat/head/tail/grep/wc/ls/find; change {state.train_rel} with the Edit tool"
+        )
+    return reason or _guard_words(args, cwd, state)
+
+
+def _install_reason(what: str) -> str:
+    return (
+        f"`{what}` would change the environment: installing or changing packages is out of scope; use what "
+        "pyproject.toml declares (scikit-learn, LightGBM, XGBoost CPU, FLAML; torch for the language-model task)"
+    )
+
+
+def _uv_rule(args: list[str], cwd: Path, state: RunState, alone: bool, timeout_ms: object) -> str | None:
+    """`uv run [--extra X] scripts/ratchet.py VERB …` (alone, no short timeout) or `uv run [--extra X] train.py`."""
+    if not args or args[0] != "run":
+        return _install_reason(f"uv {args[0] if args else ''}".strip())
+    rest = args[1:]
+    while rest[:1] == ["--extra"] or rest and rest[0].startswith("--extra="):  # a declared extra: `--extra lm`
+        rest = rest[2:] if rest[0] == "--extra" else rest[1:]
+    script = _resolve(rest[0], cwd) if rest else None
+    if script == state.train:
+        return None
+    if script != (state.root / RATCHET).resolve():
+        return (
+            f"during run {state.tag}, uv runs the ratchet or {state.train_rel}, not `{' '.join(args)}`: "
+            f"`uv run [--extra lm] scripts/ratchet.py try|status|start` or `uv run {state.train_rel}`"
+        )
+    verb = next((word for word in rest[1:] if not word.startswith("-")), "")
+    if verb in PERSON_VERBS:
+        return f"`ratchet.py {verb}` is not the agent's during run {state.tag}: " + PERSON_VERBS[verb]
+    if verb not in AGENT_VERBS:
+        return f"`ratchet.py {verb}`: the agent's verbs are start (--resume), try and status"
+    if not alone:
+        return f"run the ratchet on its own during run {state.tag}: it prints one line, and a pipe can cut it off"
+    if isinstance(timeout_ms, int | float) and timeout_ms < RATCHET_MIN_TIMEOUT_MS:
+        return (
+            "run the ratchet without a timeout (program.md): a call may take many minutes, the settings give "
+            "it an hour, and the harness enforces its own budget"
+        )
+    return None
 
 
 def _git_rule(args: list[str], state: RunState) -> str | None:
-    i = 0
-    while i < len(args) and args[i].startswith("-"):
-        i += 2 if args[i] in GIT_OPTIONS_WITH_VALUE else 1
-    if i >= len(args):
-        return None
-    verb, rest = args[i], args[i + 1 :]
-    if any(a.partition("=")[0] in ("--output", "--output-directory") for a in rest):
-        return (
-            f"git {verb} --output writes a file, and only {state.train_rel} may change during run "
-            f"{state.tag}: "
-            "read git's output in the terminal (pipe it to head or tail)"
-        )
-    dangerous = verb in GIT_WRITES and not (rest and rest[0] in GIT_READ_ONLY_FORMS.get(verb, ()))
-    if verb == "branch":
-        options = {a.partition("=")[0] for a in rest if a.startswith("-")}
-        listing = bool(options & GIT_BRANCH_LIST_MODE)
-        dangerous = bool(options & GIT_BRANCH_WRITES) or (
-            not listing and any(not a.startswith("-") for a in rest)
-        )  # a name without a listing option creates a branch
-    elif verb == "tag":
-        dangerous = any(a in ("-d", "--delete", "-f", "--force") for a in rest)
-    elif verb == "push":
-        dangerous = any(a in ("-f", "--force", "--force-with-lease", "--delete", "-d", "--mirror") or
-                        a.startswith(("+", "--force", ":")) for a in rest)  # fmt: skip
-    elif verb == "reflog":
-        dangerous = bool(rest) and rest[0] in ("expire", "delete")
-    elif verb == "config":
-        words = {a.partition("=")[0] for a in rest}
-        names = [a for k, a in enumerate(rest) if not a.startswith("-") and
-                 not (k > 0 and rest[k - 1] in GIT_CONFIG_OPTIONS_WITH_VALUE)]  # fmt: skip
-        reads = bool(words & GIT_CONFIG_READS) or (bool(rest) and rest[0] in ("get", "list"))
-        dangerous = bool(words & GIT_CONFIG_WRITES) or (not reads and len(names) >= 2)  # `config KEY VALUE`
-    if not dangerous:
+    verb, rest = (args[0], args[1:]) if args else ("", [])
+    if verb == "--no-pager" and rest:
+        verb, rest = rest[0], rest[1:]
+    read_only = verb in GIT_READ_VERBS and not any(word.startswith(GIT_WRITING_OPTIONS) for word in rest)
+    if verb == "branch":  # a name creates a branch; -d, -m, -f... change one
+        read_only = set(rest) <= set(GIT_BRANCH_LISTING)
+    if read_only:
         return None
     return (
-        f"git {verb} is the ratchet's job during run {state.tag}: it commits, keeps or resets train.py; "
-        f'edit {state.train_rel} and run `uv run scripts/ratchet.py try "HYPOTHESIS"`'
+        f"`git {' '.join(args[:2])}` is not read-only inspection, and git is the ratchet's job during run "
+        f"{state.tag} (it commits, keeps and resets {state.train_rel}): read with git log, show, diff or status; "
+        f'change {state.train_rel} with the Edit tool, then `uv run scripts/ratchet.py try "HYPOTHESIS"`'
     )
 
 
-def _log_rule(program: str, args: list[str], pipeline: list[list[str]]) -> str | None:
-    if program == "tail" and any(re.fullmatch(r"-[a-zA-Z]*[fF][a-zA-Z]*|--follow(=.*)?", a) for a in args):
+def _reader_rule(program: str, args: list[str], cwd: Path, state: RunState) -> str | None:
+    if any(word.startswith("--files0-from") for word in args):  # files named by a file or stdin we do not see
+        return f"`{program} --files0-from` is not allowed during run {state.tag}: name the files"
+    if program == "find":
+        action = next((word for word in args if word.startswith("-") and word not in FIND_PREDICATES), None)
+        if action:
+            return (
+                f"`find {action}` is not allowed during run {state.tag}: find lists names (-name, -path, -type, "
+                "-maxdepth...); read a file with Read, grep or tail"
+            )
+    if program == "tail" and any(re.fullmatch(r"-[a-zA-Z]*[fF][a-zA-Z]*|--follow(=.*)?|--retry", w) for w in args):
         return "tail -f never returns (the shell waits up to an hour): read the end with `tail -n 50 run.log`"
-    reads_log = any(os.path.basename(a) == "run.log" for a in args if not a.startswith("-"))
-    if not reads_log:
-        return None
-    filtered = any(_program(words)[0] in ("head", "tail", "grep", "rg", "wc", "awk", "sed") and
-                   _program(words)[0] != program for words in pipeline)  # fmt: skip
-    if program in PAGERS and not filtered:
-        return "run.log can be long: read its end with `tail -n 50 run.log`, or `grep -n Error run.log`"
-    if program in ("head", "tail"):
-        too_much = f"at most {MAX_LOG_LINES} lines of run.log at a time: `tail -n 50 run.log`"
-        for unit, count in _counts(args):
-            # tail +N prints from line N to the end, head -N all but the last N: the whole log either way
-            if count.startswith("+" if program == "tail" else "-"):
-                return too_much
-            digits = count.lstrip("+-")
-            limit = MAX_LOG_LINES if unit == "lines" else MAX_LOG_BYTES
-            if digits.isdigit() and int(digits) > limit:
-                return too_much
+    if program == "grep":
+        reason = _recursive_grep_rule(args, cwd, state)
+        if reason:
+            return reason
+    if any(os.path.basename(word) == LOG_FILE for word in args):
+        return _log_rule(program, args)
     return None
 
 
-def _counts(args: list[str]) -> list[tuple[str, str]]:
-    """head/tail counts as (lines|bytes, count as written): -n N, -nN, --lines=N, --lines N, -N, +N."""
-    counts = []
-    for i, arg in enumerate(args):
-        option, eq, value = arg.partition("=")
-        unit = "bytes" if option in ("-c", "--bytes") or arg.startswith("-c") else "lines"
-        if option in ("--lines", "--bytes") and eq:
-            counts.append((unit, value))
-        elif arg in ("-n", "-c", "--lines", "--bytes") and i + 1 < len(args):
-            counts.append((unit, args[i + 1]))
-        elif re.fullmatch(r"-[nc][+-]?\d+[kKmMbB]?", arg):
-            counts.append((unit, arg[2:]))
-        elif re.fullmatch(r"[+-]\d+", arg):  # the obsolete forms: -20 is 20 lines, tail +20 from line 20
-            counts.append(("lines", arg.lstrip("-")))
-    return counts
+def _log_rule(program: str, args: list[str]) -> str | None:
+    """run.log in pieces: grep, wc, or head and tail of at most MAX_LOG_LINES lines (`-n N`, `-nN`, `-N`);
+    never cat, a byte count, `tail -n +N` (from line N to the end) or `head -n -N` (all but N lines)."""
+    count = re.fullmatch(r"((-n ?|--lines=|-)(\d+))?", " ".join(w for w in args if os.path.basename(w) != LOG_FILE))
+    if program == "cat" or program in ("head", "tail") and not (count and int(count[3] or 0) <= MAX_LOG_LINES):
+        return (
+            f"run.log can be long: read at most {MAX_LOG_LINES} lines, `tail -n 50 run.log` or `grep -n Error run.log`"
+        )
+    return None
+
+
+def _recursive_grep_rule(args: list[str], cwd: Path, state: RunState) -> str | None:
+    """A recursive grep that may reach a guarded folder: grep does not skip .git unless told to. With no
+    file named it searches `.`."""
+    recursive = any(re.fullmatch(r"-[a-zA-Z]*[rR].*|--(dereference-)?recursive", word) for word in args)
+    recursive |= bool(re.search(r"(^| )(-d ?|--directories[= ])recurse( |$)", " ".join(args)))
+    skips_git = any(re.fullmatch(r"--exclude-dir=\.git/?", word) for word in args)
+    files, value_next = [], False  # the words grep searches: not options, their values or the pattern
+    for word in args:
+        if not value_next and not word.startswith("-"):
+            files.append(word)
+        value_next = not value_next and bool(re.fullmatch(GREP_VALUE_OPTION, word))
+    given = any(re.fullmatch(r"-[a-zA-Z]*[ef].*|--(regexp|file)(=.*)?", word) for word in args)  # -e PATTERN
+    for root in ((files if given else files[1:]) or ["."]) if recursive else []:  # no file: grep searches .
+        reason = _guard_reason(_resolve(root, cwd), state, below=True, skips_git=skips_git)
+        if reason:
+            return (
+                f"a recursive grep from {root} reaches a folder the agent may not read ({reason}): add "
+                "--exclude-dir=.git, or use the Grep tool"
+            )
+    return None
+
+
+def _guard_words(words: list[str], cwd: Path, state: RunState) -> str | None:
+    """The reason if any word names a guarded path: an argument or an option's value (`--opt=PATH`,
+    `-fPATH`). A word that is no path (a hypothesis) resolves to nothing guarded."""
+    for word in words:
+        candidates = {word, word.partition("=")[2] if word.startswith("-") else ""}
+        candidates.add(word[2:] if re.match(r"-[^-]", word) else "")
+        for candidate in candidates - {""}:
+            reason = _guard_reason(_resolve(candidate, cwd), state)
+            if reason:
+                return reason
+    return None
 
 
 # -- Stop -----------------------------------------------------------------------------------------------
@@ -578,9 +504,7 @@ def stop(event: dict, state: RunState) -> dict:
     write_json(state.folder / STOP_BLOCKS_FILE, {"rows": len(rows), "blocks": blocks})
     d = digest.digest(config, rows, state)
     best = d["best"]
-    shown = (
-        f"best {d['metric']}={best[d['metric']]:.4f} at iter {best['iter']}" if best else "no kept row yet"
-    )
+    shown = f"best {d['metric']}={best[d['metric']]:.4f} at iter {best['iter']}" if best else "no kept row yet"
     return {
         "decision": "block",
         "reason": (

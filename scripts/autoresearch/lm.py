@@ -8,28 +8,35 @@ move when the bytes after t change), and computes `val_bpb` on a fixed validatio
 The held-out slice's figures go only to `--private-out`.
 
 Limits, stated in the task card: the child runs with the user's rights, so a train.py written to attack the
-harness could read the text from disk or craft a model file that runs code when loaded (torch.export.load
-unpickles). The boundary stops the in-band shortcuts: a printed score, a late stop, a model that peeks ahead.
+harness could read the text from disk. The model file is checked before torch loads it (`load_model`): no
+pickles, no code torch would evaluate. The boundary stops the in-band shortcuts: a printed score, a late
+stop, a model that peeks ahead.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import math
 import os
+import re
 import signal
+import stat
 import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from autoresearch import proc, summary
+from autoresearch import proc, sandbox, summary
 from autoresearch.data import DataError
+from autoresearch.lm_child import BUDGET_TOO_SMALL_EXIT
 
 # OpenMP threads that spin while they wait burn the CPU a busy machine needs: measured here under load, a
 # forward pass took 0.27 CPU-s with 2 spinning threads and 0.05 with passive ones. Set before torch loads.
@@ -45,18 +52,19 @@ CAUSAL_CHECK_WINDOWS = 2  # windows whose positions are checked against a change
 CAUSAL_CHECK_POSITIONS = EVAL_BATCH  # positions checked per window (all when the context is shorter): one
 # forward pass per window at any context; checking every position cost context^2 tokens (17 GB at 4096)
 KILL_SLACK_SECONDS = 2  # SIGXCPU at the budget, SIGKILL this much later (a handler cannot buy more)
+MIN_BUDGET_CPU_SECONDS = 24.0  # below this the child cannot even start: measured here, importing torch and
+# warming torch.export up took 17-18 CPU-s without compiled bytecode (6.5 with), + 1/3 for a busy machine
+MIN_TRAIN_FRACTION = 0.25  # the child refuses a budget whose measured start-up and export reserve leave
+# train() less than this share: below it a score measures start-up more than training
 CPU_KILL_MARGIN_SECONDS = 1.0  # a SIGKILL with less CPU than budget - this came from elsewhere (OOM killer)
 CPU_OVERRUN_SECONDS = 3.0  # measured CPU beyond the budget that still counts as on time (child processes)
-WALL_CAP_FACTOR = (
-    10.0  # a CPU run is also killed at 10x its budget in wall time (a sleeper); measured here with
-)
+WALL_CAP_FACTOR = 10.0  # a CPU run is also killed at 10x its budget in wall time (a sleeper); measured here with
 # four agents' tests on 2 cores, a child got 0.3 cores: 120 CPU-s took 7 minutes
 WALL_CAP_EXTRA_SECONDS = 60.0
-SCORING_SECONDS = (
-    120.0  # harness start, data, loading and scoring the model: ~10 s here, 10x on a busy machine
-)
+SCORING_SECONDS = 120.0  # harness start, data, loading and scoring the model: ~10 s here, 10x on a busy machine
 SCORING_RESERVE_SECONDS = 30.0  # of SCORING_SECONDS, kept for harness start and the block: a model still
 # scoring past the rest is a candidate timeout, reported, before the ratchet kills the whole harness
+SUPERVISOR_REPORT_BYTES = 4096  # one short JSON line
 ERROR_CHARS = 300  # an `error` is one line of results.tsv; torch's messages can run to pages
 REPORT_MAX_COUNT = 10**15  # num_steps / tokens above this (or not ints) are ignored: they only feed rates
 PEAK_PROBE_SECONDS = 0.5  # how long the on-the-spot matmul throughput probe runs
@@ -263,9 +271,24 @@ def children_cpu_seconds() -> float:
 
 
 def child_wall_cap(budget: float, clock: str) -> float:
-    return (
-        budget * WALL_CAP_FACTOR + WALL_CAP_EXTRA_SECONDS if clock == "cpu" else budget + KILL_SLACK_SECONDS
-    )
+    return budget * WALL_CAP_FACTOR + WALL_CAP_EXTRA_SECONDS if clock == "cpu" else budget + KILL_SLACK_SECONDS
+
+
+def min_budget_seconds(clock: str, threads: int) -> float:
+    """The smallest budget the harness accepts: on a CPU the budget is CPU time over the threads."""
+    return MIN_BUDGET_CPU_SECONDS / (threads if clock == "cpu" else 1)
+
+
+def check_budget(budget: float, clock: str | None, threads: int) -> None:
+    """Refuse, in one line naming the minimum, a budget too small to start torch, train and export. With
+    `clock` None (the device is not known before torch is imported), refuse only what no device accepts."""
+    minimum = min_budget_seconds(clock or "cpu", threads)
+    if budget >= minimum:  # NaN falls through to the refusal
+        return
+    on_cpu = f"{math.ceil(minimum)} s on a CPU here ({MIN_BUDGET_CPU_SECONDS:g} CPU-s over {threads} threads)"
+    on_gpu = f"{MIN_BUDGET_CPU_SECONDS:g} s of wall time on a GPU"
+    where = on_cpu if clock == "cpu" else on_gpu if clock == "wall" else f"{on_cpu}, {on_gpu}"
+    raise DataError(f"--budget {budget:g}: too small to start torch, train and export; at least {where}")
 
 
 def harness_timeout(budget: float, clock: str) -> float:
@@ -277,9 +300,7 @@ def run_candidate(train_path: Path, io_dir: Path, job: dict, log, pgid_file: str
     """Train in the child; return the measured seconds. Raises CandidateError."""
     (io_dir / "job.json").write_text(json.dumps({k: v for k, v in job.items() if k != "measured"}))
     # Threads that wait sleep rather than spin, so CPU time measures work, not waiting on a busy machine.
-    env = dict(
-        os.environ, PYTHONUNBUFFERED="1", OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(job["threads"])
-    )
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(job["threads"]))
     budget = job["budget_seconds"]
     on_cpu = job["clock"] == "cpu"
     wall_cap = child_wall_cap(budget, job["clock"])
@@ -288,12 +309,23 @@ def run_candidate(train_path: Path, io_dir: Path, job: dict, log, pgid_file: str
         if pgid_file:
             Path(pgid_file).write_text(str(pid))
 
+    box = sandbox.detect()
+    sandbox.ensure_bytecode()
+    train_inside, io_inside = sandbox.inside(box, train_path, io_dir)
+    threads_env = {k: env[k] for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    report_read, report_write = os.pipe()
+    child = sandbox.python_argv("autoresearch.lm_child", train_inside, io_inside)
+    supervised = sandbox.python_argv("autoresearch.supervise", str(report_write), "--", *child)
+    cmd, env = sandbox.command(box, supervised, candidate=train_path, io_dir=io_dir, env=threads_env)
     cpu_before = children_cpu_seconds()
     result = proc.run_in_group(
-        [sys.executable, "-m", "autoresearch.lm_child", str(train_path.resolve()), str(io_dir)],
-        timeout=wall_cap, stdout=log, cwd=io_dir, env=env, on_start=record_pgid,
-    )  # fmt: skip
-    cpu = children_cpu_seconds() - cpu_before
+        cmd, timeout=wall_cap, stdout=log, cwd=io_dir, env=env, on_start=record_pgid, pass_fds=(report_write,)
+    )
+    with os.fdopen(report_read, "rb") as channel:
+        report = _supervisor_report(channel.read(SUPERVISOR_REPORT_BYTES))
+    # The supervisor's count (wait4, from the kernel) when there is one: bubblewrap hides it from ours.
+    cpu = report.get("cpu_seconds", children_cpu_seconds() - cpu_before)
+    returncode = report.get("returncode", result.returncode) if not result.timed_out else None
     budget_cpu = budget * job["threads"]
     times = {"wall_seconds": result.seconds, "cpu_seconds": cpu}
     job["measured"] = times  # the caller reports them even when the candidate failed
@@ -301,26 +333,37 @@ def run_candidate(train_path: Path, io_dir: Path, job: dict, log, pgid_file: str
         raise CandidateError("timeout", f"train.py ran past {wall_cap:g} s of wall time and was killed")
     # RLIMIT_CPU sends SIGXCPU at the budget and SIGKILL at the hard limit after it; a SIGKILL before the
     # budget was spent came from elsewhere (the kernel's OOM killer, most likely) and is a crash.
-    killed_at_cap = result.returncode == -signal.SIGXCPU or (
-        result.returncode == -signal.SIGKILL and cpu >= budget_cpu - CPU_KILL_MARGIN_SECONDS
+    killed_at_cap = returncode == -signal.SIGXCPU or (
+        returncode == -signal.SIGKILL and cpu >= budget_cpu - CPU_KILL_MARGIN_SECONDS
     )
+    if returncode == BUDGET_TOO_SMALL_EXIT:  # refused before train.py was loaded: says why, once
+        raise CandidateError("crash", proc.last_line(result.tail) or "the budget is too small")
     if on_cpu and (killed_at_cap or cpu > budget_cpu + CPU_OVERRUN_SECONDS):
         how = "was stopped by the kernel at" if killed_at_cap else "ran past"
         raise CandidateError(
             "timeout", f"train.py {how} its budget of {budget_cpu:g} CPU-s ({budget:g} s x {job['threads']} "
-            f"threads, export included; {cpu:.0f} counted): stop while clock.left() leaves time to export"
+            f"threads, export included; {cpu:.0f} counted): stop before clock.left() reaches 0"
         )  # fmt: skip
-    if result.returncode is not None and result.returncode < 0:
-        number = -result.returncode
+    if returncode is not None and returncode < 0:
+        number = -returncode
         name = signal.Signals(number).name if number in signal.valid_signals() else "unknown signal"
         hint = ": out of memory?" if number == signal.SIGKILL else ""
-        raise CandidateError(
-            "crash", f"train.py was killed by signal {number} ({name}) after {cpu:.0f} CPU-s{hint}"
-        )
-    if result.returncode != 0:
+        raise CandidateError("crash", f"train.py was killed by signal {number} ({name}) after {cpu:.0f} CPU-s{hint}")
+    if returncode != 0:
         why = proc.last_line(result.tail) or "no output"
-        raise CandidateError("crash", f"train.py exited with code {result.returncode}: {why}")
+        raise CandidateError("crash", f"train.py exited with code {returncode}: {why}")
     return times
+
+
+def _supervisor_report(raw: bytes) -> dict:
+    """The supervisor's line (autoresearch.supervise); {} when it did not write one (killed, or unsandboxed
+    code paths): the caller then falls back on its own measurements."""
+    try:
+        report = json.loads(raw.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    ok = isinstance(report, dict) and isinstance(report.get("returncode"), int)
+    return report if ok and isinstance(report.get("cpu_seconds"), (int, float)) else {}
 
 
 def reported_count(report: dict, key: str) -> int:
@@ -330,22 +373,247 @@ def reported_count(report: dict, key: str) -> int:
     return value if ok else 0
 
 
+# -- loading the candidate's model without running its code ----------------------------------------------
+# torch.export.load trusts its archive: it unpickles weights and constants marked `use_pickle`, custom and
+# opaque objects, legacy weight files and, when the safe unpickler fails, the sample inputs
+# (torch/export/pt2_archive/_package.py, torch/_export/serde/serialize.py); it evals symbolic size
+# expressions (sympy.sympify) and execs `guards_code`; and it loads AOTInductor shared libraries. A train.py
+# writes model.pt2, so any of these would run its code here, beside the validation and held-out text. The
+# harness therefore reads the archive itself, keeps only what a static-shape graph of aten ops needs, checks
+# each kept member, and hands torch a copy rebuilt from those members alone.
+MODEL_FILE = "model.pt2"
+MODEL_MAX_BYTES = 2 * 1024**3  # the baseline's archive is 0.8 MB; a 5-minute CUDA budget trains ~100M
+# parameters at most (0.4 GB in fp32): 5x room, and loading holds two copies in memory
+MODEL_MAX_MEMBERS = 10_000  # torch writes one member per tensor storage plus 8: the baseline has 49
+MODEL_MAX_JSON_BYTES = 64 * 1024**2  # a config or graph; the baseline's graph (models/model.json) is 0.1 MB
+# What torch.export.save writes for one model named "model" with static shapes (torch 2.15); anything else
+# (data/aotinductor/, the legacy data/weights/model.pt, constants' custom_obj_* and opaque_obj_ pickles,
+# extra/, executorch, XL weights) is refused by name.
+MODEL_FIXED_MEMBERS = frozenset(
+    {"archive_format", "archive_version", "byteorder", ".data/version", ".data/serialization_id",
+     "models/model.json", "data/weights/model_weights_config.json",
+     "data/constants/model_constants_config.json", "data/sample_inputs/model.pt"}
+)  # fmt: skip
+MODEL_TENSOR_MEMBER = re.compile(r"data/weights/weight_[0-9]+|data/constants/tensor_[0-9]+")
+# Node targets torch resolves by attribute lookup from the text: aten operators and higher-order operators
+# (autocast, no_grad regions) only; a name like torch.serialization.os.system would be a call at run time.
+MODEL_TARGET = re.compile(r"torch\.ops\.aten\.(?!__)\w+\.(?!__)\w+|torch\.ops\.higher_order\.(?!__)\w+")
+MODEL_NAME = re.compile(r"(?!__)[A-Za-z_]\w*")  # node and argument names become Python identifiers in FX
+MODEL_FQN = re.compile(r"(?!__)[A-Za-z_]\w*(\.(?!__)[A-Za-z_0-9]\w*)*")  # parameter paths (`blocks.0.attn`)
+MODEL_NAME_KEYS = frozenset({"name", "as_name"})
+MODEL_FQN_KEYS = frozenset({"parameter_name", "buffer_name", "tensor_constant_name", "custom_obj_name"})
+MODEL_CODE_KEYS = {  # keys whose presence means torch would evaluate text: what each one does
+    "expr_str": "a symbolic size torch evaluates with sympy.sympify",
+    "as_custom_obj": "a custom object",
+}
+MODEL_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # \r ends a line of FX's generated code
+
+
+class _Refused(Exception):
+    """Raised inside the load when torch reaches a path the archive check should have kept it from."""
+
+
+def refuse_model(what: str, detail: str) -> CandidateError:
+    return CandidateError("crash", f"the exported model holds {what} ({detail}): not loaded")
+
+
+def read_model_file(path: Path) -> bytes:
+    """The archive's bytes, read once (a process left behind cannot swap the file after the check), from a
+    regular file no larger than MODEL_MAX_BYTES (not a FIFO that never ends, nor a link to /dev/zero)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        raise CandidateError("crash", f"no loadable model from train.py ({exc.strerror}: {path.name})") from exc
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise CandidateError("crash", f"no loadable model from train.py ({path.name} is not a regular file)")
+        size = info.st_size
+        if size <= MODEL_MAX_BYTES:
+            data = fh.read(MODEL_MAX_BYTES + 1)  # a file that grew since fstat is caught below
+            size = len(data)
+    if size > MODEL_MAX_BYTES:
+        raise refuse_model("too many bytes", f"{size / 2**30:.1f} GiB, over {MODEL_MAX_BYTES / 2**30:g} GiB")
+    return data
+
+
+def model_members(data: bytes) -> dict[str, bytes]:
+    """The archive's members by name under its root folder, after bounding their number and sizes from the
+    central directory. Only stored (uncompressed) members are accepted, as torch writes them: a member then
+    cannot expand beyond the archive's own size, so no decompression bomb."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        infos = archive.infolist()
+        if len(infos) > MODEL_MAX_MEMBERS:
+            raise refuse_model("too many files", f"{len(infos)} members, over {MODEL_MAX_MEMBERS}")
+        names = [info.filename for info in infos]
+        if len(set(names)) != len(names):
+            raise refuse_model("duplicate members", "two entries share a name")
+        roots = {name.split("/", 1)[0] for name in names}
+        if len(roots) != 1 or not all("/" in name for name in names):
+            raise refuse_model("no single root folder", f"{len(roots)} top-level names")
+        for info in infos:
+            if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
+                raise refuse_model("compressed members", f"{info.filename}: torch stores members uncompressed")
+        if sum(info.file_size for info in infos) > len(data):
+            raise refuse_model("members larger than the archive", f"{len(infos)} members")
+        return {name.split("/", 1)[1]: archive.read(name) for name in names if not name.endswith("/")}
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+        raise CandidateError("crash", f"no loadable model from train.py ({first_line(exc)})") from exc
+
+
+def model_json(members: dict[str, bytes], name: str):
+    body = members.get(name)
+    if body is None:
+        raise CandidateError("crash", f"no loadable model from train.py ({name} missing from {MODEL_FILE})")
+    if len(body) > MODEL_MAX_JSON_BYTES:
+        raise refuse_model("an oversized config", f"{name}: {len(body)} bytes")
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise CandidateError("crash", f"no loadable model from train.py ({name}: {first_line(exc)})") from exc
+
+
+def check_payload_config(members: dict[str, bytes], name: str, folder: str) -> None:
+    """Every weight or constant is raw tensor bytes: none pickled, none a custom or opaque object."""
+    config = model_json(members, name)
+    entries = config.get("config") if isinstance(config, dict) else None
+    if not isinstance(entries, dict):
+        raise CandidateError("crash", f"no loadable model from train.py ({name} has no config)")
+    for fqn, meta in entries.items():
+        path = meta.get("path_name") if isinstance(meta, dict) else None
+        if not isinstance(path, str):
+            raise CandidateError("crash", f"no loadable model from train.py ({name}: {fqn!r} has no file)")
+        if meta.get("use_pickle") is not False:
+            raise refuse_model("pickled objects", f"{folder}{path}, for {fqn!r}")
+        if not MODEL_TENSOR_MEMBER.fullmatch(folder + path) or folder + path not in members:
+            raise refuse_model("objects other than tensors", f"{folder}{path}, for {fqn!r}")
+        if not isinstance(meta.get("tensor_meta"), dict) or not MODEL_FQN.fullmatch(fqn):
+            raise refuse_model("objects other than tensors", f"{folder}{path}, for {fqn!r}")
+
+
+def check_graph_json(graph: dict) -> None:
+    """The serialized program: static shapes, aten (and higher-order) operators, names that are names, and
+    no text that torch would evaluate (guards, symbolic expressions) or that would break FX's code lines."""
+    if not isinstance(graph, dict):
+        raise CandidateError("crash", "no loadable model from train.py (models/model.json is not an object)")
+    if graph.get("guards_code"):
+        raise refuse_model("code torch would run on loading", "guards_code")
+    if graph.get("range_constraints"):
+        raise refuse_model("code torch would run on loading", "symbolic shapes in range_constraints")
+    stack = [graph]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+            continue
+        if not isinstance(item, dict):
+            continue
+        for key, value in item.items():
+            if key in MODEL_CODE_KEYS:
+                raise refuse_model("code torch would run on loading", MODEL_CODE_KEYS[key])
+            if isinstance(value, str):
+                check_graph_string(key, value)
+            else:
+                stack.append(value)
+
+
+def check_graph_string(key: str, value: str) -> None:
+    if MODEL_CONTROL_CHARS.search(value):
+        raise refuse_model("code torch would run on loading", f"a control character in {key}")
+    if key == "target" and not MODEL_TARGET.fullmatch(value):
+        raise refuse_model("code torch would run on loading", f"the operator {value[:80]!r}")
+    if key in MODEL_NAME_KEYS and value and not MODEL_NAME.fullmatch(value):
+        raise refuse_model("code torch would run on loading", f"the name {value[:80]!r}")
+    if key in MODEL_FQN_KEYS and not MODEL_FQN.fullmatch(value):
+        raise refuse_model("code torch would run on loading", f"the name {value[:80]!r}")
+
+
+def safe_model_archive(data: bytes) -> bytes:
+    """Check an exported model's archive and return a copy torch can load without running anything from it:
+    only the checked members, and empty sample inputs (torch unpickles them, and falls back to the full
+    unpickler when the safe one fails; an empty record loads as none). Raises CandidateError."""
+    members = model_members(data)
+    for name in members:
+        if name not in MODEL_FIXED_MEMBERS and not MODEL_TENSOR_MEMBER.fullmatch(name):
+            what = "pickled objects" if name.endswith((".pt", ".pkl")) or "_obj_" in name else "other files"
+            raise refuse_model(what, name)
+    check_payload_config(members, "data/weights/model_weights_config.json", "data/weights/")
+    check_payload_config(members, "data/constants/model_constants_config.json", "data/constants/")
+    check_graph_json(model_json(members, "models/model.json"))
+    members["data/sample_inputs/model.pt"] = b""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
+        for name, body in members.items():
+            archive.writestr(f"model/{name}", body)
+    return out.getvalue()
+
+
+@contextlib.contextmanager
+def no_unpickling():
+    """Defence in depth for the load: every unpickler torch's loader calls refuses. The archive check keeps
+    torch off these paths; this catches one it missed or a torch that grew another. Not thread-safe: the
+    harness loads in its only thread."""
+    import torch
+    from torch.export.pt2_archive import _package
+
+    def refuse(*args, **kwargs):
+        raise _Refused("torch tried to unpickle part of the archive")
+
+    class NoPickle:
+        loads = load = staticmethod(refuse)
+
+    saved = torch.load, torch._C._pickle_load_obj, _package.pickle
+    torch.load, torch._C._pickle_load_obj, _package.pickle = refuse, refuse, NoPickle
+    try:
+        yield
+    finally:
+        torch.load, torch._C._pickle_load_obj, _package.pickle = saved
+
+
+def check_loaded_graph(program) -> None:
+    """What will run: only aten and higher-order operators in every (sub)graph, whatever the text said, and
+    the getitem torch itself adds to unpack an operator's several outputs."""
+    import operator
+
+    import torch
+
+    for module in program.graph_module.modules():
+        if not isinstance(module, torch.fx.GraphModule):
+            continue
+        for node in module.graph.nodes:
+            target = node.target
+            allowed = node.op in ("placeholder", "output", "get_attr") or (
+                node.op == "call_function"
+                and (
+                    target is operator.getitem
+                    or isinstance(target, torch._ops.HigherOrderOperator)
+                    or (isinstance(target, torch._ops.OpOverload) and target.namespace == "aten")
+                )
+            )
+            if not allowed:
+                raise refuse_model("code torch would run on loading", f"{node.op} {str(target)[:80]}")
+
+
 def load_model(io_dir: Path, device: str):
     import torch
 
     try:
-        program = torch.export.load(io_dir / "model.pt2")
+        archive = safe_model_archive(read_model_file(io_dir / MODEL_FILE))
+        with no_unpickling():
+            program = torch.export.load(io.BytesIO(archive))
         report = json.loads((io_dir / "report.json").read_text())
+    except CandidateError:
+        raise
+    except _Refused as exc:
+        raise refuse_model("pickled objects", str(exc)) from exc
     except Exception as exc:  # a missing or damaged file, whatever torch raises for it
-        raise CandidateError(
-            "crash", f"no loadable model from train.py ({first_line(exc)})"
-        ) from exc
+        raise CandidateError("crash", f"no loadable model from train.py ({first_line(exc)})") from exc
     if not isinstance(report, dict):
         raise CandidateError("crash", f"report.json holds a {type(report).__name__}, not an object")
+    check_loaded_graph(program)
     # Tied weights are one storage under two names: count it once.
-    tensors = {
-        t.untyped_storage().data_ptr(): t for t in program.state_dict.values() if isinstance(t, torch.Tensor)
-    }
+    tensors = {t.untyped_storage().data_ptr(): t for t in program.state_dict.values() if isinstance(t, torch.Tensor)}
     n_params = sum(t.numel() for t in tensors.values())
     context = report.get("context_length")
     if not isinstance(context, int) or context < 1:
@@ -367,7 +635,8 @@ def evaluate(
     pgid_file: str | None = None,
     log=None,
 ) -> dict:
-    """Train and score `train_path`; return the block as a dict (never raises for candidate faults)."""
+    """Train and score `train_path`; return the block as a dict (never raises for candidate faults; raises
+    DataError for a budget below the minimum)."""
     import torch
 
     started = time.monotonic()
@@ -376,12 +645,12 @@ def evaluate(
     device = device or pick_device()
     threads = cpu_threads()
     torch.set_num_threads(threads)
-    budget = float(
-        budget if budget is not None else task.budget_seconds.get(device, task.budget_seconds["cpu"])
-    )
+    budget = float(budget if budget is not None else task.budget_seconds.get(device, task.budget_seconds["cpu"]))
     clock = clock or ("cpu" if device == "cpu" else "wall")
+    check_budget(budget, clock, threads)
     job = {"device": device, "threads": threads, "budget_seconds": budget, "clock": clock, "seed": seed,
-           "eval_batch": EVAL_BATCH, "kill_slack_seconds": KILL_SLACK_SECONDS}  # fmt: skip
+           "eval_batch": EVAL_BATCH, "kill_slack_seconds": KILL_SLACK_SECONDS,
+           "min_train_fraction": MIN_TRAIN_FRACTION, "memory_bytes": sandbox.memory_cap_bytes()}  # fmt: skip
     block: dict = {LM_BLOCK_KEY: math.nan, f"{LM_BLOCK_KEY}_se": math.nan}
     status, error, times, report, n_params, scores = "ok", "", {}, {}, 0, []
     try:
@@ -407,11 +676,7 @@ def evaluate(
     except Exception as exc:  # the model's own code raising while it is scored in this process
         status, error = "crash", f"scoring failed: {first_line(exc)}"
     times = times or job.get("measured", {})
-    seconds = (
-        times.get("cpu_seconds", math.nan) / threads
-        if clock == "cpu"
-        else times.get("wall_seconds", math.nan)
-    )
+    seconds = times.get("cpu_seconds", math.nan) / threads if clock == "cpu" else times.get("wall_seconds", math.nan)
     tokens = reported_count(report, "tokens")
     mfu = math.nan
     if status == "ok" and tokens and n_params and seconds > 0:
@@ -466,12 +731,8 @@ def main(task: LMTask, default_train: Path, argv: list[str] | None = None) -> in
     parser.add_argument("--train", default=None, help="the candidate file (default: the task's train.py)")
     parser.add_argument("--data", default=None, help="a local copy of the text")
     parser.add_argument("--seed", type=int, default=0, help="the seed handed to train(); reruns use others")
-    parser.add_argument(
-        "--budget", type=float, default=None, help="training budget in seconds (default per device)"
-    )
-    parser.add_argument(
-        "--device", choices=["cpu", "mps", "cuda"], default=None, help="default: the best available"
-    )
+    parser.add_argument("--budget", type=float, default=None, help="training budget in seconds (default per device)")
+    parser.add_argument("--device", choices=["cpu", "mps", "cuda"], default=None, help="default: the best available")
     parser.add_argument(
         "--clock",
         choices=["cpu", "wall"],
@@ -492,8 +753,8 @@ def main(task: LMTask, default_train: Path, argv: list[str] | None = None) -> in
         train_path = Path(args.train) if args.train else default_train
         if not train_path.is_file():
             raise DataError(f"{train_path}: no such file")
-        if args.budget is not None and not args.budget > 0:
-            raise DataError(f"--budget {args.budget:g}: must be positive")
+        if args.budget is not None:  # before torch is imported: a refusal in a second, not after ten
+            check_budget(args.budget, args.clock or ("cpu" if args.device == "cpu" else None), cpu_threads())
         block = evaluate(
             task, train_path, data=args.data, seed=args.seed, budget=args.budget, device=args.device,
             clock=args.clock,

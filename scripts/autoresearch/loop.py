@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from autoresearch import ledger, proc, stopping, summary
+from autoresearch import ledger, proc, sandbox, stopping, summary, trust
 from autoresearch.decide import (
     CALIBRATION_RUNS,
     code_lines,
@@ -244,8 +244,9 @@ def run_harness(
     private, pgid_file = folder / "heldout.next.json", folder / "child.pgid"
     private.unlink(missing_ok=True)
     cmd = [
-        sys.executable, str(task.dir / "prepare.py"), "--train", str(task.dir / "train.py"),
-        "--private-out", str(private), "--pgid-file", str(pgid_file), *extra_args,
+        *trust.harness_python(repo.common_dir / "autoresearch" / trust.PYCACHE_DIR), str(task.dir / "prepare.py"),
+        "--train", str(task.dir / "train.py"), "--private-out", str(private), "--pgid-file", str(pgid_file),
+        *extra_args,
     ]  # fmt: skip
     out = io.BytesIO()
 
@@ -389,6 +390,7 @@ def _fresh_start(repo, tag, task_arg, deadline, max_iters, budget, notes: list[s
     if problem:
         raise RunError(f"HYPOTHESIS in {task.train_rel} has {problem}: use plain text, then start again")
     base = repo.head()
+    trusted = trust.fingerprint(task.dir, repo.root)  # what every later scoring is checked against
     folder.mkdir(parents=True, exist_ok=True)
     journal = {"phase": "scoring", "tag": tag, "base": base,
                "options": dict(zip(START_OPTIONS, (task.rel, deadline, max_iters, budget), strict=True))}  # fmt: skip
@@ -411,7 +413,7 @@ def _fresh_start(repo, tag, task_arg, deadline, max_iters, budget, notes: list[s
     if harness.harness_error or block.get("status") != "ok":
         (folder / START_FILE).unlink(missing_ok=True)
         why = harness.harness_error or block.get("error", block.get("status"))
-        tail = "\n".join(log_tail(task, 3))
+        tail = "\n".join(line for line in log_tail(task, 3) if line not in why)  # not said twice
         raise RunError(f"the baseline did not score: {why}" + (f"\n{tail}" if tail else ""))
     metric = block["metric"]
     config = RunConfig(
@@ -421,7 +423,8 @@ def _fresh_start(repo, tag, task_arg, deadline, max_iters, budget, notes: list[s
         created=stopping.now().isoformat(timespec="seconds"),
         deadline=deadline, max_iters=max_iters,
         extra={**{k: block[k] for k in ("device", "task", "keep_rule", "timeout_seconds") if k in block},
-               **({"harness_args": harness_args} if harness_args else {})},
+               **({"harness_args": harness_args} if harness_args else {}),
+               "trusted": trusted, "sandbox": sandbox.detect().describe()},
     )  # fmt: skip
     try:
         ledger_for(repo, config, task).check()
@@ -497,9 +500,11 @@ def _complete_start(repo: Repo, config: RunConfig, baseline: dict | None, notes:
     baseline = rows[0]
     shown = f"baseline {config.metric}={baseline.get(config.metric)}" + (f" ± {_fmt(se)}" if math.isfinite(se) else "")
     timing = f" | {seconds:.1f} s" if seconds is not None else ""
+    boxed = config.extra.get("sandbox", "")
+    warning = "" if boxed.startswith("bubblewrap") else f"\nwarning: {boxed or 'candidate not sandboxed'}"
     return f"run {tag} started on {branch} | {shown}{timing} | results in {repo.rel(task.results)}" + "".join(
         f" | {n}" for n in notes
-    )
+    ) + warning
 
 
 def _resume(repo: Repo, tag: str, branch: str, notes: list[str]) -> str:
@@ -563,6 +568,8 @@ def try_edit(repo: Repo, hypothesis: str | None) -> str:
             raise RunError(f"the run is over: {reason}")
         best = best_row(rows)
         _check_tree(repo, config, task, best)
+        _check_trusted(repo, config)
+        _check_sandbox(config)
         source = (task.dir / "train.py").read_text(errors="replace")
         best_sha = repo.head()
         full = ledger.clean_text(hypothesis or "")
@@ -634,6 +641,21 @@ def _check_tree(repo: Repo, config: RunConfig, task: Task, best: dict) -> None:
         )
     if task.train_rel not in repo.changes():
         raise RunError(f"{task.train_rel} is the same as the best commit: edit it first")
+
+
+def _check_trusted(repo: Repo, config: RunConfig) -> None:
+    """Refuse to score when the harness or the library differ by a byte from what the run started with."""
+    try:
+        trust.verify(config.extra.get("trusted", {}), repo.root)
+    except trust.TrustError as exc:
+        raise RunError(str(exc)) from None
+
+
+def _check_sandbox(config: RunConfig) -> None:
+    """A run that started sandboxed is scored sandboxed to its end: no later call can switch it off."""
+    recorded, now = config.extra.get("sandbox", ""), sandbox.detect()
+    if recorded == "bubblewrap" and not now.active:
+        raise RunError(f"the run started with the candidate sandboxed, and now: {now.describe()}; not scored")
 
 
 def _judge(repo, config, task, harness: HarnessRun, best: dict, best_lines: int, source: str, n: int,

@@ -130,6 +130,7 @@ def run_in_group(
     on_start=None,
     feed=None,
     max_output_bytes: int = MAX_OUTPUT_BYTES,
+    pass_fds: tuple[int, ...] = (),
 ) -> ProcResult:
     """Run `cmd` as the leader of a new session; kill the whole group at `timeout` seconds and on exit.
 
@@ -138,6 +139,8 @@ def run_in_group(
     `feed(stdin)`, if given, writes the process's input from a thread while it starts up; an exception it
     raises is re-raised here after the process is gone.
     Killing the group after a normal exit too reaps whatever the program left running in it.
+    `pass_fds` are handed to the process and closed here once it has them (so that their other ends see end of
+    input when the process is gone).
     """
     started = time.monotonic()
     proc = subprocess.Popen(
@@ -148,7 +151,10 @@ def run_in_group(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT if stderr is None else subprocess.PIPE,
         start_new_session=True,
+        pass_fds=pass_fds,
     )
+    for fd in pass_fds:
+        os.close(fd)
     if on_start is not None:
         on_start(proc.pid)
     sinks = [CappedSink(stdout, max_output_bytes)]

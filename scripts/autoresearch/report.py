@@ -83,10 +83,16 @@ def build(repo: Repo, config: RunConfig, task: loop.Task, *, remeasure: bool = T
         return report
     first, last = chain[0], chain[-1]
     base_record, final_record = records.get(first.entry["iter"]), records.get(last.entry["iter"])
-    if audit.can_bootstrap(base_record, metric) and audit.can_bootstrap(final_record, metric):
-        report.heldout = audit.compare(base_record, final_record, metric, config.higher_is_better)
+    try:
+        base_record, final_record = audit.complete_records([base_record, final_record], metric,
+                                                           task.dir / "prepare.py")  # fmt: skip
+    except audit.TruthError as exc:
+        report.heldout_note = f"no held-out audit: {exc}"
     else:
-        report.heldout_note = "no held-out records for the baseline and the final commit (the harness wrote none)"
+        if audit.can_bootstrap(base_record, metric) and audit.can_bootstrap(final_record, metric):
+            report.heldout = audit.compare(base_record, final_record, metric, config.higher_is_better)
+        else:
+            report.heldout_note = "no held-out records for the baseline and the final commit (the harness wrote none)"
     if not remeasure:
         report.fresh_note = "skipped (--no-remeasure)"
     elif not harness_takes_cv_seed(task):
@@ -222,6 +228,7 @@ def summary_lines(report: Report) -> list[tuple[str, str]]:
     return [
         ("task", f"{report.name} ({d['metric']}, {d['direction']} is better)"),
         ("device", d.get("device") or "cpu (not reported)"),
+        ("candidate sandbox", d.get("sandbox") or "not recorded"),
         ("budget", f"{d['budget_seconds']:g} s per experiment"),
         ("iterations", str(d["iterations"])),
         ("kept / discarded / crashed", f"{d['kept']} / {d['discarded']} / {d['crashed'] + d['interrupted']}"),

@@ -3,7 +3,8 @@
 A task's `prepare.py` describes its data in a `TabularTask` and calls `main(task)`. The parent process here
 never imports the candidate's train.py: it hands the child training rows with labels and evaluation rows
 without, kills it at the budget, checks the predictions it returns, and computes every figure itself.
-The held-out rows' labels never leave this process; their score goes only to `--private-out`.
+The held-out rows' labels never leave this process; their score and predictions go only to `--private-out`,
+and only the morning report asks for the labels (`--heldout-truth`), which no file keeps.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from autoresearch import proc, summary
+from autoresearch import proc, sandbox, summary
 from autoresearch.data import DataError
 
 # Problem types and their ratchet metric: (block key, higher is better).
@@ -54,6 +55,7 @@ class TabularTask:
     n_repeats: int = 5
     cv_seed: int = 0
     metric: str | None = None  # overrides the problem type's default (e.g. "val_balanced_accuracy")
+    memory_bytes: int | None = None  # cap on the candidate's address space (default: sandbox.MEMORY_FRACTION of RAM)
 
 
 def metric_of(task: TabularTask) -> tuple[str, bool]:
@@ -97,6 +99,18 @@ def split(task: TabularTask, x: pd.DataFrame, y: pd.Series):
     return train_test_split(x, y, test_size=task.holdout_fraction, random_state=task.split_seed, stratify=stratify)
 
 
+def heldout_truth(task: TabularTask, data: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The encoded labels of the fixed held-out rows and the class names behind the codes (None for regression).
+
+    No file keeps these labels: the morning report asks for them here, from the data, when it audits the
+    stored held-out predictions. Same load, encoding and split as `evaluate`, so the rows line up.
+    """
+    x, labels = task.load(data)
+    y, names = encode_target(task, labels)
+    _, _, _, y_hold = split(task, x, y)
+    return y_hold.to_numpy(), names
+
+
 def folds(task: TabularTask, y_dev: pd.Series, cv_seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     from sklearn.model_selection import RepeatedKFold, RepeatedStratifiedKFold
 
@@ -121,43 +135,85 @@ def _check_predictions(pred: np.ndarray, n_rows: int, problem: str, n_classes: i
         raise CandidateError("crash", "predictions contain NaN or infinity")
 
 
-def run_candidate(task: TabularTask, train_path: Path, make_job, log, pgid_file: str | None) -> tuple:
-    """Start the child, hand it `make_job()` on stdin, return (predictions dict, child seconds).
+@dataclass
+class Job:
+    """What one fold process is shown (`payload`) and the shape of the predictions it must return."""
 
-    The child imports train.py while `make_job` splits the data: the two halves of start-up overlap.
+    name: str  # "fold_K" or "holdout": the key of its predictions
+    payload: dict
+    shape: tuple[int, ...]
+
+
+def _decode(job: Job, data: bytes) -> np.ndarray:
+    """The fold's raw float64 bytes as an array of the job's shape; any other size is the candidate's crash."""
+    expected = math.prod(job.shape)
+    if not data:
+        raise CandidateError("crash", f"{job.name}: no readable predictions from train.py (it ended before giving any)")
+    if len(data) != expected * 8:
+        raise CandidateError("crash", f"{job.name}: train.py gave {len(data) // 8} predictions, expected {expected}")
+    return np.frombuffer(data, dtype="<f8").reshape(job.shape)
+
+
+def run_candidate(task: TabularTask, train_path: Path, make_jobs, max_bytes: int, log, pgid_file: str | None):
+    """Run the candidate's zygote in the sandbox and feed it `make_jobs()` one at a time: the next job is written
+    only once the previous fold and all it started are gone. Returns (predictions by job name, seconds).
+
+    The jobs are made in the feeding thread while the zygote imports its dependencies: the two overlap.
     Raises CandidateError for anything the candidate did wrong.
     """
-    with tempfile.TemporaryDirectory(prefix="autoresearch-") as io_dir:
+    from autoresearch.tabular_child import FRAME, RESULT, TOO_LARGE, read_exactly
 
-        def record_pgid(pid: int) -> None:
-            if pgid_file:
-                Path(pgid_file).write_text(str(pid))
+    box = sandbox.detect()
+    sandbox.ensure_bytecode()
+    control_read, control_write = os.pipe()
+    train_inside, _ = sandbox.inside(box, train_path)
+    config = {"train": train_inside, "control_fd": control_write, "max_bytes": max_bytes, "isolate": box.active,
+              "memory_bytes": task.memory_bytes or sandbox.memory_cap_bytes()}  # fmt: skip
+    argv = sandbox.python_argv("autoresearch.tabular_child", json.dumps(config))
+    cmd, env = sandbox.command(box, argv, candidate=train_path)
+    predictions: dict[str, np.ndarray] = {}
+    failed: list[tuple[str, int]] = []
 
-        def feed(stdin) -> None:
-            pickle.dump(make_job(), stdin, protocol=pickle.HIGHEST_PROTOCOL)
+    def feed(stdin) -> None:
+        with os.fdopen(control_read, "rb", buffering=0) as control:
+            for job in make_jobs():
+                payload = pickle.dumps(job.payload, protocol=pickle.HIGHEST_PROTOCOL)
+                stdin.write(FRAME.pack(len(payload)) + payload)
+                stdin.flush()
+                header = read_exactly(control.fileno(), RESULT.size)
+                if len(header) < RESULT.size:
+                    return  # the sandbox is gone (the budget, or the zygote died): the exit code says why
+                status, size = RESULT.unpack(header)
+                data = read_exactly(control.fileno(), min(size, max_bytes))
+                if status != 0:
+                    failed.append((job.name, status))
+                    return
+                predictions[job.name] = _decode(job, data)
 
-        result = proc.run_in_group(
-            [sys.executable, "-m", "autoresearch.tabular_child", str(train_path.resolve()), io_dir],
-            timeout=task.time_budget_seconds,
-            stdout=log,
-            cwd=io_dir,  # files the candidate writes land in a temp dir, never in the repository
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-            on_start=record_pgid,
-            feed=feed,
-        )
+    def record_pgid(pid: int) -> None:
         if pgid_file:
-            Path(pgid_file).unlink(missing_ok=True)  # the group is gone: nothing left to kill by that id
-        if result.timed_out:
-            raise CandidateError("timeout", f"train.py ran past the {task.time_budget_seconds:g} s budget")
-        if result.returncode != 0:
-            why = proc.last_line(result.tail) or "no output"
-            raise CandidateError("crash", f"train.py exited with code {result.returncode}: {why}")
+            Path(pgid_file).write_text(str(pid))
+
+    with tempfile.TemporaryDirectory(prefix="autoresearch-") as scratch:
         try:
-            with np.load(Path(io_dir) / "predictions.npz", allow_pickle=False) as npz:
-                predictions = {k: npz[k] for k in npz.files}
-        except (OSError, ValueError) as exc:
-            raise CandidateError("crash", f"no readable predictions from train.py ({exc})") from exc
-        return predictions, result.seconds
+            result = proc.run_in_group(
+                cmd, timeout=task.time_budget_seconds, stdout=log, cwd=scratch, env=env,
+                on_start=record_pgid, feed=feed, pass_fds=(control_write,),
+            )  # fmt: skip
+        finally:
+            if pgid_file:
+                Path(pgid_file).unlink(missing_ok=True)  # the group is gone: nothing left to kill by that id
+    if result.timed_out:
+        raise CandidateError("timeout", f"train.py ran past the {task.time_budget_seconds:g} s budget")
+    why = proc.last_line(result.tail) or "no output"
+    if failed:
+        name, status = failed[0]
+        if status == TOO_LARGE:
+            raise CandidateError("crash", f"{name}: train.py wrote more than {max_bytes} bytes of predictions")
+        raise CandidateError("crash", f"train.py exited with code {status}: {why}")
+    if result.returncode != 0:
+        raise CandidateError("crash", f"train.py's process ended with code {result.returncode}: {why}")
+    return predictions, result.seconds
 
 
 def evaluate(
@@ -183,22 +239,26 @@ def evaluate(
     companion_scores: dict[str, list[float]] = {m: [] for m in dict.fromkeys(companions)}
     parts: dict = {}
 
-    def make_job() -> dict:
+    def make_jobs():
         x_dev, x_hold, y_dev, y_hold = split(task, x, y)
         cv = folds(task, y_dev, cv_seed)
         parts.update(cv=cv, y_dev=y_dev.to_numpy(), y_hold=y_hold.to_numpy())
-        return {
-            "problem": task.problem,
-            "n_classes": n_classes,
-            "x_dev": x_dev.reset_index(drop=True),
-            "folds": [(tr, parts["y_dev"][tr], ev) for tr, ev in cv],
-            "y_dev": parts["y_dev"],
-            "x_holdout": x_hold.reset_index(drop=True),  # features only: the labels stay in this process
-        }
+        x_dev = x_dev.reset_index(drop=True)
+        for k, (tr, ev) in enumerate(cv):  # one fold's rows: its training labels, never its evaluation labels
+            yield _job(f"fold_{k}", x_dev.iloc[tr], parts["y_dev"][tr], x_dev.iloc[ev])
+        yield _job("holdout", x_dev, parts["y_dev"], x_hold)  # features only: held-out labels stay here
+
+    def _job(name: str, x_train, y_train, x_eval) -> Job:
+        payload = {"problem": task.problem, "n_classes": n_classes, "x_train": x_train.reset_index(drop=True),
+                   "y_train": y_train, "x_eval": x_eval.reset_index(drop=True)}  # fmt: skip
+        return Job(name, payload, (len(x_eval), n_classes) if task.problem == "multiclass" else (len(x_eval),))
 
     status, error, child_seconds, fold_scores = "ok", "", math.nan, []
+    max_bytes = 8 * len(x) * max(n_classes, 1)  # no honest prediction array is larger than all rows' worth
     try:
-        predictions, child_seconds = run_candidate(task, train_path, make_job, log or sys.stderr.buffer, pgid_file)
+        predictions, child_seconds = run_candidate(
+            task, train_path, make_jobs, max_bytes, log or sys.stderr.buffer, pgid_file
+        )
         for k, (_, ev) in enumerate(parts["cv"]):
             pred = predictions.get(f"fold_{k}")
             if pred is None:
@@ -244,14 +304,30 @@ def evaluate(
 
 
 def write_private(path: str, metric: str, y_true: np.ndarray, pred: np.ndarray, classes, names=None) -> None:
-    """Held-out figures for the morning review; written atomically, never printed."""
+    """Held-out figures for the morning review; written atomically, never printed.
+
+    The labels are used for the score and then dropped: a file of them would be within reach of a candidate
+    or an agent. The report recomputes them from the data (`--heldout-truth`) to bootstrap the predictions.
+    """
     record = {
         f"heldout_{metric.removeprefix('val_')}": score(metric, y_true, pred, classes),
-        "heldout_true": y_true.tolist(),
         "heldout_pred": pred.tolist(),
     }
     if names is not None and names.tolist() != list(range(len(names))):  # codes stand for other labels: say which
-        record["heldout_classes"] = [n.item() if hasattr(n, "item") else n for n in names]
+        record["heldout_classes"] = _plain(names)
+    _write_json(path, record)
+
+
+def write_truth(path: str, labels: np.ndarray, names: np.ndarray | None) -> None:
+    """The held-out labels for the report, which reads and deletes the file at once; never printed."""
+    _write_json(path, {"heldout_true": labels.tolist(), "heldout_classes": None if names is None else _plain(names)})
+
+
+def _plain(names: np.ndarray) -> list:
+    return [n.item() if hasattr(n, "item") else n for n in names]
+
+
+def _write_json(path: str, record: dict) -> None:
     tmp = Path(path).with_suffix(".tmp")
     tmp.write_text(json.dumps(record))
     os.replace(tmp, path)
@@ -265,6 +341,7 @@ def main(task: TabularTask, default_train: Path, argv: list[str] | None = None) 
     parser.add_argument("--cv-seed", type=int, default=None, help="fresh folds for a re-measure")
     parser.add_argument("--private-out", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--pgid-file", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--heldout-truth", default=None, metavar="OUT", help=argparse.SUPPRESS)  # for the report
     parser.add_argument("--check-data", action="store_true", help="fetch and check the data, then exit")
     args = parser.parse_args(argv)
     proc.hide_from_peers()
@@ -272,6 +349,9 @@ def main(task: TabularTask, default_train: Path, argv: list[str] | None = None) 
         if args.check_data:
             x, y = task.load(args.data)
             print(f"data: {task.name} ok, {len(x)} rows, {x.shape[1]} features")
+            return 0
+        if args.heldout_truth:  # no candidate runs: the labels of the fixed split, for the report's audit
+            write_truth(args.heldout_truth, *heldout_truth(task, args.data))
             return 0
         train = Path(args.train) if args.train else default_train
         if not train.is_file():

@@ -1,23 +1,50 @@
-"""The candidate's side of the tabular trust boundary: the only process that imports train.py.
+"""The candidate's side of the tabular trust boundary: a zygote that forks one process per fold.
 
-Run by the frozen harness as `python -m autoresearch.tabular_child TRAIN_PY IO_DIR`. It imports train.py
-while the harness prepares the folds (both take seconds of imports), then reads from stdin the rows the
-harness chose to show (training rows with labels, evaluation rows without), fits `build_pipeline()` on
-`feature_fn(...)` fold by fold, and writes predictions as plain arrays (never a pickle: the harness does
-not unpickle what candidate code wrote). Nothing here is trusted: the harness checks every array it reads.
+Run by the frozen harness (inside the sandbox, see sandbox.py) as
+`python -I -B -u -m autoresearch.tabular_child CONFIG_JSON`. The zygote imports the dependencies train.py names
+(never train.py itself: no candidate code runs in it, so nothing it holds can be read by a later fold) and then,
+for each job the harness sends, forks a fold process that
+- gets namespaces of its own (user, mount, IPC, PID: `sandbox.isolate_fold`), a fresh empty /tmp and /dev/shm,
+- reads its one job from stdin: that fold's training rows with labels and evaluation rows without (the harness
+  writes the next job only after this fold and everything it started are gone), then closes stdin,
+- imports train.py, fits `build_pipeline()` on `feature_fn(...)`, and writes its predictions as raw float64
+  bytes on a pipe of its own, then exits: its namespace, its files and its processes die with it.
+The zygote reads at most `max_bytes` of those predictions and hands them to the harness on a descriptor no fold
+holds, with the fold's exit status. Nothing a fold writes is trusted: the harness checks size and values.
+
+Wire format: harness -> stdin: per job an 8-byte little-endian length, then a pickle of the job (the zygote
+reads only the length; the fold reads the pickle); a length of 0 or end of input ends the run.
+zygote -> control fd: per job, RESULT (exit status, byte count), then the bytes.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib
 import importlib.util
+import json
+import os
 import pickle
+import shutil
+import signal
+import struct
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
 import numpy as np
 
+from autoresearch import proc, sandbox
 
+FRAME = struct.Struct("<q")  # a job's length on stdin
+RESULT = struct.Struct("<qq")  # a fold's exit status and the byte count of its predictions, on the control fd
+SCRATCH_ROOT = None  # unsandboxed runs only: the zygote's own temp folder, under which each fold gets one
+TOO_LARGE = 251  # the status of a fold that wrote more bytes than any honest prediction array has
+ALWAYS_PRELOADED = ("numpy", "pandas", "sklearn.base")  # what predict() needs whatever train.py imports
+
+
+# -- the fold: the only code that imports train.py -------------------------------------------------------------
 def load_candidate(path: Path):
     spec = importlib.util.spec_from_file_location("train", path)
     module = importlib.util.module_from_spec(spec)
@@ -30,8 +57,8 @@ def load_candidate(path: Path):
 
 
 def predict(module, problem: str, x_train, y_train, x_eval, n_classes: int = 0) -> np.ndarray:
-    # A fresh copy per fit: a build_pipeline() that returns one shared (warm-started) object would otherwise
-    # carry what it learned in one fold into the next, whose evaluation rows it has then already seen.
+    # A fresh copy per fit: a build_pipeline() that returns a shared, warm-started object would start from
+    # what it learned before. (Each fold is a new process now, so this only matters within one job.)
     from sklearn.base import clone
 
     model = module.build_pipeline()
@@ -58,18 +85,166 @@ def all_classes(proba: np.ndarray, seen, n_classes: int) -> np.ndarray:
     return full
 
 
-def main(train_path: str, io_dir: str) -> None:
-    io = Path(io_dir)
-    module = load_candidate(Path(train_path))
-    job = pickle.load(sys.stdin.buffer)
-    x_dev, problem, n_classes = job["x_dev"], job["problem"], job.get("n_classes", 0)
-    predictions = {}
-    for k, (train_idx, y_train, eval_idx) in enumerate(job["folds"]):
-        x_train, x_eval = x_dev.iloc[train_idx], x_dev.iloc[eval_idx]
-        predictions[f"fold_{k}"] = predict(module, problem, x_train, y_train, x_eval, n_classes)
-    if job.get("x_holdout") is not None:
-        predictions["holdout"] = predict(module, problem, x_dev, job["y_dev"], job["x_holdout"], n_classes)
-    np.savez(io / "predictions.npz", **predictions)
+def read_exactly(fd: int, n: int) -> bytes:
+    """`n` bytes from `fd` (fewer only at end of input). os.read, not a buffered file: nothing past them is read."""
+    parts, left = [], n
+    while left > 0:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            break
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def fold_main(train_path: str, length: int, out_fd: int, isolated: bool) -> None:
+    """PID 1 of the fold's namespace (isolated) or a process in its own group: never returns."""
+    code = 1
+    try:
+        if isolated:
+            sandbox.private_scratch()
+            os.chdir("/tmp")
+        job = pickle.loads(read_exactly(0, length))  # the harness's own pickle, never the candidate's
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)  # no later job can be read from here
+        module = load_candidate(Path(train_path))
+        pred = predict(module, job["problem"], job["x_train"], job["y_train"], job["x_eval"], job["n_classes"])
+        write_all(out_fd, np.ascontiguousarray(pred, dtype="<f8").tobytes())
+        code = 0
+    except Exception as exc:  # SystemExit and KeyboardInterrupt keep their own meaning
+        report(exc)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def fold_leader(train_path: str, length: int, out_fd: int, isolate: bool) -> None:
+    """Forked by the zygote: make the fold's namespaces, start the fold, report how it ended. Never returns."""
+    os.setsid()  # a session of its own: kill(0) or killpg from the fold reaches the fold alone, not the zygote
+    uid, gid = os.geteuid(), os.getegid()  # before the new namespace, where they are not mapped yet
+    isolated = isolate and sandbox.isolate_fold()
+    if isolated:
+        sandbox.map_own_ids(uid, gid)
+    pid = os.fork()
+    if pid == 0:
+        if not isolated:
+            os.setpgid(0, 0)  # its own group inside the leader's session: killed as one when it ends
+            os.chdir(tempfile.mkdtemp(prefix="fold-", dir=SCRATCH_ROOT))
+        fold_main(train_path, length, out_fd, isolated)
+    os.close(out_fd)
+    _, status = os.waitpid(pid, 0)
+    if not isolated:  # no PID namespace to end what the fold started: kill its process group instead
+        proc.kill_group(pid)
+    code = os.waitstatus_to_exitcode(status)
+    os._exit(code if code >= 0 else 128 - code)
+
+
+def run_job(train_path: str, length: int, control: int, max_bytes: int, isolate: bool) -> tuple[int, bytes]:
+    """One fold, start to end; returns (exit status, predictions' bytes)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            os.close(control)
+            fold_leader(train_path, length, write_end, isolate)
+        finally:
+            os._exit(1)
+    os.close(write_end)
+    data, total = bytearray(), 0
+    while chunk := os.read(read_end, 1 << 20):  # end of input once every process of the fold is gone
+        total += len(chunk)
+        if total <= max_bytes:
+            data += chunk
+    os.close(read_end)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if total > max_bytes:
+        return TOO_LARGE, b""
+    return code, bytes(data)
+
+
+# -- the zygote --------------------------------------------------------------------------------------------
+def imported_modules(source: str) -> list[str]:
+    """The absolute module names train.py imports anywhere, read from its syntax tree without running it."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+    return list(dict.fromkeys(names))
+
+
+def preload(train_path: str) -> None:
+    """Import the installed modules train.py uses, so that each fold's fork starts with them loaded. Only
+    modules found in the environment's read-only packages are imported: this is trusted code, not train.py."""
+    try:
+        source = Path(train_path).read_text(errors="replace")
+    except OSError:
+        source = ""
+    for name in (*ALWAYS_PRELOADED, *imported_modules(source)):
+        try:
+            if importlib.util.find_spec(name.split(".")[0]) is not None:
+                importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - the fold will raise the same error where the candidate sees it
+            continue
+
+
+def warm_up() -> None:
+    """Fit a scaled logistic regression on four made-up rows of a DataFrame, here in the zygote: scikit-learn
+    imports its DataFrame support (narwhals) and solvers lazily, at the first fit, which cost each fold 0.3 s
+    when every fold paid it. Trusted code on made-up data, so the forks inherit nothing of the task."""
+    import warnings
+
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    frame = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0], "b": [1.0, 0.0, 1.0, 0.0]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        make_pipeline(StandardScaler(), LogisticRegression()).fit(frame, [0, 1, 0, 1]).predict_proba(frame)
+
+
+def main(config: dict) -> int:
+    proc.hide_from_peers()  # no fold can read this process's memory or descriptors through /proc
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # the harness gone: end quietly
+    sandbox.cap_memory(int(config.get("memory_bytes", 0)))
+    control = int(config["control_fd"])
+    global SCRATCH_ROOT
+    if not config["isolate"]:
+        SCRATCH_ROOT = tempfile.mkdtemp(prefix="autoresearch-folds-")
+    preload(config["train"])
+    try:
+        warm_up()
+    except Exception:  # noqa: BLE001 - only a cost: each fold then imports what it needs itself
+        pass
+    while True:
+        header = read_exactly(0, FRAME.size)
+        if len(header) < FRAME.size:
+            return 0
+        (length,) = FRAME.unpack(header)
+        if length <= 0:
+            return 0
+        status, data = run_job(config["train"], length, control, int(config["max_bytes"]), config["isolate"])
+        write_all(control, RESULT.pack(status, len(data)) + data)
+        if SCRATCH_ROOT:  # the fold's scratch folder, when no namespace took it away with the fold
+            for leftover in Path(SCRATCH_ROOT).iterdir():
+                shutil.rmtree(leftover, ignore_errors=True)
 
 
 def report(exc: BaseException) -> None:
@@ -81,8 +256,4 @@ def report(exc: BaseException) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main(*sys.argv[1:3])
-    except Exception as exc:  # SystemExit and KeyboardInterrupt keep their own meaning
-        report(exc)
-        sys.exit(1)
+    sys.exit(main(json.loads(sys.argv[1])))
