@@ -14,7 +14,6 @@ import io
 import math
 import re
 import signal
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
