@@ -21,6 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -169,7 +170,8 @@ def command(
     if io_dir is not None:
         cmd += ["--bind", str(io_dir.resolve()), CANDIDATE_IO]
     cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm"]
-    cmd += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/tmp", "--", *argv]
+    workdir = CANDIDATE_IO if io_dir is not None else "/tmp"  # where relative paths land, as unsandboxed
+    cmd += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", workdir, "--", *argv]
     return cmd, environment
 
 
@@ -216,6 +218,24 @@ def isolate_fold() -> bool:
         return False
     libc = ctypes.CDLL(None, use_errno=True)
     return libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWPID) == 0
+
+
+def init_then(work: Callable[[], None]) -> int:
+    """Run `work` in a child and reap every orphan until it ends; return its exit code (negative: a signal).
+
+    Called as PID 1 of a fold's namespace: the candidate must not be PID 1 itself, because the kernel drops the
+    signals a PID 1 sends itself (`os.kill(os.getpid(), ...)` would do nothing); and a PID 1 that only waits
+    cannot be killed from inside its namespace, so it always reports how the candidate ended."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            work()
+        finally:
+            os._exit(1)
+    while True:
+        reaped, status = os.wait()
+        if reaped == pid:
+            return os.waitstatus_to_exitcode(status)
 
 
 def map_own_ids(uid: int, gid: int) -> None:

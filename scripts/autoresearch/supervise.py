@@ -24,17 +24,30 @@ def main(argv: list[str]) -> int:
     isolated = sandbox.isolate_fold()
     if isolated:
         sandbox.map_own_ids(uid, gid)
+    status_read, status_write = os.pipe()
     pid = os.fork()
-    if pid == 0:
+    if pid == 0:  # PID 1 of the candidate's namespace when isolated: it waits, the candidate runs below it
         os.close(report_fd)
-        try:
-            os.execv(command[0], command)
-        finally:
-            os._exit(127)
-    _, status, usage = os.wait4(pid, 0)
-    report = {"returncode": os.waitstatus_to_exitcode(status), "cpu_seconds": usage.ru_utime + usage.ru_stime}
+        os.close(status_read)
+        code = sandbox.init_then(lambda: run(command, status_write))
+        os.write(status_write, str(code).encode())
+        os._exit(0)
+    os.close(status_write)
+    _, status, usage = os.wait4(pid, 0)  # the candidate's CPU comes with it: PID 1 waited for every process
+    with os.fdopen(status_read, "rb") as channel:
+        said = channel.read(64).decode(errors="replace")
+    code = int(said) if said.lstrip("-").isdigit() else os.waitstatus_to_exitcode(status)
+    report = {"returncode": code, "cpu_seconds": usage.ru_utime + usage.ru_stime}
     os.write(report_fd, (json.dumps(report) + "\n").encode())
     return 0
+
+
+def run(command: list[str], status_fd: int) -> None:
+    os.close(status_fd)
+    try:
+        os.execv(command[0], command)
+    finally:
+        os._exit(127)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,6 @@ from autoresearch import proc, sandbox
 
 FRAME = struct.Struct("<q")  # a job's length on stdin
 RESULT = struct.Struct("<qq")  # a fold's exit status and the byte count of its predictions, on the control fd
-SCRATCH_ROOT = None  # unsandboxed runs only: the zygote's own temp folder, under which each fold gets one
 TOO_LARGE = 251  # the status of a fold that wrote more bytes than any honest prediction array has
 ALWAYS_PRELOADED = ("numpy", "pandas", "sklearn.base")  # what predict() needs whatever train.py imports
 
@@ -103,13 +102,10 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def fold_main(train_path: str, length: int, out_fd: int, isolated: bool) -> None:
-    """PID 1 of the fold's namespace (isolated) or a process in its own group: never returns."""
+def fold_main(train_path: str, length: int, out_fd: int) -> None:
+    """The fold's one process that runs candidate code: never returns."""
     code = 1
     try:
-        if isolated:
-            sandbox.private_scratch()
-            os.chdir("/tmp")
         job = pickle.loads(read_exactly(0, length))  # the harness's own pickle, never the candidate's
         os.dup2(os.open(os.devnull, os.O_RDONLY), 0)  # no later job can be read from here
         module = load_candidate(Path(train_path))
@@ -126,7 +122,7 @@ def fold_main(train_path: str, length: int, out_fd: int, isolated: bool) -> None
         os._exit(code)
 
 
-def fold_leader(train_path: str, length: int, out_fd: int, isolate: bool) -> None:
+def fold_leader(train_path: str, length: int, out_fd: int, isolate: bool, scratch: str | None) -> None:
     """Forked by the zygote: make the fold's namespaces, start the fold, report how it ended. Never returns."""
     os.setsid()  # a session of its own: kill(0) or killpg from the fold reaches the fold alone, not the zygote
     uid, gid = os.geteuid(), os.getegid()  # before the new namespace, where they are not mapped yet
@@ -134,11 +130,15 @@ def fold_leader(train_path: str, length: int, out_fd: int, isolate: bool) -> Non
     if isolated:
         sandbox.map_own_ids(uid, gid)
     pid = os.fork()
-    if pid == 0:
-        if not isolated:
+    if pid == 0:  # PID 1 of the fold's namespace when isolated
+        if isolated:
+            sandbox.private_scratch()
+            os.chdir("/tmp")
+        else:
             os.setpgid(0, 0)  # its own group inside the leader's session: killed as one when it ends
-            os.chdir(tempfile.mkdtemp(prefix="fold-", dir=SCRATCH_ROOT))
-        fold_main(train_path, length, out_fd, isolated)
+            os.chdir(tempfile.mkdtemp(prefix="fold-", dir=scratch))
+        code = sandbox.init_then(lambda: fold_main(train_path, length, out_fd))
+        os._exit(code if code >= 0 else 128 - code)
     os.close(out_fd)
     _, status = os.waitpid(pid, 0)
     if not isolated:  # no PID namespace to end what the fold started: kill its process group instead
@@ -147,7 +147,9 @@ def fold_leader(train_path: str, length: int, out_fd: int, isolate: bool) -> Non
     os._exit(code if code >= 0 else 128 - code)
 
 
-def run_job(train_path: str, length: int, control: int, max_bytes: int, isolate: bool) -> tuple[int, bytes]:
+def run_job(
+    train_path: str, length: int, control: int, max_bytes: int, isolate: bool, scratch: str | None
+) -> tuple[int, bytes]:
     """One fold, start to end; returns (exit status, predictions' bytes)."""
     read_end, write_end = os.pipe()
     pid = os.fork()
@@ -155,7 +157,7 @@ def run_job(train_path: str, length: int, control: int, max_bytes: int, isolate:
         try:
             os.close(read_end)
             os.close(control)
-            fold_leader(train_path, length, write_end, isolate)
+            fold_leader(train_path, length, write_end, isolate, scratch)
         finally:
             os._exit(1)
     os.close(write_end)
@@ -224,26 +226,35 @@ def main(config: dict) -> int:
     proc.hide_from_peers()  # no fold can read this process's memory or descriptors through /proc
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # the harness gone: end quietly
     sandbox.cap_memory(int(config.get("memory_bytes", 0)))
-    control = int(config["control_fd"])
-    global SCRATCH_ROOT
-    if not config["isolate"]:
-        SCRATCH_ROOT = tempfile.mkdtemp(prefix="autoresearch-folds-")
     preload(config["train"])
     try:
         warm_up()
     except Exception:  # noqa: BLE001 - only a cost: each fold then imports what it needs itself
         pass
+    # Without the sandbox no namespace takes a fold's files away with it: each fold gets a folder in this one.
+    scratch = None if config["isolate"] else tempfile.mkdtemp(prefix="autoresearch-folds-")
+    try:
+        serve(config, scratch)
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
+def serve(config: dict, scratch: str | None) -> None:
+    """Fork one fold per job the harness sends, until it sends no more."""
+    control, max_bytes = int(config["control_fd"]), int(config["max_bytes"])
     while True:
         header = read_exactly(0, FRAME.size)
         if len(header) < FRAME.size:
-            return 0
+            return
         (length,) = FRAME.unpack(header)
         if length <= 0:
-            return 0
-        status, data = run_job(config["train"], length, control, int(config["max_bytes"]), config["isolate"])
+            return
+        status, data = run_job(config["train"], length, control, max_bytes, config["isolate"], scratch)
         write_all(control, RESULT.pack(status, len(data)) + data)
-        if SCRATCH_ROOT:  # the fold's scratch folder, when no namespace took it away with the fold
-            for leftover in Path(SCRATCH_ROOT).iterdir():
+        if scratch:
+            for leftover in Path(scratch).iterdir():
                 shutil.rmtree(leftover, ignore_errors=True)
 
 
