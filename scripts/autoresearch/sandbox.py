@@ -210,14 +210,14 @@ def ensure_bytecode() -> None:
 
 
 # -- inside the sandbox: one fold's own namespaces ------------------------------------------------------------
-def isolate_fold() -> bool:
-    """Called in a freshly forked process: new user, mount, IPC and PID namespaces. Returns True when it worked;
-    the caller must then fork once more (the grandchild is PID 1 of the fold's namespace: when it exits, the
-    kernel kills everything the fold started) and call `private_scratch()` there."""
+def isolate_fold(pid: bool = True) -> bool:
+    """New user, mount and IPC namespaces for the calling process (a fold, a supervisor), and a PID namespace for
+    its children when `pid`: then the next child is PID 1 there, and when it exits the kernel kills everything
+    under it. True when it worked; `map_own_ids` and `private_scratch` come next."""
     if not sys.platform.startswith("linux"):
         return False
     libc = ctypes.CDLL(None, use_errno=True)
-    return libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWPID) == 0
+    return libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWIPC | (CLONE_NEWPID if pid else 0)) == 0
 
 
 def init_then(work: Callable[[], None]) -> int:

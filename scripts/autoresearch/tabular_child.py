@@ -25,11 +25,13 @@ import importlib.util
 import json
 import os
 import pickle
+import select
 import shutil
 import signal
 import struct
 import sys
 import tempfile
+import time
 import traceback
 from pathlib import Path
 
@@ -40,6 +42,7 @@ from autoresearch import proc, sandbox
 FRAME = struct.Struct("<q")  # a job's length on stdin
 RESULT = struct.Struct("<qq")  # a fold's exit status and the byte count of its predictions, on the control fd
 TOO_LARGE = 251  # the status of a fold that wrote more bytes than any honest prediction array has
+END_FOLD_PASSES = 100  # kill(-1) passes until no process is left; one is enough unless the fold forks in a loop
 ALWAYS_PRELOADED = ("numpy", "pandas", "sklearn.base")  # what predict() needs whatever train.py imports
 
 
@@ -102,10 +105,24 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def fold_main(train_path: str, length: int, out_fd: int) -> None:
-    """The fold's one process that runs candidate code: never returns."""
+def fold_main(train_path: str, length: int, out_fd: int, isolate: bool, scratch: str | None) -> None:
+    """The fold: the one process that runs candidate code, forked by the zygote. Never returns.
+
+    It leaves the zygote's session (kill(0) and killpg reach the fold alone) and, in the sandbox, enters user,
+    mount and IPC namespaces of its own with an empty /tmp and /dev/shm: nothing it writes there or in shared
+    memory outlives it. What it starts is killed by the zygote when it ends (`end_fold`)."""
     code = 1
     try:
+        os.setsid()
+        if isolate:
+            uid, gid = os.geteuid(), os.getegid()  # before the new namespace, where they are not mapped yet
+            if not sandbox.isolate_fold(pid=False):
+                raise OSError("could not make the fold's namespaces")
+            sandbox.map_own_ids(uid, gid)
+            sandbox.private_scratch()
+            os.chdir("/tmp")
+        else:
+            os.chdir(tempfile.mkdtemp(prefix="fold-", dir=scratch))
         job = pickle.loads(read_exactly(0, length))  # the harness's own pickle, never the candidate's
         os.dup2(os.open(os.devnull, os.O_RDONLY), 0)  # no later job can be read from here
         module = load_candidate(Path(train_path))
@@ -122,56 +139,69 @@ def fold_main(train_path: str, length: int, out_fd: int) -> None:
         os._exit(code)
 
 
-def fold_leader(train_path: str, length: int, out_fd: int, isolate: bool, scratch: str | None) -> None:
-    """Forked by the zygote: make the fold's namespaces, start the fold, report how it ended. Never returns."""
-    os.setsid()  # a session of its own: kill(0) or killpg from the fold reaches the fold alone, not the zygote
-    uid, gid = os.geteuid(), os.getegid()  # before the new namespace, where they are not mapped yet
-    isolated = isolate and sandbox.isolate_fold()
-    if isolated:
-        sandbox.map_own_ids(uid, gid)
-    pid = os.fork()
-    if pid == 0:  # PID 1 of the fold's namespace when isolated
-        if isolated:
-            sandbox.private_scratch()
-            os.chdir("/tmp")
-        else:
-            os.setpgid(0, 0)  # its own group inside the leader's session: killed as one when it ends
-            os.chdir(tempfile.mkdtemp(prefix="fold-", dir=scratch))
-        code = sandbox.init_then(lambda: fold_main(train_path, length, out_fd))
-        os._exit(code if code >= 0 else 128 - code)
-    os.close(out_fd)
-    _, status = os.waitpid(pid, 0)
-    if not isolated:  # no PID namespace to end what the fold started: kill its process group instead
+def end_fold(pid: int, isolate: bool) -> None:
+    """Kill everything the fold left running. In the sandbox's PID namespace that is every process but this
+    one and bwrap's init (kill(-1) is exactly that; repeated, so a process forked during a pass goes too);
+    unsandboxed, where kill(-1) would reach all of the user's processes, the fold's session only."""
+    if not isolate:
         proc.kill_group(pid)
-    code = os.waitstatus_to_exitcode(status)
-    os._exit(code if code >= 0 else 128 - code)
+        return
+    for _ in range(END_FOLD_PASSES):
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            return  # nothing left to signal
+        others = [p for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, os.getpid())]
+        if not others:
+            return
+        time.sleep(0.001)
 
 
 def run_job(
     train_path: str, length: int, control: int, max_bytes: int, isolate: bool, scratch: str | None
 ) -> tuple[int, bytes]:
-    """One fold, start to end; returns (exit status, predictions' bytes)."""
+    """One fold, start to end; returns (exit status, predictions' bytes). The fold's exit is what ends it,
+    not the end of its output: a process it left behind may hold the pipe open until `end_fold`."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
             os.close(read_end)
             os.close(control)
-            fold_leader(train_path, length, write_end, isolate, scratch)
+            fold_main(train_path, length, write_end, isolate, scratch)
         finally:
             os._exit(1)
     os.close(write_end)
-    data, total = bytearray(), 0
-    while chunk := os.read(read_end, 1 << 20):  # end of input once every process of the fold is gone
+    data, total, status = bytearray(), 0, None
+    if hasattr(os, "pidfd_open"):  # Linux: wake on the fold's exit as well as on its output
+        exited, open_ = os.pidfd_open(pid), True
+        while status is None:
+            ready, _, _ = select.select([read_end, exited] if open_ else [exited], [], [])
+            if read_end in ready:
+                chunk = os.read(read_end, 1 << 20)
+                open_ = bool(chunk)
+                total += len(chunk)
+                if total <= max_bytes:
+                    data += chunk
+            if exited in ready:
+                _, status = os.waitpid(pid, 0)
+        os.close(exited)
+    else:  # elsewhere (unsandboxed): the end of its output, then its exit
+        while chunk := os.read(read_end, 1 << 20):
+            total += len(chunk)
+            if total <= max_bytes:
+                data += chunk
+        _, status = os.waitpid(pid, 0)
+    end_fold(pid, isolate)
+    while chunk := os.read(read_end, 1 << 20):  # what the fold wrote before it ended; no writer is left
         total += len(chunk)
         if total <= max_bytes:
             data += chunk
     os.close(read_end)
-    _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     if total > max_bytes:
         return TOO_LARGE, b""
-    return code, bytes(data)
+    return code if code >= 0 else 128 - code, bytes(data)
 
 
 # -- the zygote --------------------------------------------------------------------------------------------
