@@ -741,3 +741,19 @@ def test_a_train_py_that_rewrites_its_model_into_a_pickle_runs_nothing_in_the_ha
     assert block["error"].startswith("the exported model holds pickled objects (data/weights/weight_0")
     assert block["val_bpb"] == "nan" and block["fold_scores"] == "none" and private == {}
     assert not marker.exists()
+
+
+def test_a_graph_that_reads_a_file_is_refused():
+    """aten::from_file is the one aten operator that reads a file: in the harness it could read the held-out
+    text while the model is scored. Refused in the archive's text and in the loaded graph."""
+    from types import SimpleNamespace
+
+    from autoresearch.lm import MODEL_TARGET, CandidateError, check_loaded_graph
+
+    assert MODEL_TARGET.fullmatch("torch.ops.aten.mm.default")
+    assert not MODEL_TARGET.fullmatch("torch.ops.aten.from_file.default")
+    graph = torch.fx.Graph()
+    graph.output(graph.call_function(torch.ops.aten.from_file.default, ("/etc/hostname",), {"size": 4}))
+    program = SimpleNamespace(graph_module=torch.fx.GraphModule(torch.nn.Module(), graph))
+    with pytest.raises(CandidateError, match="from_file"):
+        check_loaded_graph(program)
