@@ -7,10 +7,11 @@ This process loads the exported graph, checks that it is causal (the log-probabi
 move when the bytes after t change), and computes `val_bpb` on a fixed validation slice the child never saw.
 The held-out slice's figures go only to `--private-out`.
 
-Limits, stated in the task card: the child runs with the user's rights, so a train.py written to attack the
-harness could read the text from disk. The model file is checked before torch loads it (`load_model`): no
-pickles, no code torch would evaluate. The boundary stops the in-band shortcuts: a printed score, a late
-stop, a model that peeks ahead.
+The child runs in the kernel sandbox (sandbox.py), under a supervisor that reports its exit and CPU time on a
+descriptor it never holds (supervise.py): it cannot read the text from disk, reach the network or outlive
+its run. The model file is checked before torch loads it (`load_model`): no pickles, no code torch would
+evaluate, no operator that reads a file. Unsandboxed (see the README's Guarantees), the child runs with the
+user's rights and could read the text from disk.
 """
 
 from __future__ import annotations

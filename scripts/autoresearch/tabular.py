@@ -1,8 +1,10 @@
 """The frozen tabular harness: split, repeated cross-validation, the candidate in a child process, scoring.
 
 A task's `prepare.py` describes its data in a `TabularTask` and calls `main(task)`. The parent process here
-never imports the candidate's train.py: it hands the child training rows with labels and evaluation rows
-without, kills it at the budget, checks the predictions it returns, and computes every figure itself.
+never imports the candidate's train.py: it starts the candidate's zygote in the kernel sandbox
+(tabular_child.py, sandbox.py) and hands it one fold at a time (that fold's training rows with labels and
+evaluation rows without), kills it at the budget, checks the predictions it returns, and computes every
+figure itself.
 The held-out rows' labels never leave this process; their score and predictions go only to `--private-out`,
 and only the morning report asks for the labels (`--heldout-truth`), which no file keeps.
 """
