@@ -141,12 +141,15 @@ def server(tmp_path):
     httpd.shutdown()
 
 
-def heart_reader():
+def heart_reader(pinned: Path | None = None):
+    """The heart task's reader; `pinned` stands in for the real file (whose sha256 the task pins)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("heart_prepare", Path(__file__).parents[1] / "prepare.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    if pinned is not None:
+        module.DATA_SHA256 = data.sha256_of(pinned)
     return module.read
 
 
@@ -155,7 +158,7 @@ def test_download_is_checked_then_cached(server, tmp_path, monkeypatch):
     monkeypatch.delenv(data.MIRROR_ENV, raising=False)
     monkeypatch.setenv(data.CACHE_ENV, str(tmp_path / "cache"))
     synthetic_heart(root / "heart.data")
-    read = heart_reader()
+    read = heart_reader(pinned=root / "heart.data")
     path = data.resolve("heart", "processed.cleveland.data", f"{url}/heart.data", read)
     assert path == tmp_path / "cache" / "heart" / "processed.cleveland.data" and len(read(path)) == 240
     (root / "heart.data").unlink()  # the cache answers now; the server is not asked again
@@ -167,7 +170,7 @@ def test_bad_download_leaves_nothing_behind(server, tmp_path, monkeypatch):
     monkeypatch.delenv(data.MIRROR_ENV, raising=False)
     monkeypatch.setenv(data.CACHE_ENV, str(tmp_path / "cache"))
     (root / "bad.data").write_text("<html>not the data</html>\n")
-    with pytest.raises(data.DataError, match="columns"):
+    with pytest.raises(data.DataError, match="sha256"):  # not the pinned file: refused before it is parsed
         data.resolve("heart", "processed.cleveland.data", f"{url}/bad.data", heart_reader())
     with pytest.raises(data.DataError, match="could not download"):
         data.resolve("heart", "processed.cleveland.data", f"{url}/missing.data", heart_reader())
@@ -177,7 +180,7 @@ def test_bad_download_leaves_nothing_behind(server, tmp_path, monkeypatch):
 def test_mirror_and_explicit_paths(tmp_path, monkeypatch):
     synthetic_heart(tmp_path / "mirror" / "heart" / "processed.cleveland.data")
     monkeypatch.setenv(data.MIRROR_ENV, str(tmp_path / "mirror"))
-    read = heart_reader()
+    read = heart_reader(pinned=tmp_path / "mirror" / "heart" / "processed.cleveland.data")
     assert data.resolve("heart", "processed.cleveland.data", "http://unused.invalid/", read).parent.name == "heart"
     with pytest.raises(data.DataError, match="no such file"):
         data.resolve("heart", "processed.cleveland.data", "http://unused.invalid/", read, explicit=tmp_path / "nope")

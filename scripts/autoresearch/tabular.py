@@ -176,12 +176,20 @@ def run_candidate(task: TabularTask, train_path: Path, make_jobs, max_bytes: int
     predictions: dict[str, np.ndarray] = {}
     failed: list[tuple[str, int]] = []
 
+    def pickled(job: Job | None) -> bytes:
+        return pickle.dumps(job.payload, protocol=pickle.HIGHEST_PROTOCOL) if job else b""
+
     def feed(stdin) -> None:
         with os.fdopen(control_read, "rb", buffering=0) as control:
-            for job in make_jobs():
-                payload = pickle.dumps(job.payload, protocol=pickle.HIGHEST_PROTOCOL)
+            jobs = make_jobs()
+            job = next(jobs, None)
+            payload = pickled(job)
+            while job is not None:
                 stdin.write(FRAME.pack(len(payload)) + payload)
                 stdin.flush()
+                # The next job is made while this fold runs (one ahead: memory holds two jobs, not all of them).
+                upcoming = next(jobs, None)
+                upcoming_payload = pickled(upcoming)
                 header = read_exactly(control.fileno(), RESULT.size)
                 if len(header) < RESULT.size:
                     return  # the sandbox is gone (the budget, or the zygote died): the exit code says why
@@ -191,6 +199,7 @@ def run_candidate(task: TabularTask, train_path: Path, make_jobs, max_bytes: int
                     failed.append((job.name, status))
                     return
                 predictions[job.name] = _decode(job, data)
+                job, payload = upcoming, upcoming_payload
 
     def record_pgid(pid: int) -> None:
         if pgid_file:

@@ -20,6 +20,7 @@ zygote -> control fd: per job, RESULT (exit status, byte count), then the bytes.
 from __future__ import annotations
 
 import ast
+import gc
 import importlib
 import importlib.util
 import json
@@ -261,6 +262,7 @@ def main(config: dict) -> int:
         warm_up()
     except Exception:  # noqa: BLE001 - only a cost: each fold then imports what it needs itself
         pass
+    gc.freeze()  # what is loaded now is never collected in a fold: no page of it is copied for the collector
     # Without the sandbox no namespace takes a fold's files away with it: each fold gets a folder in this one.
     scratch = None if config["isolate"] else tempfile.mkdtemp(prefix="autoresearch-folds-")
     try:
