@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from autoresearch import sandbox, trust
 from conftest import Project, make_project
+from test_faults import processes_with
 
 pytestmark = [
     pytest.mark.slow,
@@ -485,18 +486,6 @@ def test_the_harness_never_loads_bytecode_planted_beside_a_source(tmp_path):
     assert plain.stdout.strip() == "forged"  # the attack works on a plain interpreter
     guarded = subprocess.run([*trust.harness_python(tmp_path / "cache"), *probe], capture_output=True, text=True)
     assert guarded.stdout.strip() == "honest"
-
-
-def processes_with(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if marker.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 def test_status_and_report_say_when_the_candidate_is_not_sandboxed(tmp_path, env):
