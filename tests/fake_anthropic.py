@@ -371,9 +371,7 @@ def _make_handler(fake: FakeAnthropic):
             if path == "/v1/messages/count_tokens":
                 return self._send(200, b'{"input_tokens": 10}')
             if path != "/v1/messages" or not isinstance(body, dict):
-                return self._send(
-                    404, b'{"type":"error","error":{"type":"not_found_error","message":"fake"}}'
-                )
+                return self._send(404, b'{"type":"error","error":{"type":"not_found_error","message":"fake"}}')
             try:
                 blocks = fake.reply_blocks(body)
             except Exception as e:  # script bug: surface it, answer plain text
@@ -383,17 +381,14 @@ def _make_handler(fake: FakeAnthropic):
             if err:
                 return self._send(
                     err.status,
-                    json.dumps(
-                        {"type": "error", "error": {"type": err.type, "message": err.message}}
-                    ).encode(),
+                    json.dumps({"type": "error", "error": {"type": err.type, "message": err.message}}).encode(),
                 )
             if not body.get("stream"):  # Claude Code 2.1.330 always streams
                 return self._send(
                     400, b'{"type":"error","error":{"type":"invalid_request_error","message":"stream only"}}'
                 )
             payload = "".join(
-                f"event: {name}\ndata: {json.dumps(data)}\n\n"
-                for name, data in _sse_events(fake, body, blocks)
+                f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in _sse_events(fake, body, blocks)
             ).encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")

@@ -37,9 +37,7 @@ def test_echoes_only_the_ratchets_lines():
             "content": [
                 {
                     "type": "tool_result",
-                    "content": [
-                        {"type": "text", "text": "noise\niter 3 | val_auc=0.9 | KEPT | 2.0 s — x\nmore noise"}
-                    ],
+                    "content": [{"type": "text", "text": "noise\niter 3 | val_auc=0.9 | KEPT | 2.0 s — x\nmore noise"}],
                 }
             ]
         },
@@ -50,18 +48,12 @@ def test_echoes_only_the_ratchets_lines():
 
 def test_no_client_is_one_line_and_exit_2(project):
     out = headless(project, "t1", claude="/nonexistent/claude")
-    assert (
-        out.returncode == 2
-        and out.stderr.startswith("error: no `claude`")
-        and len(out.stderr.splitlines()) == 1
-    )
+    assert out.returncode == 2 and out.stderr.startswith("error: no `claude`") and len(out.stderr.splitlines()) == 1
 
 
 def test_a_session_that_never_starts_the_run_exits_1_and_says_so(project, tmp_path):
     fake = tmp_path / "claude"
-    fake.write_text(
-        '#!/bin/sh\necho \'{"type":"result","subtype":"error_max_turns","result":"gave up"}\'\nexit 1\n'
-    )
+    fake.write_text('#!/bin/sh\necho \'{"type":"result","subtype":"error_max_turns","result":"gave up"}\'\nexit 1\n')
     fake.chmod(0o755)
     out = headless(project, "t1", "--max-iters", "1", claude=str(fake))
     assert out.returncode == 1, out.stderr

@@ -17,9 +17,7 @@ import subprocess
 from pathlib import Path
 from typing import TextIO
 
-SETTINGS = (
-    ".claude/settings.json"  # passed with --settings: its allow rules then apply without the trust dialog
-)
+SETTINGS = ".claude/settings.json"  # passed with --settings: its allow rules then apply without the trust dialog
 LOG_NAME = "headless.jsonl"  # in the run folder under .git: never in the tree, never committed
 RELAUNCHES_WITHOUT_PROGRESS = 1  # a relaunched session that adds no row means something needs a person
 ECHOED = ("iter ", "run ", "error:")  # the ratchet's own lines, worth a line in cron mail or tmux
@@ -36,9 +34,7 @@ def find_claude() -> str:
     return found
 
 
-def claude_command(
-    claude: str, root: Path, tag: str, start_args: list[str], max_turns: int | None
-) -> list[str]:
+def claude_command(claude: str, root: Path, tag: str, start_args: list[str], max_turns: int | None) -> list[str]:
     prompt = " ".join(["/autoresearch", shlex.quote(tag), *map(shlex.quote, start_args)])
     command = [
         claude,

@@ -400,9 +400,7 @@ MODEL_TENSOR_MEMBER = re.compile(r"data/weights/weight_[0-9]+|data/constants/ten
 # (autocast, no_grad regions) only; a name like torch.serialization.os.system would be a call at run time.
 # aten::from_file is the one aten operator that reads a file (found by listing every aten schema): a graph could
 # read the held-out text from disk in the harness while it is scored.
-MODEL_TARGET = re.compile(
-    r"torch\.ops\.aten\.(?!__)(?!from_file\.)\w+\.(?!__)\w+|torch\.ops\.higher_order\.(?!__)\w+"
-)
+MODEL_TARGET = re.compile(r"torch\.ops\.aten\.(?!__)(?!from_file\.)\w+\.(?!__)\w+|torch\.ops\.higher_order\.(?!__)\w+")
 FILE_READING_OPS = ("from_file",)
 MODEL_NAME = re.compile(r"(?!__)[A-Za-z_]\w*")  # node and argument names become Python identifiers in FX
 MODEL_FQN = re.compile(r"(?!__)[A-Za-z_]\w*(\.(?!__)[A-Za-z_0-9]\w*)*")  # parameter paths (`blocks.0.attn`)

@@ -501,9 +501,11 @@ def _complete_start(repo: Repo, config: RunConfig, baseline: dict | None, notes:
     timing = f" | {seconds:.1f} s" if seconds is not None else ""
     boxed = config.extra.get("sandbox", "")
     warning = "" if boxed.startswith("bubblewrap") else f"\nwarning: {boxed or 'candidate not sandboxed'}"
-    return f"run {tag} started on {branch} | {shown}{timing} | results in {repo.rel(task.results)}" + "".join(
-        f" | {n}" for n in notes
-    ) + warning
+    return (
+        f"run {tag} started on {branch} | {shown}{timing} | results in {repo.rel(task.results)}"
+        + "".join(f" | {n}" for n in notes)
+        + warning
+    )
 
 
 def _resume(repo: Repo, tag: str, branch: str, notes: list[str]) -> str:
