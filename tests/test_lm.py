@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from autoresearch import summary
+from autoresearch import sandbox, summary
 from autoresearch.data import DataError
 from autoresearch.lm import CPU_OVERRUN_SECONDS, MIN_BUDGET_CPU_SECONDS, cpu_threads, harness_timeout
 
@@ -757,3 +757,33 @@ def test_a_graph_that_reads_a_file_is_refused():
     program = SimpleNamespace(graph_module=torch.fx.GraphModule(torch.nn.Module(), graph))
     with pytest.raises(CandidateError, match="from_file"):
         check_loaded_graph(program)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sandbox.detect().active, reason="needs the kernel sandbox")
+def test_the_child_cannot_read_the_text_it_is_scored_on(tmp_path):
+    """The child is handed the training bytes only: the text file (validation and held-out slices included),
+    the harness's folder and the network are out of its reach in the sandbox."""
+    text = tmp_path / "tiny.txt"
+    source = f"""
+import socket
+
+
+def train(data, device, clock, seed):
+    for path in ({str(text)!r}, {str(tmp_path / "prepare.py")!r}):
+        try:
+            open(path, "rb").read(16)
+            print("READ OK", path, flush=True)
+        except OSError as exc:
+            print("READ REFUSED", path, type(exc).__name__, flush=True)
+    try:
+        socket.create_connection(("127.0.0.1", 22), timeout=2)
+        print("CONNECTED", flush=True)
+    except OSError:
+        print("NO NETWORK", flush=True)
+    raise RuntimeError("probe done")
+"""
+    block, _, stderr = harness(tmp_path, source)
+    assert text.exists() and block["status"] == "crash" and "probe done" in block["error"]
+    assert "READ OK" not in stderr and stderr.count("READ REFUSED") == 2
+    assert "CONNECTED" not in stderr and "NO NETWORK" in stderr

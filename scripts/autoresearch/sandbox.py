@@ -6,8 +6,9 @@ root: no network; the file system is read-only and holds only the interpreter, t
 `autoresearch` package and the candidate's own copy of train.py (never the repository, the data, the cache or
 `.git`); writes go to a private tmpfs; the harness's processes are out of sight (its own PID namespace, so
 `/proc/PPID` is bwrap's init), and every process in it dies with it, daemons included. Inside, the tabular
-child gives each fold a further namespace of its own (`isolate_fold`): a fresh /tmp and /dev/shm, its own
-PID and IPC namespaces, so nothing one fold leaves can reach the next.
+child gives each fold user, mount and IPC namespaces of its own (`isolate_fold`) with a fresh /tmp and
+/dev/shm, and kills whatever a fold left running before the next one starts, so nothing one fold leaves can
+reach the next.
 
 Where none of this is available (macOS, a kernel or policy that forbids user namespaces, such as Ubuntu's
 AppArmor default) the candidate still runs, in its own process group and a scratch folder, and `detect()`

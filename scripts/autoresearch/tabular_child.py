@@ -4,11 +4,12 @@ Run by the frozen harness (inside the sandbox, see sandbox.py) as
 `python -I -B -u -m autoresearch.tabular_child CONFIG_JSON`. The zygote imports the dependencies train.py names
 (never train.py itself: no candidate code runs in it, so nothing it holds can be read by a later fold) and then,
 for each job the harness sends, forks a fold process that
-- gets namespaces of its own (user, mount, IPC, PID: `sandbox.isolate_fold`), a fresh empty /tmp and /dev/shm,
+- gets namespaces of its own (user, mount, IPC: `sandbox.isolate_fold`), a fresh empty /tmp and /dev/shm,
 - reads its one job from stdin: that fold's training rows with labels and evaluation rows without (the harness
   writes the next job only after this fold and everything it started are gone), then closes stdin,
 - imports train.py, fits `build_pipeline()` on `feature_fn(...)`, and writes its predictions as raw float64
-  bytes on a pipe of its own, then exits: its namespace, its files and its processes die with it.
+  bytes on a pipe of its own, then exits: its namespaces and files go with it, and the zygote kills every
+  process it left (`end_fold`) before the next job is read.
 The zygote reads at most `max_bytes` of those predictions and hands them to the harness on a descriptor no fold
 holds, with the fold's exit status. Nothing a fold writes is trusted: the harness checks size and values.
 
