@@ -1,8 +1,19 @@
-"""Frozen harness of the heart task (UCI Heart Disease, Cleveland). Do not edit: the ratchet refuses changes.
+"""Frozen harness of the heart task. Do not edit it: the ratchet refuses to score while it differs by a byte.
 
-Target: `num > 0` (any angiographic disease). Metric: ROC AUC by 5x5 repeated stratified k-fold CV on the
-development part (`val_auc`, higher is better), per-fold scores kept for the paired keep rule.
-A fixed, seeded 20% is held out; its labels never reach train.py, and its score only the morning report.
+How you are scored (the whole contract; program.md says how the loop runs):
+- Data: UCI Heart Disease, Cleveland: 303 patients, 13 clinical features (NaN in `ca` and `thal`), target
+  `num > 0`. A fixed, seeded, stratified 20% (61 rows) is held out: train.py never sees its labels, and its
+  score goes only to the person's morning report.
+- Metric: `val_auc` (ROC AUC, higher is better) by 5x5 repeated stratified cross-validation on the other 242
+  rows, the same 25 folds for every candidate.
+- What train.py gives: `feature_fn(df)` and `build_pipeline()` (train.py's docstring). Each fold runs in a
+  fresh sandboxed process that gets that fold's training rows with labels and its evaluation rows without.
+- Budget: 60 s of wall time for the whole evaluation (25 folds and the held-out fit). Past it: CRASH.
+- Allowed: anything in the declared dependencies (scikit-learn, LightGBM, XGBoost CPU, FLAML). The candidate
+  has no network, no file but its own private /tmp, and half the machine's memory.
+- Kept when the paired test over the 25 fold scores says the gain is beyond noise, or the score is equal
+  within noise with fewer lines of code (the keep rule: README.md, "The keep rule"). Otherwise the ratchet
+  puts train.py back to the best.
 
     uv run prepare.py --check-data     fetch (or find) the data, check it, cache it
     uv run prepare.py                  score train.py and print the summary block (same as `uv run train.py`)

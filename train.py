@@ -1,13 +1,12 @@
 """The one file the agent edits. Heart disease (UCI Cleveland): predict `num > 0` from 13 clinical features.
 
-Contract with the frozen harness (prepare.py), which imports this file only in a child process:
+What the frozen harness (prepare.py: data, metric, budget, keep rule) asks of this file, which it imports only
+in a sandboxed process per fold:
 - `feature_fn(df) -> DataFrame`: row-wise feature engineering on raw features (no labels). It is applied to
   training and evaluation rows separately in every fold; columns may contain NaN (`ca`, `thal`).
 - `build_pipeline()` returns an unfitted estimator with `fit(X, y)` and `predict_proba(X)`; it is fitted
-  anew in each of the 25 folds, so anything learned from data (scaling, imputation, encoding) lives here.
-- Anything in the declared dependencies is fair game: scikit-learn, LightGBM, FLAML (`AutoML` needs NaN-free
-  or DataFrame input), XGBoost (CPU). The harness owns the clock (60 s for the whole evaluation) and the
-  metric; printing, timing or scoring here changes nothing that is recorded.
+  anew in every fold, so anything learned from data (scaling, imputation, encoding) lives here.
+- FLAML's `AutoML` needs NaN-free or DataFrame input. Printing, timing or scoring here changes nothing recorded.
 Run by hand: `uv run train.py` prints the summary block.
 """
 
