@@ -13,6 +13,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from autoresearch.contract import Capabilities
 from autoresearch.gitops import BRANCH_PREFIX, Repo
 
 TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # a branch-name component, nothing git refuses
@@ -34,6 +35,20 @@ class RunConfig:
     deadline: str | None = None  # ISO time after which the run stops (a stop condition)
     max_iters: int | None = None  # iterations after the baseline, then the run stops
     extra: dict = field(default_factory=dict)  # task-specific facts recorded at start (device, ...)
+
+    @property
+    def keep_rule(self) -> str | None:
+        """The keep rule's name `start` fixed (keeprules.RULES); None for a run recorded before rules had names
+        (judged by the default rule, as it was then; a language-model run's record always named it)."""
+        return self.extra.get("keep_rule")
+
+    @property
+    def capabilities(self) -> Capabilities | None:
+        """What the harness declared at `start`; None for a run recorded before harnesses declared anything."""
+        try:
+            return Capabilities.from_json(self.extra["capabilities"])
+        except (KeyError, ValueError):
+            return None
 
 
 def check_tag(tag: str) -> str:
