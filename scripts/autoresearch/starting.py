@@ -86,8 +86,8 @@ def check_capabilities(task: Task, caps: Capabilities, budget: float | None) -> 
         raise RunError(f"{task.prepare_rel} asks for {exc}") from None
     if budget is not None and not caps.budget_arg:
         raise RunError(
-            f"--budget: the harness of task {task.rel} takes no budget option (its budget is frozen in "
-            f"{task.prepare_rel}); start without --budget"
+            f"--budget: this task's harness ({task.prepare_rel}) takes no budget option; its budget is frozen "
+            "in it. Start without --budget"
         )
     if rule.needs_seeds and not caps.seed_arg:
         raise RunError(f"{task.prepare_rel} asks for keep rule {rule.name}, which reruns with --seed, "
