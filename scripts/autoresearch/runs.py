@@ -70,7 +70,7 @@ def tag_of_branch(branch: str | None) -> str | None:
 def load_config(repo: Repo, tag: str) -> RunConfig | None:
     """run.json as a plain file (the hooks read it so): None when it is missing or not a run's config.
 
-    The ratchet's verbs read `loop.open_config`, which checks it against the baseline ref and rebuilds it.
+    The ratchet's verbs read `refs.open_config`, which checks it against the baseline ref and rebuilds it.
     """
     return config_from(read_json(run_dir(repo, tag) / "run.json"))
 
