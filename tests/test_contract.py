@@ -252,7 +252,7 @@ def test_the_report_asks_the_frozen_harness_of_a_run_recorded_before_capabilitie
     assert caps is None and "predates declared capabilities" in why
     recorded = RunConfig("new", ".", "0" * 40, "val_bpb", False, 60.0, "2026-11-01T00:00:00",
                          extra={"capabilities": {**Capabilities.from_json(json.loads(
-                             '{"family": "lm", "keep_rule": "rerun", "fresh_folds": false, "heldout_records": true,'
+                             '{"family": "lm", "keep_rule": "rerun", "fresh_folds": false, "audit_records": true,'
                              ' "budget_arg": true, "seed_arg": true, "budget_clocks": {"cpu": "cpu"},'
                              ' "devices": ["cpu"]}')).to_json()}})  # fmt: skip
     caps, _ = report.capabilities_of(mute, recorded, find_task(mute, "."))  # the record, not the harness

@@ -253,7 +253,7 @@ class Capabilities:
     family: str  # "tabular" or "lm": which keys its block adds
     keep_rule: str  # the name of its keep rule (keeprules.RULES)
     fresh_folds: bool  # `--cv-seed N` scores on other folds: the report's fresh-fold re-measure
-    heldout_records: bool  # `--private-out FILE` gets held-out figures: the report's held-out audit
+    audit_records: bool  # `--private-out FILE` gets the figures of the morning audit, never shown elsewhere
     budget_arg: bool  # `--budget S` sets the candidate's budget (`start --budget`)
     seed_arg: bool  # `--seed N` scores another draw of the same code (the reruns of a between-run rule)
     budget_clocks: dict[str, str]  # device -> "cpu" or "wall": what the budget counts there
@@ -267,7 +267,7 @@ class Capabilities:
         """Capabilities from their JSON form; ValueError naming the field that is missing or of the wrong type."""
         if not isinstance(value, dict):
             raise ValueError("not a JSON object")
-        kinds = {"family": str, "keep_rule": str, "fresh_folds": bool, "heldout_records": bool, "budget_arg": bool,
+        kinds = {"family": str, "keep_rule": str, "fresh_folds": bool, "audit_records": bool, "budget_arg": bool,
                  "seed_arg": bool, "budget_clocks": dict, "devices": list}  # fmt: skip
         for name, kind in kinds.items():
             if not isinstance(value.get(name), kind):

@@ -73,7 +73,7 @@ LM_BLOCK_KEY = "val_bpb"
 KEEP_RULE = keeprules.RunToRun.name  # one training run is one draw of the noise: judged against run-to-run spread
 # What this harness supports (`prepare.py --capabilities`; contract.Capabilities): recorded by `start`.
 CAPABILITIES = contract.Capabilities(
-    family="lm", keep_rule=KEEP_RULE, fresh_folds=False, heldout_records=True, budget_arg=True, seed_arg=True,
+    family="lm", keep_rule=KEEP_RULE, fresh_folds=False, audit_records=True, budget_arg=True, seed_arg=True,
     budget_clocks={"cpu": "cpu", "mps": "wall", "cuda": "wall"}, devices=("cpu", "mps", "cuda"),
 )  # fmt: skip
 

@@ -49,7 +49,7 @@ N_REPEATS = 5  # a single 5-fold CV moves 0.007-0.010 AUC between shuffles; 5x5 
 CV_SEED = 0  # the ratchet's folds; the report re-measures on fresh seeds (audit.FRESH_CV_SEEDS)
 # What this harness supports (`prepare.py --capabilities`; contract.Capabilities): recorded by `start`.
 CAPABILITIES = contract.Capabilities(
-    family="tabular", keep_rule=keeprules.PairedFolds.name, fresh_folds=True, heldout_records=True,
+    family="tabular", keep_rule=keeprules.PairedFolds.name, fresh_folds=True, audit_records=True,
     budget_arg=False, seed_arg=False, budget_clocks={"cpu": "wall"}, devices=("cpu",),
 )  # fmt: skip
 
