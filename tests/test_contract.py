@@ -69,8 +69,8 @@ def test_render_prints_exactly_the_karpathy_block():
         ({"seed": 0}, "tabular", "unknown key 'seed'"),  # an lm key in a tabular block
         ({"val_r2": 0.5}, "lm", "unknown key 'val_r2'"),  # companions are the tabular family's
         ({"fold_scores": "0.9,0.8"}, "tabular", "fold_scores"),  # text, not a list of scores
-        ({"n_folds": 2.5}, "tabular", "n_folds: 2.5 is not a int"),
-        ({"status": "ko"}, "tabular", "status: 'ko' is not a choice"),
+        ({"n_folds": 2.5}, "tabular", "n_folds: 2.5 is not of kind int"),
+        ({"status": "ko"}, "tabular", "status: 'ko' is not of kind choice"),
         ({"direction": "up"}, "tabular", "direction"),
         ({"val_auc_se": "about 0.01"}, "tabular", "val_auc_se"),
         ({"budget_seconds": True}, "tabular", "budget_seconds"),

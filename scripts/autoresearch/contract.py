@@ -125,7 +125,7 @@ def check_block(values: Mapping[str, object], family: str) -> Mapping[str, objec
         if key is None:
             problems.append(f"unknown key {name!r}")
         elif not _fits(key, value):
-            problems.append(f"{name}: {value!r} is not a {key.kind}" + (f" of {key.choices}" if key.choices else ""))
+            problems.append(f"{name}: {value!r} is not of kind {key.kind}" + (f" {key.choices}" if key.choices else ""))
     required = [metric, metric + SE_SUFFIX, *(k.name for k in fixed.values() if k.required)]
     problems += [f"missing key {name!r}" for name in required if name not in values]
     if values.get("status") not in (None, "ok") and not values.get("error"):
