@@ -228,7 +228,7 @@ def test_each_fit_gets_a_fresh_copy_of_a_shared_model():
 
 
 def test_rerun_held_out_records_are_averaged():
-    from autoresearch.loop import _mean_record
+    from autoresearch.harness import mean_record as _mean_record
 
     merged = _mean_record(
         {"heldout_bpb": 2.0, "heldout_bpb_values": [2.0, 4.0], "n": "x"},

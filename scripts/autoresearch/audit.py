@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from autoresearch import proc, summary
+from autoresearch.contract import Block
 
 BOOTSTRAP_RESAMPLES = 2000  # percentile CIs settle to ±0.002 AUC on 61 rows by ~1000; 2000 costs < 1 s
 BOOTSTRAP_SEED = 0  # the report is reproducible: the same run gives the same intervals
@@ -284,16 +285,14 @@ def score_on_fresh_folds(prepare: Path, source: str, commit: str, cv_seeds, data
             args = ["--train", str(train), "--cv-seed", str(seed),
                     "--private-out", str(Path(tmp) / "discarded-heldout.json")]  # fmt: skip
             result, out, err = _run_harness(prepare, args, data, env, timeout)
-            block, error = summary.parse_block(out.decode("utf-8", errors="replace")), ""
+            block, error = Block.parse(out.decode("utf-8", errors="replace")), ""
             if result.timed_out:
-                block, error = {}, f"timed out after {timeout:g} s"
-            elif result.returncode != 0 or block.get("status") != "ok":
-                error = block.get("error") or proc.last_line(err) or "no output"
-            metric = block.get("metric", "")
+                block, error = Block(), f"timed out after {timeout:g} s"
+            elif result.returncode != 0 or not block.ok:
+                error = block.error or proc.last_line(err) or "no output"
             results.append(FreshScore(
-                commit=commit, cv_seed=seed,
-                value=summary.parse_float(block.get(metric)) if not error else math.nan,
-                fold_scores=summary.parse_floats(block.get("fold_scores")) if not error else [], error=error,
+                commit=commit, cv_seed=seed, value=block.value if not error else math.nan,
+                fold_scores=block.fold_scores if not error else [], error=error,
             ))  # fmt: skip
     return results
 

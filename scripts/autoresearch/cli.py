@@ -9,11 +9,14 @@ import sys
 
 import git
 
-from autoresearch import digest, ledger, loop, proc
+from autoresearch import digest, ledger, loop, proc, starting
 from autoresearch.data import DataError
 from autoresearch.gitops import GitError, Repo
+from autoresearch.recovery import recover_if_idle
+from autoresearch.refs import open_config, verified_rows
 from autoresearch.runs import RunError, run_dir, tag_of_branch
 from autoresearch.stopping import STOP_FILE
+from autoresearch.taskdir import find_task
 
 REFUSED = 2
 FAILED = 1  # an error the ratchet did not foresee: still one line (AUTORESEARCH_DEBUG=1 shows the traceback)
@@ -26,10 +29,10 @@ def _json_default(value):
 def run_for(repo: Repo, tag: str | None):
     """(config, task, notes) of run `tag` or the checked-out one; run.json is rebuilt from its refs if need be."""
     tag = tag or tag_of_branch(repo.branch())
-    config, notes = loop.open_config(repo, tag) if tag else (None, [])
+    config, notes = open_config(repo, tag) if tag else (None, [])
     if config is None:
         raise RunError(f"no run {tag!r}" if tag else "not on an autoresearch run branch; pass --tag TAG")
-    return config, loop.find_task(repo, config.task), notes
+    return config, find_task(repo, config.task), notes
 
 
 def dispatch(args) -> int:
@@ -38,7 +41,7 @@ def dispatch(args) -> int:
         repo = Repo(".")
         if args.verb == "start":
             print(
-                loop.start(
+                starting.start(
                     repo,
                     args.tag,
                     args.task,
@@ -52,8 +55,8 @@ def dispatch(args) -> int:
             print(loop.try_edit(repo, args.hypothesis))
         elif args.verb == "status":
             config, task, notes = run_for(repo, args.tag)
-            notes.append(loop.recover_if_idle(repo, config, task))
-            rows, more = loop.verified_rows(repo, config, task)
+            notes.append(recover_if_idle(repo, config, task))
+            rows, more = verified_rows(repo, config, task)
             for note in [n for n in notes + more if n]:  # --json keeps stdout for the JSON alone
                 print(note, file=sys.stderr if args.json else sys.stdout)
             d = digest.digest(config, rows, repo)

@@ -8,7 +8,7 @@ import math
 import statistics
 from datetime import datetime
 
-from autoresearch import ledger, stopping
+from autoresearch import keeprules, ledger, stopping
 from autoresearch.gitops import REF_PREFIX
 from autoresearch.runs import RunConfig, run_dir
 from autoresearch.summary import parse_float
@@ -65,6 +65,9 @@ def digest(config: RunConfig, rows: list[dict], repo=None) -> dict:
         "metric": metric,
         "direction": "higher" if config.higher_is_better else "lower",
         "budget_seconds": config.budget_seconds,
+        "keep_rule": config.keep_rule or keeprules.DEFAULT,
+        # what the harness declared at start (None: a run recorded before harnesses declared anything)
+        "capabilities": config.capabilities.to_json() if config.capabilities else None,
         "iterations": len(tried),
         "kept": len(kept) - (1 if baseline in kept else 0),
         "discarded": len(by_status["discard"]),
@@ -104,7 +107,8 @@ def render(d: dict) -> str:
         return "" if not math.isfinite(r["delta"]) else f" (Δ {r['delta']:+.4f} ± {val(r['delta_se'])})"
 
     lines = [
-        f"run {d['tag']} | task {d['task']} | {m} ({d['direction']} is better) | budget {d['budget_seconds']:g} s",
+        f"run {d['tag']} | task {d['task']} | {m} ({d['direction']} is better) | budget {d['budget_seconds']:g} s"
+        + (f" | keep rule {d['keep_rule']}" if d.get("keep_rule") else ""),
         f"iterations: {d['iterations']} | kept {d['kept']} | discarded {d['discarded']} | crashed {d['crashed']}"
         + (f" | interrupted {d['interrupted']}" if d["interrupted"] else "")
         + (f" | {d['iterations_per_hour']} per hour" if d["iterations_per_hour"] else ""),

@@ -37,9 +37,9 @@ MAX_LOG_LINES = 200  # more than this from run.log floods the context; the crash
 # An agent that keeps ending its turn with no new row is stuck (a refusal it cannot fix, a broken setup):
 # after this many blocked stops in a row without progress, let it stop rather than spend tokens all night.
 STOP_BLOCKS_WITHOUT_PROGRESS = 5
-RESULTS_FILE = "results.tsv"  # the run's mirror of the ledger, in the run folder (loop.RESULTS_FILE)
+RESULTS_FILE = "results.tsv"  # the run's mirror of the ledger, in the run folder (taskdir.RESULTS_FILE)
 STOP_BLOCKS_FILE = "stop_hook.json"  # in the run folder: the rows count and the blocks since it changed
-LOG_FILE = "run.log"  # the latest iteration's output, in the task folder (loop.LOG_FILE)
+LOG_FILE = "run.log"  # the latest iteration's output, in the task folder (taskdir.LOG_FILE)
 RATCHET_MIN_TIMEOUT_MS = 3_600_000  # .claude/settings.json's BASH_MAX_TIMEOUT_MS: a try may take that long
 
 # -- the shapes of shell command a run allows (program.md, README "Claude Code, all night") ----------------

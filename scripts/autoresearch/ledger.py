@@ -157,7 +157,7 @@ class Ledger:
         return notes
 
     def rows(self, tag: str | None = None) -> list[dict]:
-        """This run's rows as the mirror holds them (unchecked: `loop.verified_rows` checks them)."""
+        """This run's rows as the mirror holds them (unchecked: `refs.verified_rows` checks them)."""
         return run_rows(self.mirror if self.mirror.exists() else self.path, tag)
 
     def lock(self) -> _FileLock:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autoresearch import proc, sandbox, summary
+from autoresearch import contract, keeprules, proc, sandbox
 from autoresearch.data import DataError
 from autoresearch.lm_child import BUDGET_TOO_SMALL_EXIT
 
@@ -70,7 +70,12 @@ ERROR_CHARS = 300  # an `error` is one line of results.tsv; torch's messages can
 REPORT_MAX_COUNT = 10**15  # num_steps / tokens above this (or not ints) are ignored: they only feed rates
 PEAK_PROBE_SECONDS = 0.5  # how long the on-the-spot matmul throughput probe runs
 LM_BLOCK_KEY = "val_bpb"
-KEEP_RULE = "rerun"  # the ratchet's rule for this task (decide.decide_reruns): noise is between runs
+KEEP_RULE = keeprules.RunToRun.name  # one training run is one draw of the noise: judged against run-to-run spread
+# What this harness supports (`prepare.py --capabilities`; contract.Capabilities): recorded by `start`.
+CAPABILITIES = contract.Capabilities(
+    family="lm", keep_rule=KEEP_RULE, fresh_folds=False, audit_records=True, budget_arg=True, seed_arg=True,
+    budget_clocks={"cpu": "cpu", "mps": "wall", "cuda": "wall"}, devices=("cpu", "mps", "cuda"),
+)  # fmt: skip
 
 
 @dataclass
@@ -750,9 +755,13 @@ def main(task: LMTask, default_train: Path, argv: list[str] | None = None) -> in
     parser.add_argument("--private-out", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--pgid-file", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--check-data", action="store_true", help="fetch and check the text, then exit")
+    parser.add_argument(contract.CAPABILITIES_FLAG, action="store_true", help="print what this harness supports")
     args = parser.parse_args(argv)
     proc.hide_from_peers()
     try:
+        if args.capabilities:
+            print(CAPABILITIES.dumps())
+            return 0
         if args.check_data:
             train, val, heldout = split(task, task.load(args.data))
             sizes = f"{len(train)} train / {len(val)} validation / {len(heldout)} held-out bytes"
@@ -772,6 +781,6 @@ def main(task: LMTask, default_train: Path, argv: list[str] | None = None) -> in
         print(f"error: {exc}", file=sys.stderr)
         return 2
     sys.stderr.flush()
-    sys.stdout.write(summary.format_block(block))
+    sys.stdout.write(contract.render(block, CAPABILITIES.family))
     sys.stdout.flush()
     return 0

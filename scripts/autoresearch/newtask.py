@@ -15,6 +15,7 @@ import io
 import math
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -23,17 +24,24 @@ import numpy as np
 import pandas as pd
 
 from autoresearch import data, proc, summary, taskfiles
+from autoresearch.contract import Block
 from autoresearch.gitops import Repo
-from autoresearch.loop import HARNESS_GRACE_SECONDS
+from autoresearch.harness import HARNESS_GRACE_SECONDS
 from autoresearch.runs import RunError
 from autoresearch.stopping import LEAKAGE_CEILINGS
-from autoresearch.tabular import METRIC_CHOICES, TabularTask, split
+from autoresearch.tabular import (
+    HOLDOUT_FRACTION,
+    METRIC_CHOICES,
+    N_FOLDS,
+    SPLIT_SEED,
+    TabularTask,
+    higher_is_better,
+    split,
+)
+from autoresearch.taskfiles import TASKS_DIR
 
-TASKS_DIR = "tasks"  # generated tasks live in <repo>/tasks/<name>/, next to the heart task at the root
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 DEFAULT_BUDGET_SECONDS = 60.0  # as the heart task: room for gradient boosting on a few thousand rows
-HOLDOUT_FRACTION, SPLIT_SEED = 0.2, 42  # as the heart task: a fixed, seeded fifth for the morning audit
-N_FOLDS, N_REPEATS, CV_SEED = 5, 5, 0  # 5x5 repeated CV: 25 paired fold scores for the keep rule
 MIN_ROWS = 50  # below this a 20 % held-out part and 5 folds leave under 10 rows per evaluation fold
 MAX_INFERRED_CLASSES = 20  # an integer target with more distinct values than this is taken as regression
 MIXED_NUMERIC_SHARE = 0.5  # a text column whose values are mostly numbers is a dirty numeric column, not a category
@@ -69,7 +77,7 @@ class Plan:
 
     @property
     def higher_is_better(self) -> bool:
-        return self.metric not in ("val_logloss", "val_rmse")
+        return higher_is_better(self.metric)
 
 
 def _names(columns, most: int = 6) -> str:
@@ -358,20 +366,20 @@ def write_files(repo: Repo, plan: Plan, block: dict | None = None) -> Path:
     return folder
 
 
-def run_baseline(folder: Path, budget: float) -> tuple[dict, str]:
+def run_baseline(folder: Path, budget: float) -> tuple[Block, str]:
     """Run the new harness once on the baseline; (block, error) where error is empty when it scored."""
     out, err = io.BytesIO(), io.BytesIO()
     result = proc.run_in_group(
         [sys.executable, str(folder / "prepare.py")], timeout=budget + HARNESS_GRACE_SECONDS,
         stdout=out, stderr=err, cwd=folder,
     )  # fmt: skip
-    block = summary.parse_block(out.getvalue().decode("utf-8", errors="replace"))
+    block = Block.parse(out.getvalue().decode("utf-8", errors="replace"))
     if result.timed_out:
         return block, f"the harness ran past {budget + HARNESS_GRACE_SECONDS:g} s"
     if not block:
         return block, proc.last_line(err.getvalue()) or f"the harness exited with code {result.returncode}"
-    if block.get("status") != "ok":
-        return block, block.get("error", block.get("status", "?"))
+    if not block.ok:
+        return block, block.error or block.status or "?"
     return block, ""
 
 
@@ -380,9 +388,10 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-def leakage_note(plan: Plan, block: dict) -> str | None:
+def leakage_note(plan: Plan, fields: Mapping[str, str]) -> str | None:
+    """A warning when the baseline's score (in a block's `fields`) is already at the metric's leakage ceiling."""
     ceiling = LEAKAGE_CEILINGS.get(plan.metric)
-    value = summary.parse_float(block.get(plan.metric))
+    value = summary.parse_float(fields.get(plan.metric))
     if ceiling is None or not math.isfinite(value) or value < ceiling:
         return None
     others = [m for m in METRIC_CHOICES[plan.problem] if m not in LEAKAGE_CEILINGS]
@@ -409,12 +418,12 @@ def new_task(repo: Repo, csv: str, target: str, *, echo=print, **options) -> int
          f"{len(p.categorical)} categorical features, metric {p.metric}; scoring the baseline…")  # fmt: skip
     block, error = run_baseline(folder, p.budget)
     if error:
-        echo(summary.format_block(block).rstrip() if block else "(no summary block)")
+        echo(summary.format_block(block.fields).rstrip() if block else "(no summary block)")
         raise RunError(f"the baseline did not score: {error}; {rel} was written: fix it (e.g. a larger --budget) "
                        "and rerun with --force")  # fmt: skip
     write_files(repo, p, block)
-    echo(summary.format_block(block).rstrip())
-    note = leakage_note(p, block)
+    echo(summary.format_block(block.fields).rstrip())
+    note = leakage_note(p, block.fields)
     if note:
         echo(f"warning: {note}")
     to_add = " .gitignore" if ignored_note else ""

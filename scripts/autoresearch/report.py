@@ -14,15 +14,17 @@ import base64
 import html
 import math
 import os
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autoresearch import audit, digest, loop
+from autoresearch import audit, digest
+from autoresearch.contract import CAPABILITIES_FLAG, Capabilities
 from autoresearch.gitops import REF_PREFIX, Repo
+from autoresearch.harness import ask_capabilities
+from autoresearch.refs import ledger_for
 from autoresearch.runs import RunConfig, RunError, load_config, run_dir, tag_of_branch
 from autoresearch.summary import parse_float
+from autoresearch.taskdir import Task, find_task
 
 CHART_INCHES = (12, 6.5)
 CHART_DPI = 100  # 1200 x 650 px: readable on a laptop screen and in a pull request without zooming
@@ -45,7 +47,7 @@ class Step:
 @dataclass
 class Report:
     config: RunConfig
-    task: loop.Task
+    task: Task
     rows: list[dict]
     digest: dict
     chain: list[Step]
@@ -63,9 +65,9 @@ class Report:
 
 
 # -- gathering ------------------------------------------------------------------------------------------
-def build(repo: Repo, config: RunConfig, task: loop.Task, *, remeasure: bool = True,
+def build(repo: Repo, config: RunConfig, task: Task, *, remeasure: bool = True,
           fresh_seeds: tuple[int, ...] = audit.FRESH_CV_SEEDS) -> Report:  # fmt: skip
-    rows = loop.ledger_for(repo, config, task).rows(config.tag)
+    rows = ledger_for(repo, config, task).rows(config.tag)
     d = digest.digest(config, rows, repo)
     metric = config.metric
     refs = repo.refs(f"{REF_PREFIX}{config.tag}/")
@@ -93,10 +95,13 @@ def build(repo: Repo, config: RunConfig, task: loop.Task, *, remeasure: bool = T
             report.heldout = audit.compare(base_record, final_record, metric, config.higher_is_better)
         else:
             report.heldout_note = "no held-out records for the baseline and the final commit (the harness wrote none)"
+    capabilities, unknown = capabilities_of(repo, config, task)
     if not remeasure:
         report.fresh_note = "skipped (--no-remeasure)"
-    elif not harness_takes_cv_seed(task):
-        report.fresh_note = "this task's harness has no --cv-seed option, so there are no fresh folds to score on"
+    elif capabilities is None:
+        report.fresh_note = f"no fresh folds: {unknown}"
+    elif not capabilities.fresh_folds:
+        report.fresh_note = "this task's harness declares no fresh folds (--cv-seed), so there are none to score on"
     else:
         report.fresh_seeds = tuple(fresh_seeds)
         prepare = task.dir / "prepare.py"
@@ -110,10 +115,16 @@ def build(repo: Repo, config: RunConfig, task: loop.Task, *, remeasure: bool = T
     return report
 
 
-def harness_takes_cv_seed(task: loop.Task) -> bool:
-    out = subprocess.run([sys.executable, str(task.dir / "prepare.py"), "--help"],
-                         cwd=task.dir, capture_output=True, text=True, timeout=120)  # fmt: skip
-    return "--cv-seed" in out.stdout
+def capabilities_of(repo: Repo, config: RunConfig, task: Task) -> tuple[Capabilities | None, str]:
+    """What the run's harness supports, as `start` recorded it. A run recorded before harnesses declared
+    anything: its harness (frozen for the run) is asked now; (None, why) when it declares nothing."""
+    if config.capabilities is not None:
+        return config.capabilities, ""
+    try:
+        return ask_capabilities(repo, task), ""
+    except RunError:
+        return None, (f"run {config.tag}'s record predates declared capabilities and its harness "
+                      f"answers no {CAPABILITIES_FLAG}")  # fmt: skip
 
 
 # -- the chart ------------------------------------------------------------------------------------------
@@ -426,7 +437,7 @@ def _atomic_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def runs_to_report(repo: Repo, tags: list[str] | None, all_runs: bool) -> list[tuple[RunConfig, loop.Task]]:
+def runs_to_report(repo: Repo, tags: list[str] | None, all_runs: bool) -> list[tuple[RunConfig, Task]]:
     if all_runs:
         tags = [tag_of_branch(b) for b in repo.run_branches()]
     elif not tags:
@@ -439,7 +450,7 @@ def runs_to_report(repo: Repo, tags: list[str] | None, all_runs: bool) -> list[t
         config = load_config(repo, tag) if tag else None
         if config is None:
             raise RunError(f"no run {tag!r} (no .git/autoresearch/{tag}/run.json)")
-        chosen.append((config, loop.find_task(repo, config.task)))
+        chosen.append((config, find_task(repo, config.task)))
     if not chosen:
         raise RunError("no autoresearch runs in this repository")
     return chosen

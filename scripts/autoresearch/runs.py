@@ -13,6 +13,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from autoresearch.contract import Capabilities
 from autoresearch.gitops import BRANCH_PREFIX, Repo
 
 TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # a branch-name component, nothing git refuses
@@ -35,6 +36,20 @@ class RunConfig:
     max_iters: int | None = None  # iterations after the baseline, then the run stops
     extra: dict = field(default_factory=dict)  # task-specific facts recorded at start (device, ...)
 
+    @property
+    def keep_rule(self) -> str | None:
+        """The keep rule's name `start` fixed (keeprules.RULES); None for a run recorded before rules had names
+        (judged by the default rule, as it was then; a language-model run's record always named it)."""
+        return self.extra.get("keep_rule")
+
+    @property
+    def capabilities(self) -> Capabilities | None:
+        """What the harness declared at `start`; None for a run recorded before harnesses declared anything."""
+        try:
+            return Capabilities.from_json(self.extra["capabilities"])
+        except (KeyError, ValueError):
+            return None
+
 
 def check_tag(tag: str) -> str:
     if not TAG_PATTERN.match(tag) or ".." in tag or tag.endswith(".lock"):
@@ -55,7 +70,7 @@ def tag_of_branch(branch: str | None) -> str | None:
 def load_config(repo: Repo, tag: str) -> RunConfig | None:
     """run.json as a plain file (the hooks read it so): None when it is missing or not a run's config.
 
-    The ratchet's verbs read `loop.open_config`, which checks it against the baseline ref and rebuilds it.
+    The ratchet's verbs read `refs.open_config`, which checks it against the baseline ref and rebuilds it.
     """
     return config_from(read_json(run_dir(repo, tag) / "run.json"))
 

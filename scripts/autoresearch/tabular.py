@@ -25,15 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from autoresearch import proc, sandbox, summary
+from autoresearch import contract, keeprules, proc, sandbox
 from autoresearch.data import DataError
 
-# Problem types and their ratchet metric: (block key, higher is better).
-METRICS = {
-    "binary": ("val_auc", True),
-    "multiclass": ("val_logloss", False),
-    "regression": ("val_rmse", False),
-}
 # Every metric a problem type may be ratcheted on; all of them are reported in the block, the first is the default.
 METRIC_CHOICES = {
     "binary": ("val_auc", "val_logloss", "val_balanced_accuracy"),
@@ -41,8 +35,23 @@ METRIC_CHOICES = {
     "regression": ("val_rmse", "val_r2"),
 }
 COMPANIONS = {"binary": (), "multiclass": ("val_balanced_accuracy",), "regression": ("val_r2",)}  # shown beside
-LOWER_IS_BETTER = ("val_logloss", "val_rmse")
+LOWER_IS_BETTER = ("val_logloss", "val_rmse")  # every other metric: higher is better (`higher_is_better`)
 PROBA_CLIP = 1e-15  # log loss of a probability of exactly 0 is infinite; sklearn clips the same way
+
+
+# The split and fold settings every tabular task starts from (the heart task's; new-task writes these into the
+# prepare.py it makes). Defined here only: the task's own prepare.py may override them.
+TIME_BUDGET_SECONDS = 60.0  # the whole evaluation of a candidate (26 fits); LogReg needs 1 s, RF(300) about 6 s
+HOLDOUT_FRACTION = 0.2  # a fixed, seeded fifth held out for the morning audit
+SPLIT_SEED = 42  # fixes the held-out rows for every run of a task
+N_FOLDS = 5
+N_REPEATS = 5  # a single 5-fold CV moves 0.007-0.010 AUC between shuffles; 5x5 gives 25 paired fold scores
+CV_SEED = 0  # the ratchet's folds; the report re-measures on fresh seeds (audit.FRESH_CV_SEEDS)
+# What this harness supports (`prepare.py --capabilities`; contract.Capabilities): recorded by `start`.
+CAPABILITIES = contract.Capabilities(
+    family="tabular", keep_rule=keeprules.PairedFolds.name, fresh_folds=True, audit_records=True,
+    budget_arg=False, seed_arg=False, budget_clocks={"cpu": "wall"}, devices=("cpu",),
+)  # fmt: skip
 
 
 @dataclass
@@ -50,21 +59,30 @@ class TabularTask:
     name: str
     load: object  # callable(data_path: str | None) -> (X: DataFrame, y: Series); raises DataError
     problem: str = "binary"
-    time_budget_seconds: float = 60.0
-    holdout_fraction: float = 0.2
-    split_seed: int = 42
-    n_folds: int = 5
-    n_repeats: int = 5
-    cv_seed: int = 0
+    time_budget_seconds: float = TIME_BUDGET_SECONDS
+    holdout_fraction: float = HOLDOUT_FRACTION
+    split_seed: int = SPLIT_SEED
+    n_folds: int = N_FOLDS
+    n_repeats: int = N_REPEATS
+    cv_seed: int = CV_SEED
     metric: str | None = None  # overrides the problem type's default (e.g. "val_balanced_accuracy")
     memory_bytes: int | None = None  # cap on the candidate's address space (default: sandbox.MEMORY_FRACTION of RAM)
+
+
+def higher_is_better(metric: str) -> bool:
+    """The one place a tabular metric's direction is worked out (the block's `direction:` says it to the rest)."""
+    return metric not in LOWER_IS_BETTER
+
+
+# Problem types and their ratchet metric: (block key, higher is better).
+METRICS = {problem: (choices[0], higher_is_better(choices[0])) for problem, choices in METRIC_CHOICES.items()}
 
 
 def metric_of(task: TabularTask) -> tuple[str, bool]:
     if task.metric:
         if task.metric not in METRIC_CHOICES[task.problem]:
             raise DataError(f"metric {task.metric} does not apply to a {task.problem} task")
-        return task.metric, task.metric not in LOWER_IS_BETTER
+        return task.metric, higher_is_better(task.metric)
     return METRICS[task.problem]
 
 
@@ -354,9 +372,13 @@ def main(task: TabularTask, default_train: Path, argv: list[str] | None = None) 
     parser.add_argument("--pgid-file", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--heldout-truth", default=None, metavar="OUT", help=argparse.SUPPRESS)  # for the report
     parser.add_argument("--check-data", action="store_true", help="fetch and check the data, then exit")
+    parser.add_argument(contract.CAPABILITIES_FLAG, action="store_true", help="print what this harness supports")
     args = parser.parse_args(argv)
     proc.hide_from_peers()
     try:
+        if args.capabilities:
+            print(CAPABILITIES.dumps())
+            return 0
         if args.check_data:
             x, y = task.load(args.data)
             print(f"data: {task.name} ok, {len(x)} rows, {x.shape[1]} features")
@@ -379,6 +401,6 @@ def main(task: TabularTask, default_train: Path, argv: list[str] | None = None) 
         print(f"error: {exc}", file=sys.stderr)
         return 2
     sys.stderr.flush()
-    sys.stdout.write(summary.format_block(block))
+    sys.stdout.write(contract.render(block, CAPABILITIES.family))
     sys.stdout.flush()
     return 0

@@ -9,6 +9,11 @@ from __future__ import annotations
 import json
 from string import Template
 
+from autoresearch import tabular
+from autoresearch.contract import Block
+
+TASKS_DIR = "tasks"  # generated tasks live in <repo>/tasks/<name>/, next to the heart task at the root
+
 PREPARE = Template('''\
 """Frozen harness of the $name task, made by `ratchet.py new-task` from $file.
 Do not edit: the ratchet refuses changes.
@@ -151,23 +156,20 @@ def _lit(value) -> str:
 
 
 def _common(plan) -> dict:
-    from autoresearch import newtask
-
     classification = plan.problem != "regression"
     return dict(
-        name=plan.name, rel=f"{newtask.TASKS_DIR}/{plan.name}", file=plan.csv.name, target=plan.target,
+        name=plan.name, rel=f"{TASKS_DIR}/{plan.name}", file=plan.csv.name, target=plan.target,
         problem=plan.problem, metric=plan.metric, direction="higher" if plan.higher_is_better else "lower",
-        folds=newtask.N_FOLDS, repeats=newtask.N_REPEATS, n_folds_total=newtask.N_FOLDS * newtask.N_REPEATS,
-        n_fits=newtask.N_FOLDS * newtask.N_REPEATS + 1, stratified=" stratified" if classification else "",
-        budget=f"{plan.budget:g}", holdout=newtask.HOLDOUT_FRACTION,
-        holdout_pct=f"{newtask.HOLDOUT_FRACTION * 100:g}", split_seed=newtask.SPLIT_SEED, cv_seed=newtask.CV_SEED,
+        folds=tabular.N_FOLDS, repeats=tabular.N_REPEATS, n_folds_total=tabular.N_FOLDS * tabular.N_REPEATS,
+        n_fits=tabular.N_FOLDS * tabular.N_REPEATS + 1, stratified=" stratified" if classification else "",
+        budget=f"{plan.budget:g}", holdout=tabular.HOLDOUT_FRACTION,
+        holdout_pct=f"{tabular.HOLDOUT_FRACTION * 100:g}", split_seed=tabular.SPLIT_SEED, cv_seed=tabular.CV_SEED,
     )  # fmt: skip
 
 
 def prepare_py(plan) -> str:
-    from autoresearch.tabular import COMPANIONS, METRIC_CHOICES
-
-    others = [m for m in (*COMPANIONS[plan.problem], METRIC_CHOICES[plan.problem][0]) if m != plan.metric]
+    choices = tabular.METRIC_CHOICES[plan.problem]
+    others = [m for m in (*tabular.COMPANIONS[plan.problem], choices[0]) if m != plan.metric]
     companions = f" Also reported: {', '.join(dict.fromkeys(others))}." if others else ""
     dropped = "".join(f"\n    {_lit(c)}: {_lit(why)}," for c, why in plan.dropped.items())
     why = ("relative to ROOT: the file is inside the repository, ignored by git" if plan.inside_repo
@@ -199,14 +201,12 @@ def train_py(plan) -> str:
     return TRAIN.substitute(_common(plan), columns_note=columns_note, labels_note=labels, predict=predict, **model)
 
 
-def card(plan, block: dict | None = None) -> str:
-    from autoresearch import newtask
-
-    rel = f"{newtask.TASKS_DIR}/{plan.name}"
+def card(plan, block: Block | None = None) -> str:
+    rel = f"{TASKS_DIR}/{plan.name}"
     where = "inside the repository, ignored by git" if plan.inside_repo else "outside the repository"
     unlabelled = f" ({plan.n_missing_target} more without a target, left out)" if plan.n_missing_target else ""
-    cv = f"{newtask.N_FOLDS}x{newtask.N_REPEATS} repeated CV"
-    held_out = f"{newtask.HOLDOUT_FRACTION:.0%} held out (seed {newtask.SPLIT_SEED})"
+    cv = f"{tabular.N_FOLDS}x{tabular.N_REPEATS} repeated CV"
+    held_out = f"{tabular.HOLDOUT_FRACTION:.0%} held out (seed {tabular.SPLIT_SEED})"
     lines = [
         f"# Task {plan.name}",
         "",
@@ -226,11 +226,8 @@ def card(plan, block: dict | None = None) -> str:
     for column, why in plan.dropped.items():
         lines.append(f"left out:  {column}: {why}")
     if block:
-        from autoresearch.summary import parse_float
-
-        value, se = parse_float(block.get(plan.metric)), parse_float(block.get(f"{plan.metric}_se"))
-        seconds = parse_float(block.get("total_seconds"))
-        lines.append(f"baseline:  {plan.metric} {value:.4f} ± {se:.4f}, scored in {seconds:.1f} s")
+        scored = f"{block.value:.4f} ± {block.se:.4f}, scored in {block.total_seconds:.1f} s"
+        lines.append(f"baseline:  {plan.metric} {scored}")
     lines += ["```", ""]
     if plan.warnings:
         lines += ["Warnings when the task was made:", ""] + [f"- {w}" for w in plan.warnings] + [""]
