@@ -213,6 +213,21 @@ def test_leakage_ceiling_stops_a_climb_but_not_an_easy_task(tmp_path):
     assert stop_reason(config, discarded, tmp_path) is None
 
 
+def test_three_harness_failures_in_a_row_stop_the_run_but_candidate_crashes_do_not(tmp_path):
+    from autoresearch.runs import RunConfig
+    from autoresearch.stopping import HARNESS_FAILURE_PREFIX, stop_reason
+
+    config = RunConfig("t", ".", "abc", "val_auc", True, 60.0, "2026-11-22T00:00:00+00:00")
+    base = [{"iter": "0", "status": "keep", "val_auc": "0.88", "reason": "baseline"}]
+    harness = {"status": "crash", "val_auc": "", "reason": f"{HARNESS_FAILURE_PREFIX} the data file is gone"}
+    candidate = {"status": "crash", "val_auc": "", "reason": "train.py exited with code 1: KeyError"}
+    rows = lambda *kinds: base + [{**k, "iter": str(i + 1)} for i, k in enumerate(kinds)]  # noqa: E731
+    assert "3 times in a row" in stop_reason(config, rows(harness, harness, harness), tmp_path)
+    assert stop_reason(config, rows(harness, harness), tmp_path) is None
+    assert stop_reason(config, rows(harness, candidate, harness, harness), tmp_path) is None
+    assert stop_reason(config, rows(candidate, candidate, candidate), tmp_path) is None
+
+
 def test_each_fit_gets_a_fresh_copy_of_a_shared_model():
     import types
 

@@ -1,5 +1,5 @@
-"""When a run must stop. `try` refuses to start an iteration past any of these but the last, the Stop hook
-lets the agent stop on any of them, and `status` reports them: one definition for all three.
+"""When a run must stop. `try` refuses to start an iteration past any of these, the Stop hook lets the agent
+stop on any of them, and `status` reports them: one definition for all three.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def parse_time(text: str) -> datetime:
     return when if when.tzinfo else when.astimezone()
 
 
-def stop_reason(config, rows: list[dict], run_folder: Path, *, include_harness: bool = True) -> str | None:
+def stop_reason(config, rows: list[dict], run_folder: Path) -> str | None:
     """The reason this run must stop now, or None to go on."""
     stop_file = run_folder / STOP_FILE
     if stop_file.exists():
@@ -53,10 +53,9 @@ def stop_reason(config, rows: list[dict], run_folder: Path, *, include_harness: 
                     f"{config.metric} {value:.4f} at iter {row.get('iter')} is at or above {ceiling}: "
                     "that smells of leakage, not progress; a person should look before going on"
                 )
-    if include_harness:
-        recent = rows[-HARNESS_FAILURES_IN_A_ROW:]
-        if len(recent) == HARNESS_FAILURES_IN_A_ROW and all(
-            r.get("reason", "").startswith(HARNESS_FAILURE_PREFIX) for r in recent
-        ):
-            return f"the harness failed {HARNESS_FAILURES_IN_A_ROW} times in a row for reasons outside train.py"
+    recent = rows[-HARNESS_FAILURES_IN_A_ROW:]
+    if len(recent) == HARNESS_FAILURES_IN_A_ROW and all(
+        r.get("reason", "").startswith(HARNESS_FAILURE_PREFIX) for r in recent
+    ):
+        return f"the harness failed {HARNESS_FAILURES_IN_A_ROW} times in a row for reasons outside train.py"
     return None
