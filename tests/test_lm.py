@@ -24,7 +24,13 @@ import numpy as np
 import pytest
 from autoresearch import sandbox, summary
 from autoresearch.data import DataError
-from autoresearch.lm import CPU_OVERRUN_SECONDS, MIN_BUDGET_CPU_SECONDS, cpu_threads, harness_timeout
+from autoresearch.lm import (
+    CPU_OVERRUN_SECONDS,
+    MIN_BUDGET_CPU_SECONDS,
+    cpu_threads,
+    harness_timeout,
+    min_budget_seconds,
+)
 
 torch = pytest.importorskip("torch")
 
@@ -33,10 +39,9 @@ from conftest import ROOT, SHARED_DATA, make_project  # noqa: E402
 TASK_DIR = "tasks/shakespeare"
 REAL_TEXT = SHARED_DATA / "tinyshakespeare" / "input.txt"
 THREADS = cpu_threads()
-# In CPU-s, so the tests ask the same work of any machine: start-up measured 18-22 CPU-s here without compiled
-# bytecode (6.5 with) and the export reserve 2-4, so 40 leaves train() about half, beside a CPU hog too.
-TEST_BUDGET_CPU_SECONDS = 40
-TINY_BUDGET = round(TEST_BUDGET_CPU_SECONDS / THREADS, 1)
+# The smallest budget the harness accepts (`start --budget` refuses less): every run that trains uses it, so
+# the tests are as short as they can be and show that the baseline scores at it, idle or beside CPU hogs.
+TINY_BUDGET = min_budget_seconds("cpu", THREADS)
 HARNESS_TIMEOUT = harness_timeout(TINY_BUDGET, "cpu")  # the wall cap the ratchet itself allows one run
 WORDS = "the king lord my thou art and to of what good sir love night speak death sweet come hath".split()
 
@@ -124,9 +129,12 @@ def test_every_validation_byte_is_scored_once():
 
 
 @pytest.mark.slow
-def test_baseline_trains_and_is_scored_by_the_harness(tmp_path):
-    block, private, _ = harness(tmp_path)
+def test_the_baseline_trains_and_scores_at_the_smallest_budget_the_harness_accepts(tmp_path):
+    """At the floor `start --budget` accepts, start-up and the export reserve leave train() its share, and
+    the export fits in what is left: the baseline scores (so `start` accepts no budget it cannot score at)."""
+    block, private, stderr = harness(tmp_path, budget=TINY_BUDGET)
     assert block["status"] == "ok", block.get("error")
+    assert "too small here" not in stderr and "kept for the export" in stderr
     bpb = float(block["val_bpb"])
     assert 0 < bpb < 7.0  # a uniform guess is 8 bits per byte
     assert block["metric"] == "val_bpb" and block["direction"] == "lower" and block["keep_rule"] == "rerun"
@@ -169,21 +177,6 @@ def test_a_model_trained_to_the_last_second_of_its_clock_still_exports_inside_th
     # torch starts are not under the child's RLIMIT, and the harness allows them CPU_OVERRUN_SECONDS)
     assert float(block["cpu_seconds"]) <= THREADS * TINY_BUDGET + CPU_OVERRUN_SECONDS
     assert "kept for the export" in stderr  # the child said what it measured, in the log
-
-
-@pytest.mark.slow
-def test_the_smallest_budget_the_harness_accepts_scores_the_baseline(tmp_path):
-    """At the floor the child either refuses, naming the minimum it measured, or scores; at that minimum the
-    baseline scores. So `start --budget` accepts no budget at which the baseline cannot score."""
-    floor = math.ceil(MIN_BUDGET_CPU_SECONDS / THREADS)
-    block, _, _ = harness(tmp_path / "floor", budget=floor)
-    if block["status"] != "ok":
-        assert block["status"] == "crash" and "too small here" in block["error"], block.get("error")
-        minimum = int(re.search(r"use --budget (\d+) or more", block["error"]).group(1))
-        assert minimum > floor
-        block, _, _ = harness(tmp_path / "minimum", budget=minimum)
-    assert block["status"] == "ok", block.get("error")
-    assert 0 < float(block["val_bpb"]) < 8
 
 
 @pytest.mark.parametrize("budget", ["3", "0", "-5", "nan"])
@@ -688,7 +681,7 @@ def test_a_bomb_a_huge_file_or_a_fifo_is_refused_quickly(honest_archive, tmp_pat
 
 
 HOSTILE_TRAIN = """
-import atexit, builtins, json, pickle, zipfile
+import builtins, json, pickle, zipfile
 import torch
 
 MARKER = {marker!r}
@@ -699,9 +692,9 @@ class Payload:
         return (builtins.open, (MARKER, "w"))
 
 
-def poison():
-    # after lm_child saved model.pt2 (its cwd): the same model, one weight now a pickle that runs code
-    with zipfile.ZipFile("model.pt2") as archive:
+def poison(path):
+    # after lm_child saved model.pt2: the same model, one weight now a pickle that runs code
+    with zipfile.ZipFile(path) as archive:
         files = {{name: archive.read(name) for name in archive.namelist()}}
     config_name = next(name for name in files if name.endswith("model_weights_config.json"))
     config = json.loads(files[config_name])
@@ -709,7 +702,7 @@ def poison():
     entry["use_pickle"] = True
     files[config_name] = json.dumps(config).encode()
     files[config_name.rsplit("/", 1)[0] + "/" + entry["path_name"]] = pickle.dumps(Payload())
-    with zipfile.ZipFile("model.pt2", "w") as archive:
+    with zipfile.ZipFile(path, "w") as archive:
         for name, body in files.items():
             archive.writestr(name, body)
 
@@ -724,19 +717,21 @@ class Bigram(torch.nn.Module):
 
 
 def train(data, device, clock, seed):
-    atexit.register(poison)
+    save = torch.export.save
+
+    def save_then_poison(exported, path):  # lm_child saves through the patched function
+        save(exported, path)
+        poison(path)
+
+    torch.export.save = save_then_poison
     return {{"model": Bigram(), "context_length": 32, "num_steps": 0, "tokens": 0}}
 """
-
-
-HOSTILE_BUDGET = 30  # seconds: it trains nothing, but importing torch and two exports took 19 CPU-s of a 20
-# CPU-s budget on this machine under load (load average 8 on 2 cores)
 
 
 @pytest.mark.slow
 def test_a_train_py_that_rewrites_its_model_into_a_pickle_runs_nothing_in_the_harness(tmp_path):
     marker = tmp_path / "marker"
-    block, private, _ = harness(tmp_path, HOSTILE_TRAIN.format(marker=str(marker)), budget=HOSTILE_BUDGET)
+    block, private, _ = harness(tmp_path, HOSTILE_TRAIN.format(marker=str(marker)))
     assert block["status"] == "crash"
     assert block["error"].startswith("the exported model holds pickled objects (data/weights/weight_0")
     assert block["val_bpb"] == "nan" and block["fold_scores"] == "none" and private == {}
