@@ -132,10 +132,11 @@ def write_tiny_task(tmp_path: Path, train_source: str | None) -> tuple[Path, Pat
 
 
 def run_harness(prepare: Path, train: Path, text: Path, budget: float, private: Path) -> subprocess.CompletedProcess:
+    allowed = budget if budget >= TINY_BUDGET else TINY_BUDGET  # a refused budget (NaN, -5) still gets a timeout
     return subprocess.run(
         [sys.executable, str(prepare), "--train", str(train), "--data", str(text), "--budget", str(budget),
          "--private-out", str(private)],
-        capture_output=True, text=True, timeout=harness_timeout(budget, "cpu"),  # what the ratchet allows
+        capture_output=True, text=True, timeout=harness_timeout(allowed, "cpu"),  # what the ratchet allows
     )  # fmt: skip
 
 
