@@ -31,10 +31,10 @@ from autoresearch.sandbox import cap_memory
 BUDGET_TOO_SMALL_EXIT = 86
 # What is left of the budget when train() returns pays for the export, the save and the exit. The export's cost
 # follows the graph's nodes; the child measures a probe (the baseline's graph at toy widths) and keeps a
-# multiple of it. Measured here (2 cores, torch 2.x, CPU-s, idle and beside 2 CPU hogs): the probe 0.4-0.8,
-# the baseline's export 0.7-1.0, a 12-layer model's (421 nodes) 2.0; the interpreter's teardown after an
-# export 1.65-1.9, which the child skips (os._exit: 0.12). So 8x the probe covers a graph 4x the baseline's
-# with 50% to spare for a machine that got busier between the probe and the export.
+# multiple of it. Measured here (2 cores, torch 2.x, CPU-s; benchmarks/lm_export_cost.py): the probe 0.3-0.8,
+# the baseline's export 0.6-1.0, a 12-layer model's (421 nodes) 2.0-2.6; the interpreter's teardown after an
+# export 1.65-1.95, which the child skips (os._exit: 0.12). So 8x the probe covers a graph 4x the baseline's
+# with room for a machine that got busier between the probe and the export.
 EXPORT_RESERVE_FACTOR = 8.0
 EXPORT_RESERVE_MIN_SECONDS = 1.0  # a floor (clock units: s of the budget) for a probe measured too fast to
 # trust (a coarse clock, a core that was briefly free); with the teardown in the clock a 4 s floor was needed
