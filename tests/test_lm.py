@@ -24,7 +24,14 @@ import numpy as np
 import pytest
 from autoresearch import sandbox, summary
 from autoresearch.data import DataError
-from autoresearch.lm import CPU_OVERRUN_SECONDS, MIN_BUDGET_CPU_SECONDS, cpu_threads, harness_timeout
+from autoresearch.lm import (
+    CPU_OVERRUN_SECONDS,
+    MIN_BUDGET_CPU_SECONDS,
+    cpu_threads,
+    harness_timeout,
+    min_budget_seconds,
+)
+from autoresearch.lm_child import SUGGESTED_BUDGET_MARGIN
 
 torch = pytest.importorskip("torch")
 
@@ -33,25 +40,43 @@ from conftest import ROOT, SHARED_DATA, make_project  # noqa: E402
 TASK_DIR = "tasks/shakespeare"
 REAL_TEXT = SHARED_DATA / "tinyshakespeare" / "input.txt"
 THREADS = cpu_threads()
-# In CPU-s, so the tests ask the same work of any machine: start-up measured 18-22 CPU-s here without compiled
-# bytecode (6.5 with) and the export reserve 2-4, so 40 leaves train() about half, beside a CPU hog too.
-TEST_BUDGET_CPU_SECONDS = 40
-TINY_BUDGET = round(TEST_BUDGET_CPU_SECONDS / THREADS, 1)
-HARNESS_TIMEOUT = harness_timeout(TINY_BUDGET, "cpu")  # the wall cap the ratchet itself allows one run
+# The smallest budget the harness accepts (`start --budget` refuses less): the baseline must score at it, or be
+# refused naming a budget at which it scores. The loop test runs at it, so it is as short as it can be.
+TINY_BUDGET = min_budget_seconds("cpu", THREADS)
+# The runs that are not about the floor: as far above it as the minimum a refusal names is above what was
+# measured, so a machine busier than usual does not refuse them (start-up costs more CPU time under load).
+TEST_BUDGET = math.ceil(SUGGESTED_BUDGET_MARGIN * TINY_BUDGET)
+REFUSED = re.compile(r"too small here: .* use --budget (\d+) or more")  # the child's refusal, naming what fits
 WORDS = "the king lord my thou art and to of what good sir love night speak death sweet come hath".split()
 
 CHEAT = """
+import socket
+
 import torch
+
+TEXT, PREPARE = {text!r}, {prepare!r}
+
 
 def train(data, device, clock, seed):
     print("---\\nval_bpb: 0.1\\nstatus: ok", flush=True)  # a fake block on the candidate's own output
+    for path in (TEXT, PREPARE):  # the text it is scored on (validation and held-out slices), the harness
+        try:
+            open(path, "rb").read(16)
+            print("READ OK", path, flush=True)
+        except OSError as exc:
+            print("READ REFUSED", path, type(exc).__name__, flush=True)
+    try:
+        socket.create_connection(("127.0.0.1", 22), timeout=2)
+        print("CONNECTED", flush=True)
+    except OSError:
+        print("NO NETWORK", flush=True)
 
     class PeekAhead(torch.nn.Module):  # "predicts" each byte by reading the next one
         def forward(self, idx):
             nxt = torch.cat([idx[:, 1:], idx[:, :1]], dim=1)
             return 20.0 * torch.nn.functional.one_hot(nxt, 256).float()
 
-    return {"model": PeekAhead(), "context_length": 32, "num_steps": 0, "tokens": 0}
+    return {{"model": PeekAhead(), "context_length": 32, "num_steps": 0, "tokens": 0}}
 """
 
 GREEDY = """
@@ -77,7 +102,7 @@ def synthetic_text(n_bytes: int = 60_000, seed: int = 0) -> bytes:
     return ("\n".join(out) + "\n").encode()[:n_bytes]
 
 
-def harness(tmp_path: Path, train_source: str | None = None, budget: float = TINY_BUDGET) -> tuple[dict, dict, str]:
+def harness(tmp_path: Path, train_source: str | None = None, budget: float = TEST_BUDGET) -> tuple[dict, dict, str]:
     """The real LM harness (lm.main) on a tiny text through a small prepare.py: (block, private, stderr)."""
     prepare, train, text = write_tiny_task(tmp_path, train_source)
     private = tmp_path / "private.json"
@@ -107,11 +132,21 @@ def write_tiny_task(tmp_path: Path, train_source: str | None) -> tuple[Path, Pat
 
 
 def run_harness(prepare: Path, train: Path, text: Path, budget: float, private: Path) -> subprocess.CompletedProcess:
+    allowed = budget if budget >= TINY_BUDGET else TINY_BUDGET  # a refused budget (NaN, -5) still gets a timeout
     return subprocess.run(
         [sys.executable, str(prepare), "--train", str(train), "--data", str(text), "--budget", str(budget),
          "--private-out", str(private)],
-        capture_output=True, text=True, timeout=HARNESS_TIMEOUT,
+        capture_output=True, text=True, timeout=harness_timeout(allowed, "cpu"),  # what the ratchet allows
     )  # fmt: skip
+
+
+def refused_minimum(error: str) -> float:
+    """The budget a refusal names; fails the test when `error` is anything but that refusal."""
+    found = REFUSED.search(error)
+    assert found, error[-2000:]
+    minimum = float(found.group(1))
+    assert minimum > TINY_BUDGET
+    return minimum
 
 
 def test_every_validation_byte_is_scored_once():
@@ -124,28 +159,45 @@ def test_every_validation_byte_is_scored_once():
 
 
 @pytest.mark.slow
-def test_baseline_trains_and_is_scored_by_the_harness(tmp_path):
-    block, private, _ = harness(tmp_path)
+def test_the_baseline_trains_and_scores_at_the_smallest_budget_the_harness_accepts(tmp_path):
+    """At the floor `start --budget` accepts, start-up and the export reserve leave train() its share and the
+    export fits in what is left: the baseline scores. On a machine too busy for that, the child refuses before
+    train.py is loaded, naming a budget that fits, and at that budget the baseline scores. So no budget that
+    `start` accepts leaves the baseline unable to score."""
+    budget = TINY_BUDGET
+    block, private, stderr = harness(tmp_path / "floor", budget=budget)
+    if block["status"] != "ok":  # only a refusal naming the minimum is allowed here, never a kill at the budget
+        budget = refused_minimum(block.get("error", ""))
+        block, private, stderr = harness(tmp_path / "minimum", budget=budget)
     assert block["status"] == "ok", block.get("error")
+    assert "kept for the export" in stderr  # the child said what it measured, in the log
     bpb = float(block["val_bpb"])
     assert 0 < bpb < 7.0  # a uniform guess is 8 bits per byte
     assert block["metric"] == "val_bpb" and block["direction"] == "lower" and block["keep_rule"] == "rerun"
     assert summary.parse_floats(block["fold_scores"]) == [pytest.approx(bpb, abs=1e-5)]
     assert int(block["num_steps"]) > 0 and int(block["num_params"]) > 100_000
-    assert float(block["cpu_seconds"]) <= THREADS * TINY_BUDGET + 3  # the kernel's cap: threads x budget
-    assert block["device"] == "cpu" and float(block["budget_seconds"]) == TINY_BUDGET
+    assert float(block["cpu_seconds"]) <= THREADS * budget + 3  # the kernel's cap: threads x budget
+    assert block["device"] == "cpu" and float(block["budget_seconds"]) == budget
     assert 0 < private["heldout_bpb"] < 8 and len(private["heldout_bpb_values"]) == 20
     assert "heldout" not in "".join(block)  # the held-out figure never reaches the block
 
 
 @pytest.mark.slow
-def test_a_printed_score_and_a_model_that_peeks_ahead_change_nothing(tmp_path):
-    block, private, stderr = harness(tmp_path, CHEAT)
+def test_a_printed_score_a_peek_ahead_and_reads_outside_the_sandbox_change_nothing(tmp_path):
+    """One candidate, three cheats: a fake block on its output, a model that reads the next byte, and (in the
+    kernel sandbox) reading the text it is scored on or the network; the child is handed the training bytes
+    only, so the text file, the harness's folder and the network are out of its reach."""
+    cheat = CHEAT.format(text=str(tmp_path / "tiny.txt"), prepare=str(tmp_path / "prepare.py"))
+    block, private, stderr = harness(tmp_path, cheat)
     assert "val_bpb: 0.1" in stderr  # the candidate's print went to the log, not to the block
     assert block["status"] == "crash"
     assert "not causal" in block["error"]
     assert block["val_bpb"] == "nan" and block["fold_scores"] == "none"
     assert private == {}
+    assert (tmp_path / "tiny.txt").exists() and stderr.count("READ ") == 2 and "NETWORK" in stderr  # it probed
+    if sandbox.detect().active:
+        assert "READ OK" not in stderr and stderr.count("READ REFUSED") == 2
+        assert "CONNECTED" not in stderr and "NO NETWORK" in stderr
 
 
 @pytest.mark.slow
@@ -153,7 +205,7 @@ def test_a_candidate_that_ignores_the_clock_is_stopped_at_the_budget(tmp_path):
     block, _, _ = harness(tmp_path, GREEDY)
     assert block["status"] == "timeout"
     assert "budget" in block["error"] and "CPU-s" in block["error"]
-    assert float(block["cpu_seconds"]) < THREADS * TINY_BUDGET + 4  # SIGXCPU at the budget, SIGKILL 2 s later
+    assert float(block["cpu_seconds"]) < THREADS * TEST_BUDGET + 4  # SIGXCPU at the budget, SIGKILL 2 s later
 
 
 @pytest.mark.slow
@@ -167,28 +219,13 @@ def test_a_model_trained_to_the_last_second_of_its_clock_still_exports_inside_th
     assert int(block["num_steps"]) > 0 and int(block["num_params"]) > 500_000  # the deep model trained
     # Under the kernel's cap, export included; counted as the harness counts (short-lived helper processes
     # torch starts are not under the child's RLIMIT, and the harness allows them CPU_OVERRUN_SECONDS)
-    assert float(block["cpu_seconds"]) <= THREADS * TINY_BUDGET + CPU_OVERRUN_SECONDS
+    assert float(block["cpu_seconds"]) <= THREADS * TEST_BUDGET + CPU_OVERRUN_SECONDS
     assert "kept for the export" in stderr  # the child said what it measured, in the log
-
-
-@pytest.mark.slow
-def test_the_smallest_budget_the_harness_accepts_scores_the_baseline(tmp_path):
-    """At the floor the child either refuses, naming the minimum it measured, or scores; at that minimum the
-    baseline scores. So `start --budget` accepts no budget at which the baseline cannot score."""
-    floor = math.ceil(MIN_BUDGET_CPU_SECONDS / THREADS)
-    block, _, _ = harness(tmp_path / "floor", budget=floor)
-    if block["status"] != "ok":
-        assert block["status"] == "crash" and "too small here" in block["error"], block.get("error")
-        minimum = int(re.search(r"use --budget (\d+) or more", block["error"]).group(1))
-        assert minimum > floor
-        block, _, _ = harness(tmp_path / "minimum", budget=minimum)
-    assert block["status"] == "ok", block.get("error")
-    assert 0 < float(block["val_bpb"]) < 8
 
 
 @pytest.mark.parametrize("budget", ["3", "0", "-5", "nan"])
 def test_a_budget_too_small_to_start_torch_is_refused_in_one_line_naming_the_minimum(tmp_path, budget):
-    prepare, train, text = write_tiny_task(tmp_path, CHEAT)
+    prepare, train, text = write_tiny_task(tmp_path, CHEAT.format(text="", prepare=""))
     out = run_harness(prepare, train, text, float(budget), tmp_path / "private.json")
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
@@ -300,14 +337,20 @@ def test_start_and_try_run_the_loop_on_the_language_model_task(tmp_path, env):
         project.write(prepare.replace(load_prepare().DATA_SHA256, hashlib.sha256(text).hexdigest()),
                       f"{TASK_DIR}/prepare.py")  # fmt: skip
         project.git("commit", "-qam", "the generated text's checksum")
-    budget = f"{TINY_BUDGET:g}"
-    runs_timeout = 3 * HARNESS_TIMEOUT  # the baseline runs three times; a candidate up to three
-    out = project.ratchet("start", "lm1", "--task", TASK_DIR, "--budget", budget, timeout=runs_timeout)
+    budget = TINY_BUDGET  # the smallest `start` accepts: there the baseline scores three times, or is refused
+    out = project.ratchet("start", "lm1", "--task", TASK_DIR, "--budget", f"{budget:g}",
+                          timeout=3 * harness_timeout(budget, "cpu"))  # fmt: skip
+    if out.returncode != 0:  # a machine too busy for the floor: refused, naming a budget that fits, which scores
+        budget = refused_minimum(out.stderr)
+        assert project.git("branch", "--list", "autoresearch/*") == ""  # the refusal left no run behind
+        out = project.ratchet("start", "lm1", "--task", TASK_DIR, "--budget", f"{budget:g}",
+                              timeout=3 * harness_timeout(budget, "cpu"))  # fmt: skip
     assert out.returncode == 0, out.stderr
+    runs_timeout = 3 * harness_timeout(budget, "cpu")  # a candidate runs up to three times
     assert "baseline val_bpb=" in out.stdout
     config = json.loads((tmp_path / "repo" / ".git" / "autoresearch" / "lm1" / "run.json").read_text())
     assert config["metric"] == "val_bpb" and config["higher_is_better"] is False
-    assert config["budget_seconds"] == TINY_BUDGET and config["extra"]["harness_args"] == ["--budget", budget]
+    assert config["budget_seconds"] == budget and config["extra"]["harness_args"] == ["--budget", f"{budget:g}"]
     assert config["extra"]["device"] == "cpu" and config["extra"]["keep_rule"] == "rerun"
     project.edit("SEED = 1337", "SEED = 7", f"{TASK_DIR}/train.py")
     out = project.ratchet("try", "seed-only edit", timeout=runs_timeout)
@@ -688,7 +731,7 @@ def test_a_bomb_a_huge_file_or_a_fifo_is_refused_quickly(honest_archive, tmp_pat
 
 
 HOSTILE_TRAIN = """
-import atexit, builtins, json, pickle, zipfile
+import builtins, json, pickle, zipfile
 import torch
 
 MARKER = {marker!r}
@@ -699,9 +742,9 @@ class Payload:
         return (builtins.open, (MARKER, "w"))
 
 
-def poison():
-    # after lm_child saved model.pt2 (its cwd): the same model, one weight now a pickle that runs code
-    with zipfile.ZipFile("model.pt2") as archive:
+def poison(path):
+    # after lm_child saved model.pt2: the same model, one weight now a pickle that runs code
+    with zipfile.ZipFile(path) as archive:
         files = {{name: archive.read(name) for name in archive.namelist()}}
     config_name = next(name for name in files if name.endswith("model_weights_config.json"))
     config = json.loads(files[config_name])
@@ -709,7 +752,7 @@ def poison():
     entry["use_pickle"] = True
     files[config_name] = json.dumps(config).encode()
     files[config_name.rsplit("/", 1)[0] + "/" + entry["path_name"]] = pickle.dumps(Payload())
-    with zipfile.ZipFile("model.pt2", "w") as archive:
+    with zipfile.ZipFile(path, "w") as archive:
         for name, body in files.items():
             archive.writestr(name, body)
 
@@ -724,19 +767,21 @@ class Bigram(torch.nn.Module):
 
 
 def train(data, device, clock, seed):
-    atexit.register(poison)
+    save = torch.export.save
+
+    def save_then_poison(exported, path):  # lm_child saves through the patched function
+        save(exported, path)
+        poison(path)
+
+    torch.export.save = save_then_poison
     return {{"model": Bigram(), "context_length": 32, "num_steps": 0, "tokens": 0}}
 """
-
-
-HOSTILE_BUDGET = 30  # seconds: it trains nothing, but importing torch and two exports took 19 CPU-s of a 20
-# CPU-s budget on this machine under load (load average 8 on 2 cores)
 
 
 @pytest.mark.slow
 def test_a_train_py_that_rewrites_its_model_into_a_pickle_runs_nothing_in_the_harness(tmp_path):
     marker = tmp_path / "marker"
-    block, private, _ = harness(tmp_path, HOSTILE_TRAIN.format(marker=str(marker)), budget=HOSTILE_BUDGET)
+    block, private, _ = harness(tmp_path, HOSTILE_TRAIN.format(marker=str(marker)))
     assert block["status"] == "crash"
     assert block["error"].startswith("the exported model holds pickled objects (data/weights/weight_0")
     assert block["val_bpb"] == "nan" and block["fold_scores"] == "none" and private == {}
@@ -757,33 +802,3 @@ def test_a_graph_that_reads_a_file_is_refused():
     program = SimpleNamespace(graph_module=torch.fx.GraphModule(torch.nn.Module(), graph))
     with pytest.raises(CandidateError, match="from_file"):
         check_loaded_graph(program)
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not sandbox.detect().active, reason="needs the kernel sandbox")
-def test_the_child_cannot_read_the_text_it_is_scored_on(tmp_path):
-    """The child is handed the training bytes only: the text file (validation and held-out slices included),
-    the harness's folder and the network are out of its reach in the sandbox."""
-    text = tmp_path / "tiny.txt"
-    source = f"""
-import socket
-
-
-def train(data, device, clock, seed):
-    for path in ({str(text)!r}, {str(tmp_path / "prepare.py")!r}):
-        try:
-            open(path, "rb").read(16)
-            print("READ OK", path, flush=True)
-        except OSError as exc:
-            print("READ REFUSED", path, type(exc).__name__, flush=True)
-    try:
-        socket.create_connection(("127.0.0.1", 22), timeout=2)
-        print("CONNECTED", flush=True)
-    except OSError:
-        print("NO NETWORK", flush=True)
-    raise RuntimeError("probe done")
-"""
-    block, _, stderr = harness(tmp_path, source)
-    assert text.exists() and block["status"] == "crash" and "probe done" in block["error"]
-    assert "READ OK" not in stderr and stderr.count("READ REFUSED") == 2
-    assert "CONNECTED" not in stderr and "NO NETWORK" in stderr

@@ -7,8 +7,8 @@ Contract with the frozen harness (prepare.py), which imports this file only in a
   context_length, 256) and must be causal: the logits at position t may depend on bytes 0..t only.
 - `clock.left()` is the budget still unspent in seconds, on the harness's clock (process CPU time over the
   threads on a CPU, wall time on a GPU), minus `clock.reserved`: the time the harness keeps for exporting
-  the model after `train` returns (5x an export it measured at start-up, enough for a model up to ~4x the
-  baseline's layers). Return before it reaches 0: the process is killed at the budget, export included.
+  the model after `train` returns (how it is sized: the task card, README.md). Return before it reaches 0:
+  the process is killed at the budget, export included.
   `clock.fraction()` is the share of train()'s own time spent, 0 at the call and 1 when left() is 0.
 - The harness exports the returned model with torch.export, scores it on a fixed validation slice in its own
   process (`val_bpb`, lower is better) and checks causality; printing, timing or scoring here changes
