@@ -1,8 +1,18 @@
-"""Frozen harness of the tinyshakespeare task. Do not edit: the ratchet refuses changes.
+"""Frozen harness of the tinyshakespeare task. Do not edit it: the ratchet refuses to score while it differs.
 
-A byte-level language model (vocabulary 256) trained by train.py on the first 90% of the text under a fixed
-budget; scored here on the next 5% in bits per byte (`val_bpb`, lower is better). The last 5% is held out:
-its score goes only to the morning report. The task card (README.md) has the rules and measured figures.
+How you are scored (the whole contract; program.md says how the loop runs, the card README.md has figures):
+- Data: tinyshakespeare as bytes (vocabulary 256), in file order. train() is given the first 90% only; the
+  next 5% is the validation slice; the last 5% is held out, scored only for the person's morning report.
+- Metric: `val_bpb`, bits per byte of the validation slice (lower is better), computed here from the model
+  train() returns, exported with torch.export; a model whose outputs depend on later bytes is a CRASH.
+- What train.py gives: `train(data, device, clock, seed)` returning the model and its context length
+  (train.py's docstring).
+- Budget: 60 s on a CPU as process CPU time over the threads (300 s of wall time on CUDA, 60 s on MPS),
+  start-up and the export included: return before `clock.left()` reaches 0. Past it: CRASH.
+- Kept when the mean over runs beats the best beyond the run-to-run noise, measured from three baseline runs
+  at `start`; a candidate better within noise is run again (at most three runs); equal within noise with
+  fewer lines is kept too (the keep rule `rerun`: README.md, "The keep rule").
+- Allowed: anything in torch. The child has no network, no text but `data`, and no file but its /tmp.
 
     uv run --extra lm tasks/shakespeare/prepare.py --check-data   fetch (or find) the text, check it, cache it
     uv run --extra lm tasks/shakespeare/train.py                  score train.py and print the summary block
