@@ -15,13 +15,20 @@ from autoresearch.contract import Block
 TASKS_DIR = "tasks"  # generated tasks live in <repo>/tasks/<name>/, next to the heart task at the root
 
 PREPARE = Template('''\
-"""Frozen harness of the $name task, made by `ratchet.py new-task` from $file.
-Do not edit: the ratchet refuses changes.
+"""Frozen harness of the $name task, made by `ratchet.py new-task` from $file. Do not edit it: the ratchet
+refuses to score while it differs by a byte.
 
-Target: `$target` ($problem). Metric: $metric ($direction is better) by ${folds}x$repeats repeated$stratified
-k-fold CV on the development part, per-fold scores kept for the paired keep rule.$companions
-A fixed, seeded $holdout_pct% is held out; its labels never reach train.py, and its score only the morning report.
-The data is read where it lies (DATA_PATH), checked against DATA_SHA256 and never copied into git.
+How you are scored (the whole contract; program.md says how the loop runs, README.md here is the task card):
+- Data: $file, target `$target` ($problem). A fixed, seeded $holdout_pct% is held out: train.py never sees its
+  labels, and its score goes only to the person's morning report. The data is read where it lies
+  (DATA_PATH), checked against DATA_SHA256 and never copied into git.
+- Metric: $metric ($direction is better) by ${folds}x$repeats repeated$stratified k-fold CV on the other rows,
+  the same folds for every candidate.$companions
+- What train.py gives: `feature_fn(df)` and `build_pipeline()` (train.py's docstring). Each fold runs in a
+  fresh sandboxed process that gets that fold's training rows with labels and its evaluation rows without.
+- Budget: $budget s of wall time for the whole evaluation ($n_fits fits). Past it: CRASH.
+- Kept when the paired test over the fold scores says the gain is beyond noise, or the score is equal within
+  noise with fewer lines of code (the keep rule `paired`: the project README, "The keep rule").
 
     uv run $rel/prepare.py --check-data     check the data file
     uv run $rel/prepare.py                  score train.py and print the summary block (same as `uv run $rel/train.py`)
