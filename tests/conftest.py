@@ -69,8 +69,8 @@ def fixture_rows() -> tuple[list[str], list[dict]]:
 def data_mirror(tmp_path_factory) -> Path:
     """A folder laid out as AUTORESEARCH_DATA_MIRROR expects: the fixture's table, and the heart and
     tinyshakespeare files copied from the shared data when it exists (heart synthetic otherwise)."""
-    mirror = tmp_path_factory.mktemp("mirror")
-    (mirror / "fixture").mkdir()
+    mirror = tmp_path_factory.mktemp("data") / "mirror"  # a folder of its own above it, as a user's data has
+    (mirror / "fixture").mkdir(parents=True)
     shutil.copy(FIXTURE_DATA, mirror / "fixture" / FIXTURE_DATA.name)
     heart = SHARED_DATA / "heart" / "processed.cleveland.data"
     if heart.is_file():
