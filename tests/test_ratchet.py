@@ -21,6 +21,15 @@ ONE_FEATURE = ("    return df\n", '    return df[["age"]]\n')
 PROGRAM = "# directions\n"  # a program.md on main, as the real repository has, for the test that edits it
 
 
+def test_each_edit_the_tests_make_hits_one_line_of_the_fixture():
+    """project.edit replaces the first occurrence: a second one (a docstring quoting it) would make an edit
+    that changes nothing, and a test of a worse or a crashing edit would pass for the wrong reason."""
+    source = (FIXTURE_TASK / "train.py").read_text()
+    for old in [SEED_EDIT[0], ONE_FEATURE[0], "def build_pipeline():", 'HYPOTHESIS = "', "MAX_ITER = 1000\n",
+                "max_iter=MAX_ITER", "    return df\n"]:  # fmt: skip
+        assert source.count(old) == 1, old
+
+
 def weaken_baseline(project):
     """Start from a deliberately weak model, so that a real improvement exists on real and synthetic data."""
     project.edit(*ONE_FEATURE)

@@ -2,7 +2,7 @@
 
 Same contract as the heart task's train.py: `feature_fn(df)` (row-wise, no labels; `ca` has NaN) and
 `build_pipeline()` (an unfitted estimator with `fit` and `predict_proba`, refitted in every fold). The tests
-edit the constants below by exact text (`C = 1.0`, `    return df\n`): keep them as they are.
+edit the lines below by their exact text (the first occurrence): keep each of them, and nowhere else.
 """
 
 import pandas as pd
