@@ -97,6 +97,7 @@ def test_start_refuses_existing_tag_unless_resumed(run):
     assert len(project.rows()) == 1
 
 
+@pytest.mark.slow  # a run of its own, or several scorings
 def test_scripted_sequence_keeps_discards_and_records(weak_run):
     project = weak_run
     base = project.git("rev-parse", "HEAD")
@@ -238,6 +239,7 @@ HYPOTHESIS = "''',
     assert "0.9999" not in out.stdout
 
 
+@pytest.mark.slow  # a run of its own, or several scorings
 def test_heldout_score_is_kept_apart(weak_run):
     project = weak_run
     project.edit(*BETTER_EDIT)
@@ -322,6 +324,7 @@ def test_deleted_results_tsv_is_rebuilt(run):
     assert [r["iter"] for r in project.rows()] == ["0", "1"]
 
 
+@pytest.mark.slow  # a run of its own, or several scorings
 def test_iteration_cap_and_stop_request(project):
     start(project, "t1", "--max-iters", "1")
     project.edit(*WORSE_EDIT)
@@ -340,6 +343,7 @@ def test_stop_request_refuses_next_try(run):
     assert out.returncode == 2 and "enough for tonight" in out.stderr
 
 
+@pytest.mark.slow  # a run of its own, or several scorings
 def test_commits_without_a_git_identity(tmp_path, env):
     env = dict(env, HOME=str(tmp_path / "home"), GIT_CONFIG_NOSYSTEM="1")
     (tmp_path / "home").mkdir()
