@@ -2,8 +2,9 @@
 
 `scripts/headless.py t1 --max-iters 2` runs `claude -p "/autoresearch t1 --max-iters 2"` in a copy of the
 project with its real .claude/ settings, slash command and hooks, and an untrusted workspace (the allow
-rules apply through --settings). The agent starts the run, keeps one edit, has an edit of prepare.py denied by
-the hook, is refused a stop, discards a second edit, and is let go at the iteration cap.
+rules apply through --settings), on the suite's fixture task (a baseline in about a second). The agent starts
+the run, keeps one edit, has an edit of prepare.py denied by the hook, is refused a stop, discards a second
+edit, and is let go at the iteration cap.
 Needs the e2e dependency group (`uv sync --all-groups`): claude-agent-sdk bundles the client.
 """
 
@@ -19,13 +20,13 @@ from pathlib import Path
 
 import pytest
 from claude_runner import _kill_run, clean_env, find_claude
-from conftest import ROOT, make_project
+from conftest import FIXTURE_TASK, make_project
 from fake_anthropic import FakeAnthropic, Text, ToolUse, all_text, tool_results
 from test_ratchet import BETTER_EDIT, WORSE_EDIT, weaken_baseline
 
 pytest.importorskip("claude_agent_sdk", reason="the e2e group is not installed: uv sync --all-groups")
 
-PROJECT_FILES = [
+PROJECT_FILES = [  # prepare.py and train.py are the fixture task's
     "prepare.py",
     "train.py",
     ".gitignore",
@@ -37,7 +38,7 @@ PROJECT_FILES = [
     "scripts/hook.py",
     "scripts/headless.py",
 ]
-TIMEOUT_SECONDS = 300  # three harness runs on a busy 2-core machine, plus the client's own start-up
+TIMEOUT_SECONDS = 300  # three fixture scorings and ~12 hook calls on a busy 2-core machine, plus the client's start-up
 
 
 def agent_script(repo: Path) -> list:
@@ -56,7 +57,7 @@ def agent_script(repo: Path) -> list:
         edit(BETTER_EDIT),
         bash('uv run scripts/ratchet.py try "all features, not age alone"'),
         ToolUse("Read", {"file_path": prepare}),
-        ToolUse("Edit", {"file_path": prepare, "old_string": "N_REPEATS = 5", "new_string": "N_REPEATS = 1"}),
+        ToolUse("Edit", {"file_path": prepare, "old_string": "N_REPEATS = 2", "new_string": "N_REPEATS = 1"}),
         Text("Iteration 1 is done; stopping here."),  # the Stop hook must refuse this
         ToolUse("Read", {"file_path": train}),
         edit(WORSE_EDIT),
@@ -130,7 +131,7 @@ def test_headless_run_with_the_real_client(tmp_path, env):
     assert [(r["iter"], r["status"]) for r in rows] == [("0", "keep"), ("1", "keep"), ("2", "discard")]
     assert rows[2]["description"] == "much stronger regularisation"
     assert project.git("diff", "main", "HEAD", "--name-only") == "train.py"
-    assert project.read("prepare.py") == (ROOT / "prepare.py").read_text()
+    assert project.read("prepare.py") == (FIXTURE_TASK / "prepare.py").read_text()
     assert project.status() == ""
     log = repo / ".git" / "autoresearch" / "t1" / "headless.jsonl"
     assert any(json.loads(line).get("type") == "result" for line in log.read_text().splitlines())

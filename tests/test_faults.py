@@ -11,21 +11,29 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import RATCHET, make_project
+from conftest import RATCHET, Project, copy_run, started_project
 
 pytestmark = pytest.mark.slow
-BUDGET = 20  # seconds: the test repository's frozen budget, so that a hang is caught quickly
+# The test run's frozen budget (wall seconds), short so that a hang is caught quickly: the fixture's honest
+# baseline scores in 1-3 s, beside two CPU-bound processes too, a tenth of it or less.
+BUDGET = 20
+
+
+def short_budget(project) -> None:
+    """Set before the first commit, as a task author would."""
+    project.edit("TIME_BUDGET_SECONDS = 60", f"TIME_BUDGET_SECONDS = {BUDGET}", rel="prepare.py")
+    project.git("commit", "-qam", "short budget for tests")
+
+
+@pytest.fixture(scope="module")
+def started_short(tmp_path_factory, data_mirror) -> Project:
+    """A run on the fixture task with the short budget, started once for the module."""
+    return started_project(tmp_path_factory.mktemp("short"), data_mirror, "t1", setup=short_budget)
 
 
 @pytest.fixture
-def short(tmp_path, env):
-    """A project whose frozen harness has a short budget (set before the first commit, as a task author would)."""
-    project = make_project(tmp_path / "repo", env)
-    project.edit("TIME_BUDGET_SECONDS = 60", f"TIME_BUDGET_SECONDS = {BUDGET}", rel="prepare.py")
-    project.git("commit", "-qam", "short budget for tests")
-    out = project.ratchet("start", "t1")
-    assert out.returncode == 0, out.stderr
-    return project
+def short(started_short, tmp_path) -> Project:
+    return copy_run(started_short, tmp_path / "repo")
 
 
 def processes_with(marker: str) -> list[int]:
@@ -152,7 +160,7 @@ def test_ratchet_killed_mid_iteration_is_recovered(short):
 
 
 def test_two_ratchets_at_once(short):
-    short.edit(*sleeper_edit(f"autoresearch-test-{uuid.uuid4()}", 8))
+    short.edit(*sleeper_edit(f"autoresearch-test-{uuid.uuid4()}", 1))  # in each of the 5 fold processes
     first = try_in_background(short, "first")
     state = state_file(short)
     wait_for(state.exists)
@@ -204,7 +212,7 @@ def test_edit_after_a_killed_iteration_is_not_overwritten(short):
 
 
 def test_edit_while_scoring_is_not_recorded_as_scored(short):
-    short.edit(*sleeper_edit(f"autoresearch-test-{uuid.uuid4()}", 6))
+    short.edit(*sleeper_edit(f"autoresearch-test-{uuid.uuid4()}", 1))  # in each of the 5 fold processes
     running = try_in_background(short, "slow one")
     state = state_file(short)
     wait_for(lambda: state.exists() and "harness_pgid" in state.read_text())

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from autoresearch import data, hooks
-from conftest import Project, make_project
+from conftest import FIXTURE_DATA, Project, copy_run, started_project
 
 ROOT = Path(__file__).resolve().parents[1]
 HOOK = ROOT / "scripts" / "hook.py"
@@ -20,24 +18,14 @@ HOOK = ROOT / "scripts" / "hook.py"
 
 @pytest.fixture(scope="module")
 def started(tmp_path_factory, data_mirror) -> Project:
-    """One run t1 on the heart task, started once (scoring the baseline takes seconds) and copied per test."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTORESEARCH_", "GIT_"))}
-    env.update(
-        AUTORESEARCH_DATA_MIRROR=str(data_mirror),
-        PYTHONDONTWRITEBYTECODE="1",
-        AUTORESEARCH_CACHE=str(tmp_path_factory.mktemp("cache")),
-    )
-    project = make_project(tmp_path_factory.mktemp("started") / "repo", env)
-    out = project.ratchet("start", "t1", "--max-iters", "3")
-    assert out.returncode == 0, out.stderr
-    return project
+    """One run t1 on the fixture task, started once and copied per test."""
+    return started_project(tmp_path_factory.mktemp("started"), data_mirror, "t1", "--max-iters", "3")
 
 
 @pytest.fixture
 def run(started, tmp_path):
     """A copy of the started run; yields (project, RunState)."""
-    project = Project(tmp_path / "repo", started.env)
-    shutil.copytree(started.path, project.path, symlinks=True)
+    project = copy_run(started, tmp_path / "repo")
     state = hooks.run_state(project.path)
     assert state is not None and state.tag == "t1" and state.task == "."
     return project, state
@@ -339,17 +327,18 @@ def test_shell_attacks_are_denied(run):
 def test_data_files_are_the_harness_s(run, monkeypatch, data_mirror, tmp_path):
     project, state = run
     cache = tmp_path / "cache"
-    (cache / "heart").mkdir(parents=True)
+    (cache / "fixture").mkdir(parents=True)
     monkeypatch.setenv(data.MIRROR_ENV, str(data_mirror))
     monkeypatch.setenv(data.CACHE_ENV, str(cache))
+    table = f"fixture/{FIXTURE_DATA.name}"
     for command in [
-        f"cat {data_mirror}/heart/processed.cleveland.data",
-        f"head -n 5 {cache}/heart/processed.cleveland.data",
-        f"grep -r 63.0 {data_mirror.parent}",
+        f"cat {data_mirror}/{table}",
+        f"head -n 5 {cache}/{table}",
+        f"grep -r 63 {data_mirror.parent}",
     ]:
         reason = bash(state, command)
         assert reason and "data file" in reason, command
-    assert pre(state, "Read", file_path=str(data_mirror / "heart" / "processed.cleveland.data"))
+    assert pre(state, "Read", file_path=str(data_mirror / table))
     assert pre(state, "Grep", pattern="63", path=str(data_mirror.parent))
 
 

@@ -8,7 +8,6 @@ They run as whatever user runs the suite: CI runs them as root.
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from autoresearch import sandbox, trust
-from conftest import Project, make_project
+from conftest import FIXTURE_DATA, FIXTURE_FOLDS, FIXTURE_FORKS, Project, copy_run, make_project, started_project
 from test_faults import processes_with
 
 pytestmark = [
@@ -43,22 +42,15 @@ def honest():
 
 @pytest.fixture(scope="module")
 def started(tmp_path_factory, data_mirror) -> Project:
-    """One run on the heart task, started once and copied per test."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTORESEARCH_", "GIT_"))}
-    env.update(AUTORESEARCH_DATA_MIRROR=str(data_mirror), PYTHONDONTWRITEBYTECODE="1",
-               AUTORESEARCH_CACHE=str(tmp_path_factory.mktemp("cache")))  # fmt: skip
-    project = make_project(tmp_path_factory.mktemp("started") / "repo", env)
-    out = project.ratchet("start", "t1")
-    assert out.returncode == 0, out.stderr
-    assert "not sandboxed" not in out.stdout
+    """One run on the fixture task, started once and copied per test."""
+    project = started_project(tmp_path_factory.mktemp("started"), data_mirror, "t1")
+    assert "not sandboxed" not in project.start_output
     return project
 
 
 @pytest.fixture
 def run(started, tmp_path) -> Project:
-    project = Project(tmp_path / "repo", started.env)
-    shutil.copytree(started.path, project.path, symlinks=True)
-    return project
+    return copy_run(started, tmp_path / "repo")
 
 
 def attempt(project: Project, attack: str) -> subprocess.CompletedProcess:
@@ -159,7 +151,7 @@ def build_pipeline():
     out = attempt(run, attack)
     row = assert_nothing_gained(run, out)
     log = run.read("run.log")
-    assert log.count("MEMO LOADED") >= 26  # the attack ran in every fold and for the held-out predictions
+    assert log.count("MEMO LOADED") >= FIXTURE_FORKS  # the attack ran in every fold and for the held-out predictions
     assert set(line.split()[-1] for line in log.splitlines() if line.startswith("MEMO LOADED")) == {"0"}
     assert "MEMO HITS 0" in log and all(line == "MEMO HITS 0" for line in log.splitlines() if "MEMO HITS" in line)
     assert max(float(s) for s in row["fold_scores"].split(",")) < 0.99
@@ -202,7 +194,7 @@ def build_pipeline():
     out = attempt(run, attack)
     assert_nothing_gained(run, out)
     snoops = [line for line in run.read("run.log").splitlines() if line.startswith("SNOOP FOUND")]
-    assert len(snoops) >= 25 and set(snoops) == {"SNOOP FOUND []"}
+    assert len(snoops) >= FIXTURE_FOLDS and set(snoops) == {"SNOOP FOUND []"}
 
 
 @pytest.fixture
@@ -218,7 +210,7 @@ def test_the_candidate_reads_no_file_it_was_not_handed(run, data_mirror, home_fi
     """The data (mirror, cache, repository), the held-out and ledger records, the harness, the user's home:
     none of it is readable."""
     targets = [
-        data_mirror / "heart" / "processed.cleveland.data",
+        data_mirror / "fixture" / FIXTURE_DATA.name,
         Path(run.env["AUTORESEARCH_CACHE"]),
         run.path / "prepare.py",
         run.path / ".git" / "autoresearch" / "t1" / "heldout.jsonl",
@@ -242,7 +234,7 @@ for target in {[str(t) for t in targets]!r}:
     assert_nothing_gained(run, out)
     log = run.read("run.log")
     assert "READ OK" not in log
-    assert log.count("READ REFUSED") >= 26 * len(targets)
+    assert log.count("READ REFUSED") >= FIXTURE_FORKS * len(targets)
 
 
 def test_the_candidate_writes_nothing_outside_its_scratch(run):
@@ -253,7 +245,7 @@ def test_the_candidate_writes_nothing_outside_its_scratch(run):
     prepare = (run.path / "prepare.py").read_bytes()
     header, baseline = mirror.read_text().splitlines()[:2]
     cells = dict(zip(header.split("\t"), baseline.split("\t"), strict=True))
-    cells.update(iter="1", val_auc="0.5", fold_scores=",".join(["0.5"] * 25), description="forged best")
+    cells.update(iter="1", val_auc="0.5", fold_scores=",".join(["0.5"] * FIXTURE_FOLDS), description="forged best")
     forged_row = "\t".join(cells[c] for c in header.split("\t"))  # if trusted, any null edit beats it
     attack = f"""
 import subprocess
@@ -279,7 +271,7 @@ except OSError as exc:
     out = attempt(run, attack)
     assert_nothing_gained(run, out)
     log = run.read("run.log")
-    assert "WROTE" not in log and log.count("WRITE REFUSED") >= 3 * 26
+    assert "WROTE" not in log and log.count("WRITE REFUSED") >= 3 * FIXTURE_FORKS
     assert "GIT EXIT 0" not in log
     assert not library_pycache.exists()
     assert (run.path / "prepare.py").read_bytes() == prepare
@@ -446,21 +438,20 @@ def test_an_edited_frozen_file_hidden_from_git_is_refused(run):
     assert "SEED = 4" in run.read("train.py")  # the agent's edit is untouched
 
 
-def test_a_rewritten_data_file_is_refused_not_scored(tmp_path, env, data_mirror):
+def test_a_rewritten_data_file_is_refused_not_scored(run, data_mirror, tmp_path):
     """The data's bytes are pinned: a copy with labels flipped after start is a one-line refusal, no score."""
     mirror = tmp_path / "mirror"
-    shutil.copytree(data_mirror / "heart", mirror / "heart")
-    env = dict(env, AUTORESEARCH_DATA_MIRROR=str(mirror))
-    project = make_project(tmp_path / "repo", env)
-    assert project.ratchet("start", "t1").returncode == 0
-    data_file = mirror / "heart" / "processed.cleveland.data"
-    lines = data_file.read_text().splitlines()
-    data_file.write_text("\n".join(line[:-1] + ("0" if line[-1] != "0" else "1") for line in lines) + "\n")
-    project.write(baseline_source(project) + "\nSEED = 5\n")
-    out = project.ratchet("try", "an edit on rewritten data")
-    row = project.rows()[-1]
+    shutil.copytree(data_mirror / "fixture", mirror / "fixture")
+    run.env["AUTORESEARCH_DATA_MIRROR"] = str(mirror)  # the same place for the harness, other bytes
+    data_file = mirror / "fixture" / FIXTURE_DATA.name
+    header, *lines = data_file.read_text().splitlines()
+    flipped = [line[:-1] + ("0" if line[-1] != "0" else "1") for line in lines]
+    data_file.write_text("\n".join([header, *flipped]) + "\n")
+    run.write(baseline_source(run) + "\nSEED = 5\n")
+    out = run.ratchet("try", "an edit on rewritten data")
+    row = run.rows()[-1]
     assert row["status"] == "crash" and row["val_auc"] == "" and "sha256" in row["reason"], row
-    assert "processed.cleveland.data" in out.stdout.splitlines()[0]
+    assert FIXTURE_DATA.name in out.stdout.splitlines()[0]
 
 
 def test_the_harness_never_loads_bytecode_planted_beside_a_source(tmp_path):

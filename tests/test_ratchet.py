@@ -1,16 +1,33 @@
-"""The ratchet loop end to end: real repositories, the real CLI, the real harness and data."""
+"""The ratchet loop end to end: real repositories, the real CLI, the real harness, on the fixture task.
+
+Two runs are started per module (the fixture baseline, and a deliberately weak one) and copied for each test
+that needs a started run; a test that needs other start options starts its own.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import pytest
+from conftest import FIXTURE_FOLDS, FIXTURE_TASK, ROOT, Project, copy_run, make_project, started_project
 
 SEED_EDIT = ("C = 1.0", "C = 0.9999")  # numerically a no-op: the same model, a different file
 WORSE_EDIT = ("C = 1.0", "C = 1e-5")  # crushes the coefficients: clearly worse
 BETTER_EDIT = ('return df[["age"]]', "return df")  # all features after age alone: better on any heart-like data
 ONE_FEATURE = ("    return df\n", '    return df[["age"]]\n')
+PROGRAM = "# directions\n"  # a program.md on main, as the real repository has, for the test that edits it
+
+
+def test_each_edit_the_tests_make_hits_one_line_of_the_fixture():
+    """project.edit replaces the first occurrence: a second one (a docstring quoting it) would make an edit
+    that changes nothing, and a test of a worse or a crashing edit would pass for the wrong reason."""
+    source = (FIXTURE_TASK / "train.py").read_text()
+    for old in [SEED_EDIT[0], ONE_FEATURE[0], "def build_pipeline():", 'HYPOTHESIS = "', "MAX_ITER = 1000\n",
+                "max_iter=MAX_ITER", "    return df\n"]:  # fmt: skip
+        assert source.count(old) == 1, old
 
 
 def weaken_baseline(project):
@@ -25,21 +42,54 @@ def start(project, tag="t1", *args):
     return out
 
 
-def test_start_creates_branch_baseline_row_and_ignores_results(project):
-    out = start(project)
-    assert "baseline val_auc=" in out.stdout
+def with_program_md(project) -> None:
+    (project.path / "program.md").write_text(PROGRAM)
+    project.git("add", "program.md")
+    project.git("commit", "-qm", "program")
+
+
+def weak_with_program_md(project) -> None:
+    with_program_md(project)
+    weaken_baseline(project)
+
+
+@pytest.fixture(scope="module")
+def started(tmp_path_factory, data_mirror) -> Project:
+    """Run t1 on the fixture baseline, started once for the module."""
+    return started_project(tmp_path_factory.mktemp("started"), data_mirror, "t1", setup=with_program_md)
+
+
+@pytest.fixture(scope="module")
+def started_weak(tmp_path_factory, data_mirror) -> Project:
+    """Run t1 on a weak baseline (age alone), so that a real improvement exists."""
+    return started_project(tmp_path_factory.mktemp("weak"), data_mirror, "t1", setup=weak_with_program_md)
+
+
+@pytest.fixture
+def run(started, tmp_path) -> Project:
+    return copy_run(started, tmp_path / "repo")
+
+
+@pytest.fixture
+def weak_run(started_weak, tmp_path) -> Project:
+    return copy_run(started_weak, tmp_path / "repo")
+
+
+def test_start_creates_branch_baseline_row_and_ignores_results(started, run):
+    project = run
+    assert started.start_output.startswith("run t1 started on autoresearch/t1 | baseline val_auc=")
     assert project.git("rev-parse", "--abbrev-ref", "HEAD") == "autoresearch/t1"
     rows = project.rows()
     assert [r["status"] for r in rows] == ["keep"]
     assert rows[0]["iter"] == "0" and rows[0]["tag"] == "t1"
     assert 0.5 < float(rows[0]["val_auc"]) < 1.0
-    assert len(rows[0]["fold_scores"].split(",")) == 25
+    assert len(rows[0]["fold_scores"].split(",")) == FIXTURE_FOLDS
     assert list(rows[0])[:5] == ["commit", "val_auc", "memory_gb", "status", "description"]
     assert project.status() == ""  # results.tsv and run.log are ignored, nothing else changed
 
 
-def test_start_refuses_existing_tag_unless_resumed(project):
-    start(project)
+def test_start_refuses_existing_tag_unless_resumed(run):
+    project = run
     again = project.ratchet("start", "t1")
     assert again.returncode == 2 and "--resume" in again.stderr
     resumed = project.ratchet("start", "t1", "--resume")
@@ -47,9 +97,9 @@ def test_start_refuses_existing_tag_unless_resumed(project):
     assert len(project.rows()) == 1
 
 
-def test_scripted_sequence_keeps_discards_and_records(project):
-    weaken_baseline(project)
-    start(project)
+@pytest.mark.slow  # a run of its own, or several scorings
+def test_scripted_sequence_keeps_discards_and_records(weak_run):
+    project = weak_run
     base = project.git("rev-parse", "HEAD")
     project.edit(*BETTER_EDIT)
     kept = project.ratchet("try", "all features, not age alone")
@@ -84,18 +134,17 @@ def test_scripted_sequence_keeps_discards_and_records(project):
     assert "best: iter 1" in text and "next: iter 3" in text
 
 
-def test_equal_within_noise_and_simpler_is_kept(project):
-    project.edit("    return df\n", "    df = df.copy()\n    return df\n")  # a line that changes nothing
-    project.git("commit", "-qam", "a redundant copy")
-    start(project)
-    project.edit("    df = df.copy()\n", "")
-    out = project.ratchet("try", "drop a useless copy")
+def test_equal_within_noise_and_simpler_is_kept(run):
+    project = run
+    project.edit("MAX_ITER = 1000\n", "")  # the same model, one line shorter
+    project.edit("max_iter=MAX_ITER", "max_iter=1000")
+    out = project.ratchet("try", "inline a constant")
     assert "| KEPT |" in out.stdout, out.stdout + out.stderr
     assert "simpler" in project.rows()[-1]["reason"]
 
 
-def test_branch_changed_by_hand_is_refused(project):
-    start(project)
+def test_branch_changed_by_hand_is_refused(run):
+    project = run
     project.edit(*WORSE_EDIT)
     project.git("commit", "-qam", "by hand, not through the ratchet")
     project.edit("C = 1e-5", "C = 2.0")
@@ -104,12 +153,10 @@ def test_branch_changed_by_hand_is_refused(project):
     assert len(project.rows()) == 1
 
 
-def test_person_may_edit_program_md_during_a_run(project):
-    (project.path / "program.md").write_text("# directions\n")
-    project.git("add", "program.md")
-    project.git("commit", "-qm", "program")
-    start(project)
-    (project.path / "program.md").write_text("# directions\n- try trees next\n")
+def test_person_may_edit_program_md_during_a_run(run):
+    project = run
+    assert project.read("program.md") == PROGRAM  # committed on main before the run started
+    (project.path / "program.md").write_text(PROGRAM + "- try trees next\n")
     project.git("add", "program.md")  # staged, even: the ratchet's commits leave it out
     project.edit(*WORSE_EDIT)
     out = project.ratchet("try", "worse")
@@ -119,8 +166,8 @@ def test_person_may_edit_program_md_during_a_run(project):
     assert project.git("show", "--format=", "--name-only", "refs/autoresearch/t1/0001^{commit}") == "train.py"
 
 
-def test_seed_only_edit_is_not_kept(project):
-    start(project)
+def test_seed_only_edit_is_not_kept(run):
+    project = run
     project.edit(*SEED_EDIT)
     out = project.ratchet("try", "same model, other constant")
     assert "| DISCARDED |" in out.stdout, out.stdout + out.stderr
@@ -135,8 +182,8 @@ def test_seed_only_edit_is_not_kept(project):
     ],
     ids=["exception", "syntax-error", "exits-early"],
 )
-def test_broken_candidates_are_crashes_with_a_reason(project, body, expect):
-    start(project)
+def test_broken_candidates_are_crashes_with_a_reason(run, body, expect):
+    project = run
     best = project.read()
     project.write(best.replace('HYPOTHESIS = "', f'{body}\nHYPOTHESIS = "', 1))
     out = project.ratchet("try", "a broken edit")
@@ -147,8 +194,8 @@ def test_broken_candidates_are_crashes_with_a_reason(project, body, expect):
     assert project.read() == best and project.status() == ""
 
 
-def test_nan_predictions_are_a_crash(project):
-    start(project)
+def test_nan_predictions_are_a_crash(run):
+    project = run
     project.edit(
         "def build_pipeline():",
         """class NaNModel:
@@ -172,8 +219,8 @@ def _unused():""",
     assert project.rows()[-1]["status"] == "crash"
 
 
-def test_fake_summary_and_patched_scorer_change_nothing(project):
-    start(project)
+def test_fake_summary_and_patched_scorer_change_nothing(run):
+    project = run
     baseline = float(project.rows()[0]["val_auc"])
     project.edit(
         'HYPOTHESIS = "',
@@ -192,9 +239,9 @@ HYPOTHESIS = "''',
     assert "0.9999" not in out.stdout
 
 
-def test_heldout_score_is_kept_apart(project):
-    weaken_baseline(project)
-    start(project)
+@pytest.mark.slow  # a run of its own, or several scorings
+def test_heldout_score_is_kept_apart(weak_run):
+    project = weak_run
     project.edit(*BETTER_EDIT)
     out = project.ratchet("try", "stronger regularisation")
     visible = out.stdout + out.stderr + project.ratchet("status", "--json").stdout
@@ -207,8 +254,8 @@ def test_heldout_score_is_kept_apart(project):
     assert not any("heldout_true" in r for r in records)  # labels are never stored; the report recomputes them
 
 
-def test_unrelated_changes_are_refused_and_untouched(project):
-    start(project)
+def test_unrelated_changes_are_refused_and_untouched(run):
+    project = run
     project.edit(*WORSE_EDIT)
     (project.path / "notes.txt").write_text("my notes\n")
     project.edit("Frozen harness", "Frozen harness (my local edit)", rel="prepare.py")
@@ -222,8 +269,8 @@ def test_unrelated_changes_are_refused_and_untouched(project):
     assert len(project.rows()) == 1
 
 
-def test_committed_edit_of_frozen_file_is_refused(project):
-    start(project)
+def test_committed_edit_of_frozen_file_is_refused(run):
+    project = run
     project.edit("MIN_ROWS = 100", "MIN_ROWS = 10", rel="prepare.py")
     project.git("commit", "-qam", "sneak a harness change in")
     project.edit(*WORSE_EDIT)
@@ -240,14 +287,14 @@ def test_try_off_a_run_branch_is_refused(project):
     assert "C = 1e-5" in project.read()
 
 
-def test_unchanged_train_py_is_refused(project):
-    start(project)
+def test_unchanged_train_py_is_refused(run):
+    project = run
     out = project.ratchet("try", "nothing changed")
     assert out.returncode == 2 and "edit it first" in out.stderr
 
 
-def test_tabs_and_newlines_in_hypothesis(project):
-    start(project)
+def test_tabs_and_newlines_in_hypothesis(run):
+    project = run
     project.edit(*WORSE_EDIT)
     out = project.ratchet("try", "first line\twith a tab\nsecond line\r\nthird")
     assert out.returncode == 0, out.stderr
@@ -258,8 +305,8 @@ def test_tabs_and_newlines_in_hypothesis(project):
     assert subject == "first line with a tab second line third"
 
 
-def test_hypothesis_defaults_to_train_py_constant(project):
-    start(project)
+def test_hypothesis_defaults_to_train_py_constant(run):
+    project = run
     project.edit(*WORSE_EDIT)
     refused = project.ratchet("try")
     assert refused.returncode == 2 and "HYPOTHESIS" in refused.stderr
@@ -268,8 +315,8 @@ def test_hypothesis_defaults_to_train_py_constant(project):
     assert out.returncode == 0 and "C=1e-5: scaled" in out.stdout
 
 
-def test_deleted_results_tsv_is_rebuilt(project):
-    start(project)
+def test_deleted_results_tsv_is_rebuilt(run):
+    project = run
     (project.path / "results.tsv").unlink()
     project.edit(*WORSE_EDIT)
     out = project.ratchet("try", "crush the coefficients")
@@ -277,6 +324,7 @@ def test_deleted_results_tsv_is_rebuilt(project):
     assert [r["iter"] for r in project.rows()] == ["0", "1"]
 
 
+@pytest.mark.slow  # a run of its own, or several scorings
 def test_iteration_cap_and_stop_request(project):
     start(project, "t1", "--max-iters", "1")
     project.edit(*WORSE_EDIT)
@@ -287,17 +335,16 @@ def test_iteration_cap_and_stop_request(project):
     assert "STOP: iteration cap" in project.ratchet("status").stdout
 
 
-def test_stop_request_refuses_next_try(project):
-    start(project)
+def test_stop_request_refuses_next_try(run):
+    project = run
     assert project.ratchet("stop", "enough for tonight").returncode == 0
     project.edit(*WORSE_EDIT)
     out = project.ratchet("try", "one more")
     assert out.returncode == 2 and "enough for tonight" in out.stderr
 
 
+@pytest.mark.slow  # a run of its own, or several scorings
 def test_commits_without_a_git_identity(tmp_path, env):
-    from conftest import make_project
-
     env = dict(env, HOME=str(tmp_path / "home"), GIT_CONFIG_NOSYSTEM="1")
     (tmp_path / "home").mkdir()
     project = make_project(tmp_path / "repo", env)
@@ -308,3 +355,31 @@ def test_commits_without_a_git_identity(tmp_path, env):
     out = project.ratchet("try", "worse")
     assert out.returncode == 0, out.stderr
     assert project.git("log", "-1", "--format=%an", "refs/autoresearch/t1/0001") == "autoresearch"
+
+
+# -- the heart task itself: its harness, its pinned data, `uv run train.py` -------------------------------
+@pytest.mark.slow
+def test_the_heart_task_scores_a_train_py_on_its_pinned_data_only(tmp_path, env, data_mirror):
+    """The root prepare.py (with the fixture's train.py: the working tree's is the user's) scores 5x5 folds on
+    the heart data, run as `uv run train.py` runs it; a heart file changed by one label is refused, unscored."""
+    project = make_project(tmp_path / "repo", env, ["prepare.py", ".gitignore"], task=ROOT)
+    project.write((FIXTURE_TASK / "train.py").read_text())
+
+    def score(environment: dict) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "train.py"], cwd=project.path, env=environment, capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+
+    out = score(project.env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    block = dict(line.split(":", 1) for line in out.stdout.split("---\n")[-1].splitlines())
+    block = {key.strip(): value.strip() for key, value in block.items()}
+    assert block["task"] == "heart" and block["status"] == "ok" and block["n_folds"] == "25", block
+    assert len(block["fold_scores"].split(",")) == 25 and 0.6 < float(block["val_auc"]) < 1.0
+
+    changed = tmp_path / "changed"
+    lines = (data_mirror / "heart" / "processed.cleveland.data").read_text().splitlines()
+    lines[0] = lines[0][:-1] + ("1" if lines[0][-1] == "0" else "0")
+    (changed / "heart").mkdir(parents=True)
+    (changed / "heart" / "processed.cleveland.data").write_text("\n".join(lines) + "\n")
+    refused = score(dict(project.env, AUTORESEARCH_DATA_MIRROR=str(changed)))
+    assert refused.returncode == 2 and "sha256" in refused.stderr and refused.stdout == "", refused.stderr

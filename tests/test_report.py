@@ -4,7 +4,6 @@ opened in a headless chromium, markdown), with the held-out figures kept out of 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 from autoresearch import audit, report, sandbox
-from conftest import RATCHET, make_project
+from conftest import FIXTURE_DATA, RATCHET, fixture_rows, make_env, make_project
 
 CHART_SHAPE = (int(report.CHART_INCHES[1] * report.CHART_DPI), int(report.CHART_INCHES[0] * report.CHART_DPI))
 KEPT_GREEN = np.array([0x2C, 0xA0, 0x2C]) / 255  # report.py's kept colour, as matplotlib reads PNG pixels
@@ -172,17 +171,14 @@ def test_chart_puts_better_up_for_either_direction(tmp_path, higher_is_better):
 
 # -- a real run, reported -------------------------------------------------------------------------------
 WEAK_BASELINE = "    return df[['chol', 'fbs']]  # baseline: two weak features\n"
-ALL_FEATURES = "    return df  # every feature <all 13>\n"
+ALL_FEATURES = "    return df  # every feature <all 8>\n"
 
 
 @pytest.fixture(scope="module")
 def reported_run(tmp_path_factory, data_mirror):
     """A run through the real CLI: a weak baseline, a kept edit, a discarded edit, a crash; then reported."""
     base = tmp_path_factory.mktemp("report-run")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTORESEARCH_", "GIT_"))}
-    env.update(AUTORESEARCH_DATA_MIRROR=str(data_mirror), AUTORESEARCH_CACHE=str(base / "cache"),
-               PYTHONDONTWRITEBYTECODE="1")  # fmt: skip
-    project = make_project(base / "repo", env)
+    project = make_project(base / "repo", make_env(data_mirror, base / "cache"))
     project.edit("    return df\n", WEAK_BASELINE)
     project.git("commit", "-qam", "a weak baseline the run can improve on")
 
@@ -193,7 +189,7 @@ def reported_run(tmp_path_factory, data_mirror):
 
     ratchet("start", "r1")
     project.edit(WEAK_BASELINE, ALL_FEATURES)
-    assert "KEPT" in ratchet("try", "use all 13 features")
+    assert "KEPT" in ratchet("try", "use all 8 features")
     project.edit(ALL_FEATURES, "    return df[['chol']]\n")
     assert "DISCARDED" in ratchet("try", "cholesterol alone")
     crash = "def build_pipeline():\n    raise RuntimeError('deliberate crash')\n"
@@ -212,14 +208,14 @@ def test_report_counts_chain_diffs_and_intervals(reported_run):
     assert "**kept / discarded / crashed**: 1 / 1 / 1" in md
     assert "**iterations**: 3" in md
     chain = md.split("**Kept chain**")[1].split("**Held-out audit**")[0]
-    assert "baseline: scaled logistic regression" in chain and "use all 13 features" in chain
+    assert "baseline: scaled logistic regression" in chain and "use all 8 features" in chain
     assert "cholesterol alone" not in chain and "a pipeline that raises" not in chain
     assert "deliberate crash" in md  # crash causes, grouped
-    assert "CI" in md and "better than the baseline on held-out data" in md  # 2 weak features -> all 13
+    assert "CI" in md and "better than the baseline on held-out data" in md  # 2 weak features -> all 8
     assert "of the gain survived" in md
 
     page = (out_dir / "report.html").read_text()
-    assert "every feature &lt;all 13&gt;" in page and "<all 13>" not in page  # the diff, escaped
+    assert "every feature &lt;all 8&gt;" in page and "<all 8>" not in page  # the diff, escaped
     assert '<span class="del">-    return df[[&#x27;chol&#x27;, &#x27;fbs&#x27;]]' in page
     assert "data:image/png;base64," in page and "http://" not in page and "https://" not in page
     assert "95% CI" in page and "Fresh-fold re-measure" in page and "Near misses" in page
@@ -242,7 +238,7 @@ def test_heldout_figures_stay_out_of_status(reported_run):
     out = project.ratchet("status", "--json")
     assert out.returncode == 0, out.stderr
     assert "heldout" not in out.stdout.lower()
-    assert json.loads(out.stdout)["kept_chain"][-1]["description"] == "use all 13 features"
+    assert json.loads(out.stdout)["kept_chain"][-1]["description"] == "use all 8 features"
     assert "heldout" not in project.ratchet("status").stdout.lower()
 
 
@@ -290,18 +286,17 @@ def test_html_renders_in_headless_chromium_with_the_chart(reported_run, tmp_path
 
 
 # -- held-out labels: never stored, recomputed at report time --------------------------------------------
-HOLDOUT_FRACTION, SPLIT_SEED = 0.2, 42  # prepare.py's fixed split, restated so the test computes it on its own
+HOLDOUT_FRACTION, SPLIT_SEED = 0.2, 42  # the fixture prepare.py's fixed split, restated to compute it on its own
 
 
-def heart_split(data_mirror) -> tuple[list[int], list[int]]:
+def fixture_split() -> tuple[list[int], list[int]]:
     """(development labels, held-out labels) in the harness's order, computed here apart from the harness."""
-    import pandas as pd
     from sklearn.model_selection import train_test_split
 
-    frame = pd.read_csv(data_mirror / "heart" / "processed.cleveland.data", header=None, na_values="?")
-    y = (frame[13] > 0).astype(int)
+    _, rows = fixture_rows()
+    y = [int(row["target"]) for row in rows]
     y_dev, y_hold = train_test_split(y, test_size=HOLDOUT_FRACTION, random_state=SPLIT_SEED, stratify=y)
-    return y_dev.tolist(), y_hold.tolist()
+    return list(y_dev), list(y_hold)
 
 
 def bits(labels: list[int]) -> str:
@@ -328,7 +323,7 @@ def test_heldout_record_holds_predictions_but_no_labels(reported_run, data_mirro
 
     project, _, _ = reported_run
     text = heldout_file(project, "r1").read_text()
-    _, y_hold = heart_split(data_mirror)
+    _, y_hold = fixture_split()
     records = [json.loads(line) for line in text.splitlines()]
     assert [r["iter"] for r in records] == [0, 1, 2]  # the crash wrote none
     for record in records:
@@ -349,7 +344,7 @@ def test_harness_writes_the_heldout_labels_only_when_asked(project, data_mirror,
                           env=project.env, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0 and done.stdout == "", done.stderr  # nothing printed, no candidate run
     truth = json.loads(out.read_text())
-    assert truth == {"heldout_true": heart_split(data_mirror)[1], "heldout_classes": [0, 1]}
+    assert truth == {"heldout_true": fixture_split()[1], "heldout_classes": [0, 1]}
     assert project.status() == ""
 
 
@@ -360,7 +355,7 @@ def test_old_records_with_labels_give_the_same_audit(reported_run, data_mirror, 
     project, out_dir, _ = reported_run
     path = heldout_file(project, "r1")
     new_text = path.read_text()
-    _, y_hold = heart_split(data_mirror)
+    _, y_hold = fixture_split()
     new = [json.loads(line) for line in new_text.splitlines()]
     old = [dict(r, heldout_true=y_hold) for r in new]
     try:
@@ -384,14 +379,14 @@ def test_report_says_so_when_the_labels_cannot_be_recomputed(reported_run, data_
     assert gone.returncode == 0, gone.stderr
     [line] = [x for x in gone.stdout.splitlines() if x.startswith("**Held-out audit**")]
     assert "no held-out audit: the harness could not recompute the held-out labels (error: " in line
-    assert "heart/processed.cleveland.data is not there" in line and "Traceback" not in gone.stdout + gone.stderr
+    assert f"fixture/{FIXTURE_DATA.name} is not there" in line and "Traceback" not in gone.stdout + gone.stderr
 
     # the data rewritten since the run (every label flipped): no audit on other labels, and it says why
     flipped = tmp_path / "flipped"
-    source = (data_mirror / "heart" / "processed.cleveland.data").read_text().splitlines()
-    (flipped / "heart").mkdir(parents=True)
-    (flipped / "heart" / "processed.cleveland.data").write_text(
-        "".join(f"{row.rsplit(',', 1)[0]},{0 if float(row.rsplit(',', 1)[1]) else 1}\n" for row in source)
+    header, *rows = (data_mirror / "fixture" / FIXTURE_DATA.name).read_text().splitlines()
+    (flipped / "fixture").mkdir(parents=True)
+    (flipped / "fixture" / FIXTURE_DATA.name).write_text(
+        "".join(f"{line}\n" for line in [header, *(f"{row[:-1]}{1 - int(row[-1])}" for row in rows)])
     )
     changed = report_with(project, tmp_path / "changed", AUTORESEARCH_DATA_MIRROR=str(flipped))
     assert changed.returncode == 0, changed.stderr
@@ -410,7 +405,7 @@ def test_report_leaves_no_label_file_behind(reported_run, data_mirror, tmp_path)
     assert out.returncode == 0, out.stderr
     assert "better than the baseline on held-out data" in out.stdout  # the labels were recomputed and used
     assert not list(scratch.glob("autoresearch-truth-*"))
-    y_hold = heart_split(data_mirror)[1]
+    y_hold = fixture_split()[1]
     everywhere = [project.path, tmp_path / "out", scratch]
     for path in (p for root in everywhere for p in root.rglob("*") if p.is_file() and ".git/objects" not in str(p)):
         text = path.read_text(errors="replace")
@@ -477,7 +472,7 @@ def test_a_crash_cannot_quote_the_heldout_labels(project, data_mirror):
     assert out.returncode == 0, out.stderr
     assert "CRASH" in out.stdout and "LEAK" in out.stdout  # the probe ran and its message is quoted
     log = (project.path / "run.log").read_text()
-    y_dev, y_hold = (bits(v) for v in heart_split(data_mirror))
+    y_dev, y_hold = (bits(v) for v in fixture_split())
     if sandbox.detect().active:  # the sandbox hides the records, and a fold never holds all development labels
         assert "READ heldout.jsonl" not in log and y_dev not in log
     else:

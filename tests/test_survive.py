@@ -19,10 +19,12 @@ from pathlib import Path
 
 import pytest
 from autoresearch import sandbox
-from conftest import RATCHET, make_project
+from conftest import FIXTURE_FOLDS, RATCHET, Project, copy_run, make_project, started_project
 from test_faults import processes_with, wait_for
 
-SLOW_ONCE_SECONDS = 90  # the first baseline of the start-kill test sleeps until then; starting it takes 5-30 s
+# The first baseline of the start-kill test sleeps until then (the test waits it out): its first fold imports
+# train.py 2-3 s after `start` on the fixture task, under 10 s beside two CPU-bound processes.
+SLOW_ONCE_SECONDS = 30
 SANDBOXED = sandbox.detect().active  # a sandboxed candidate cannot write the files these tests forge from outside
 
 pytestmark = pytest.mark.slow
@@ -50,11 +52,15 @@ def tsv_rows(path: Path) -> list[dict]:
     return [dict(zip(header, line.split("\t"), strict=True)) for line in lines[1:] if line]
 
 
+@pytest.fixture(scope="module")
+def started_once(tmp_path_factory, data_mirror) -> Project:
+    return started_project(tmp_path_factory.mktemp("started"), data_mirror, "t1")
+
+
 @pytest.fixture
-def started(project):
-    out = project.ratchet("start", "t1")
-    assert out.returncode == 0, out.stderr
-    return project
+def started(started_once, tmp_path) -> Project:
+    """A copy of the module's started run t1."""
+    return copy_run(started_once, tmp_path / "repo")
 
 
 def background(project, *args: str) -> subprocess.Popen:
@@ -77,7 +83,7 @@ def test_forged_rows_are_not_trusted_and_a_deleted_ledger_is_rebuilt(started):
 
     def forged_line() -> str:  # the baseline's row with every fold at 0.5: any null edit would beat it
         cells = mirror.read_text().splitlines()[1].split("\t")
-        cells[1], cells[-1] = "0.5", ",".join(["0.5"] * 25)
+        cells[1], cells[-1] = "0.5", ",".join(["0.5"] * FIXTURE_FOLDS)
         return "\t".join(cells) + "\n"
 
     forger = f"""import os as _os
