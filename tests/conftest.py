@@ -139,12 +139,18 @@ class Project:
         return self.git("status", "--porcelain", "--untracked-files=all")
 
 
+LM_TASK = "tasks/shakespeare"
+LM_TRAIN = Path(__file__).resolve().parent / "fixture_lm" / "train.py"
+
+
 def make_project(path: Path, env: dict, files: list[str] = TASK_FILES, task: Path = FIXTURE_TASK) -> Project:
     """A repository at `path` with `files` (paths relative to the project root) committed on main; the root
     task's prepare.py and train.py come from `task` (the fixture task unless a test passes ROOT)."""
     path.mkdir(parents=True, exist_ok=True)
     for name in files:
         source = task / name if name in ("prepare.py", "train.py") else ROOT / name
+        if name == f"{LM_TASK}/train.py":
+            source = LM_TRAIN  # the tests' frozen copy of the language model's baseline, not the working tree's
         target = path / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(source, target)

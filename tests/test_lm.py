@@ -35,7 +35,7 @@ from autoresearch.lm_child import SUGGESTED_BUDGET_MARGIN
 
 torch = pytest.importorskip("torch")
 
-from conftest import ROOT, SHARED_DATA, make_project  # noqa: E402
+from conftest import LM_TRAIN, ROOT, SHARED_DATA, make_project  # noqa: E402
 
 TASK_DIR = "tasks/shakespeare"
 REAL_TEXT = SHARED_DATA / "tinyshakespeare" / "input.txt"
@@ -125,7 +125,7 @@ def write_tiny_task(tmp_path: Path, train_source: str | None) -> tuple[Path, Pat
     )
     train = tmp_path / "train.py"
     if train_source is None:
-        train.write_text((ROOT / TASK_DIR / "train.py").read_text())
+        train.write_text(LM_TRAIN.read_text())
     else:
         train.write_text(train_source)
     return prepare, train, text
@@ -210,7 +210,7 @@ def test_a_candidate_that_ignores_the_clock_is_stopped_at_the_budget(tmp_path):
 
 @pytest.mark.slow
 def test_a_model_trained_to_the_last_second_of_its_clock_still_exports_inside_the_budget(tmp_path):
-    source = (ROOT / TASK_DIR / "train.py").read_text()
+    source = LM_TRAIN.read_text()
     for old, new in TO_THE_LAST_SECOND.items():
         assert old in source, old
         source = source.replace(old, new)
@@ -621,7 +621,7 @@ HOSTILE_ARCHIVES = {
 def test_an_honest_exported_model_loads_and_is_scored(tmp_path):
     from autoresearch.lm import byte_nats, check_causal, load_model
 
-    spec = importlib.util.spec_from_file_location("baseline_train", ROOT / TASK_DIR / "train.py")
+    spec = importlib.util.spec_from_file_location("baseline_train", LM_TRAIN)
     baseline = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(baseline)
     torch.manual_seed(0)
