@@ -165,12 +165,13 @@ def command(
     for name in ETC_FILES:
         if (Path("/etc") / name).exists():
             cmd += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+    cmd += ["--tmpfs", "/tmp"]  # first: an environment that itself lives under /tmp is mounted on top of it
     for root in readable_roots():
         cmd += ["--ro-bind", str(root), str(root)]
     cmd += ["--ro-bind", str(candidate.resolve()), CANDIDATE_FILE]
     if io_dir is not None:
         cmd += ["--bind", str(io_dir.resolve()), CANDIDATE_IO]
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm"]
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm"]
     workdir = CANDIDATE_IO if io_dir is not None else "/tmp"  # where relative paths land, as unsandboxed
     cmd += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", workdir, "--", *argv]
     return cmd, environment
@@ -250,13 +251,34 @@ def map_own_ids(uid: int, gid: int) -> None:
         pass  # ids show as 'nobody' and files cannot be created: the candidate's own crash, said in its log
 
 
+MS_BIND, MS_REC = 4096, 16384  # <sys/mount.h>
+
+
+def _mount(libc, source: str | None, target: str, fstype: str | None, flags: int) -> None:
+    encode = lambda text: None if text is None else text.encode()  # noqa: E731
+    if libc.mount(encode(source), encode(target), encode(fstype), flags, None) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"cannot mount {target} in the fold's private scratch: {os.strerror(errno)}")
+
+
 def private_scratch() -> None:
-    """Fresh, empty /tmp and /dev/shm for this fold alone (in the mount namespace `isolate_fold` made)."""
+    """Fresh, empty /tmp and /dev/shm for this fold alone (in the mount namespace `isolate_fold` made).
+
+    A project (and its environment) under /tmp stays readable: its folders are bound read-only into the new
+    /tmp before it replaces the old one, so the fold sees them and nothing else of what /tmp held."""
     libc = ctypes.CDLL(None, use_errno=True)
-    for target in (b"/tmp", b"/dev/shm"):
-        if libc.mount(b"tmpfs", target, b"tmpfs", 0, None) != 0:
-            errno = ctypes.get_errno()
-            raise OSError(errno, f"cannot mount a private {target.decode()}: {os.strerror(errno)}")
+    _mount(libc, "tmpfs", "/dev/shm", "tmpfs", 0)
+    kept = [root for root in readable_roots() if root.is_relative_to("/tmp")]
+    if not kept:
+        _mount(libc, "tmpfs", "/tmp", "tmpfs", 0)
+        return
+    stage = Path("/dev/shm/.tmp")  # the new /tmp, built in the fold's own tmpfs
+    stage.mkdir()
+    for root in kept:
+        target = stage / root.relative_to("/tmp")
+        target.mkdir(parents=True, exist_ok=True)
+        _mount(libc, str(root), str(target), None, MS_BIND | MS_REC)  # read-only still: the kernel locks it so
+    _mount(libc, str(stage), "/tmp", None, MS_BIND | MS_REC)
 
 
 def cap_memory(limit_bytes: int) -> None:
