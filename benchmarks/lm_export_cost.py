@@ -68,8 +68,9 @@ if sys.argv[2] == "os_exit":
 
 def one_run(ending: str, threads: int) -> dict:
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(threads))
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(TRAIN), ending, str(threads)],
-                             stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(TRAIN), ending, str(threads)], stdout=subprocess.PIPE, text=True, env=env
+    )
     figures = json.loads(child.stdout.read())
     _, status, usage = os.wait4(child.pid, 0)
     if status != 0:
@@ -91,8 +92,10 @@ def main() -> None:
         print(f"{name + ':':24s} {statistics.median(values):6.2f}  {min(values):.2f}-{max(values):.2f}")
     probe = statistics.median(run["probe"] for run in runs) / args.threads
     deep = max(run["12_layer_export"] + run["exit_os_exit"] for run in runs if "exit_os_exit" in run) / args.threads
-    print(f"reserve at the median probe: {export_reserve(probe):.2f} s of the budget ({args.threads} threads); "
-          f"the slowest 12-layer export + os._exit: {deep:.2f} s")  # fmt: skip
+    print(
+        f"reserve at the median probe: {export_reserve(probe):.2f} s of the budget ({args.threads} threads); "
+        f"the slowest 12-layer export + os._exit: {deep:.2f} s"
+    )
 
 
 if __name__ == "__main__":

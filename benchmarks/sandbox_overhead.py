@@ -23,8 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def harness_run(sandboxed: bool) -> tuple[float, dict]:
     env = dict(os.environ, **({} if sandboxed else {sandbox.SWITCH_ENV: "off"}))
     started = time.monotonic()
-    out = subprocess.run([sys.executable, str(ROOT / "prepare.py")], cwd=ROOT, env=env, capture_output=True,
-                         text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "prepare.py")], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
     return time.monotonic() - started, summary.parse_block(out.stdout)
 
 

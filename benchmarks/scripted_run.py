@@ -62,39 +62,59 @@ NOMINAL = (
 )
 EDITS = [
     ("stronger regularisation: C=0.1", set_constant("C", "0.1")),
-    ("one-hot chest pain type (cp is nominal, not ordinal)",
-     add_feature("df = df.assign(**{f'cp_{v}': (df['cp'] == v).astype(float) for v in (1, 2, 3, 4)})")),
-    ("random forest, 300 trees, instead of logistic regression",
-     set_pipeline("from sklearn.ensemble import RandomForestClassifier",
-                  "    return make_pipeline(SimpleImputer(strategy='median'), "
-                  "RandomForestClassifier(n_estimators=300, n_jobs=1))")),
-    ("gradient boosting (typo in a keyword argument)",
-     set_pipeline("from sklearn.ensemble import GradientBoostingClassifier",
-                  "    return make_pipeline(SimpleImputer(strategy='median'), "
-                  "GradientBoostingClassifier(n_estimator=100))")),
-    ("combine near misses: one-hot cp, thal, slope with C=0.1",
-     lambda s: set_constant("C", "0.1")(add_feature(NOMINAL)(s))),
+    (
+        "one-hot chest pain type (cp is nominal, not ordinal)",
+        add_feature("df = df.assign(**{f'cp_{v}': (df['cp'] == v).astype(float) for v in (1, 2, 3, 4)})"),
+    ),
+    (
+        "random forest, 300 trees, instead of logistic regression",
+        set_pipeline(
+            "from sklearn.ensemble import RandomForestClassifier",
+            "    return make_pipeline(SimpleImputer(strategy='median'), "
+            "RandomForestClassifier(n_estimators=300, n_jobs=1))",
+        ),
+    ),
+    (
+        "gradient boosting (typo in a keyword argument)",
+        set_pipeline(
+            "from sklearn.ensemble import GradientBoostingClassifier",
+            "    return make_pipeline(SimpleImputer(strategy='median'), GradientBoostingClassifier(n_estimator=100))",
+        ),
+    ),
+    (
+        "combine near misses: one-hot cp, thal, slope with C=0.1",
+        lambda s: set_constant("C", "0.1")(add_feature(NOMINAL)(s)),
+    ),
     ("even stronger regularisation: C=0.03", set_constant("C", "0.03")),
-    ("age x max heart rate interaction",
-     add_feature("df = df.assign(age_thalach=df['age'] * df['thalach'] / 1000)")),
-    ("balanced class weights",
-     set_pipeline("", "    return make_pipeline(SimpleImputer(strategy='median'), StandardScaler(), "
-                      "LogisticRegression(C=C, max_iter=MAX_ITER, class_weight='balanced'))")),
-    ("inline the MAX_ITER constant (one line fewer)",
-     lambda s: s.replace("MAX_ITER = 1000  # lbfgs converges in well under this on 13 features\n", "")
-                .replace("max_iter=MAX_ITER", "max_iter=1000")),
-    ("drop cholesterol and fasting blood sugar (weak features)",
-     add_feature("df = df.drop(columns=['chol', 'fbs'])")),
-    ("ST depression squared (oldpeak effect is convex)",
-     add_feature("df = df.assign(oldpeak2=df['oldpeak'] ** 2)")),
+    ("age x max heart rate interaction", add_feature("df = df.assign(age_thalach=df['age'] * df['thalach'] / 1000)")),
+    (
+        "balanced class weights",
+        set_pipeline(
+            "",
+            "    return make_pipeline(SimpleImputer(strategy='median'), StandardScaler(), "
+            "LogisticRegression(C=C, max_iter=MAX_ITER, class_weight='balanced'))",
+        ),
+    ),
+    (
+        "inline the MAX_ITER constant (one line fewer)",
+        lambda s: s.replace("MAX_ITER = 1000  # lbfgs converges in well under this on 13 features\n", "").replace(
+            "max_iter=MAX_ITER", "max_iter=1000"
+        ),
+    ),
+    ("drop cholesterol and fasting blood sugar (weak features)", add_feature("df = df.drop(columns=['chol', 'fbs'])")),
+    ("ST depression squared (oldpeak effect is convex)", add_feature("df = df.assign(oldpeak2=df['oldpeak'] ** 2)")),
     ("unfinished edit left a syntax error", lambda s: s.replace("C = ", "C = (", 1)),
-    ("soft-voting ensemble of logistic regression and a 200-tree forest",
-     set_pipeline("from sklearn.ensemble import RandomForestClassifier, VotingClassifier",
-                  f"    return VotingClassifier([('lr', make_pipeline(SimpleImputer(strategy='median'), "
-                  f"StandardScaler(), {LR})), ('rf', make_pipeline(SimpleImputer(strategy='median'), "
-                  f"RandomForestClassifier(n_estimators=200, n_jobs=1)))], voting='soft')")),
+    (
+        "soft-voting ensemble of logistic regression and a 200-tree forest",
+        set_pipeline(
+            "from sklearn.ensemble import RandomForestClassifier, VotingClassifier",
+            f"    return VotingClassifier([('lr', make_pipeline(SimpleImputer(strategy='median'), "
+            f"StandardScaler(), {LR})), ('rf', make_pipeline(SimpleImputer(strategy='median'), "
+            f"RandomForestClassifier(n_estimators=200, n_jobs=1)))], voting='soft')",
+        ),
+    ),
     ("weak regularisation: C=1", set_constant("C", "1.0")),
-]  # fmt: skip
+]
 
 
 def sh(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -115,8 +135,7 @@ def main() -> int:
     for name in TASK_FILES:
         shutil.copy(ROOT / name, repo / name)
     identity = ["-c", "user.name=scripted", "-c", "user.email=scripted@localhost"]
-    for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"],
-                ["git", *identity, "commit", "-qm", "task"]):  # fmt: skip
+    for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"], ["git", *identity, "commit", "-qm", "task"]):
         sh(cmd, repo).check_returncode()
     started = time.monotonic()
     out = sh([sys.executable, str(RATCHET), "start", TAG], repo)
@@ -146,17 +165,22 @@ def main() -> int:
         shutil.copy(files["chart"], ROOT / "docs" / "progress.png")
     d, h, f = built.digest, built.heldout, built.fresh
     figures = {
-        "iterations": d["iterations"], "kept": d["kept"], "discarded": d["discarded"],
+        "iterations": d["iterations"],
+        "kept": d["kept"],
+        "discarded": d["discarded"],
         "crashed": d["crashed"],
-        "run_seconds": round(run_seconds, 1), "report_seconds": round(remeasure_seconds, 1),
+        "run_seconds": round(run_seconds, 1),
+        "report_seconds": round(remeasure_seconds, 1),
         "seen_gain": d["gain_over_baseline"],
-        "fresh_gain": f.fresh if f else math.nan, "fresh_gain_se": f.fresh_se if f else math.nan,
+        "fresh_gain": f.fresh if f else math.nan,
+        "fresh_gain_se": f.fresh_se if f else math.nan,
         "fresh_survived": f.survived if f else math.nan,
-        "heldout_baseline": h.baseline if h else math.nan, "heldout_final": h.final if h else math.nan,
+        "heldout_baseline": h.baseline if h else math.nan,
+        "heldout_final": h.final if h else math.nan,
         "heldout_diff": h.diff if h else math.nan,
         "heldout_diff_ci": f"{h.diff_ci[0]:+.4f},{h.diff_ci[1]:+.4f}" if h else "n/a",
         "report": files["html"],
-    }  # fmt: skip
+    }
     print("---")
     for key, value in figures.items():
         print(f"{key + ':':<18} {value:.4f}" if isinstance(value, float) else f"{key + ':':<18} {value}")

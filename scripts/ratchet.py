@@ -49,8 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--problem", choices=["binary", "multiclass", "regression"], help="default: inferred from the target"
     )
-    p.add_argument("--metric", help="val_auc, val_logloss, val_balanced_accuracy, val_rmse or val_r2 "
-                   "(default: val_auc, val_logloss, val_rmse by problem)")  # fmt: skip
+    p.add_argument(
+        "--metric",
+        help="val_auc, val_logloss, val_balanced_accuracy, val_rmse or val_r2 "
+        "(default: val_auc, val_logloss, val_rmse by problem)",
+    )
     p.add_argument("--budget", type=float, default=60.0, help="seconds for a candidate's whole evaluation (default 60)")
     p.add_argument("--drop", action="append", help="columns to leave out of the features (comma-separated)")
     p.add_argument("--keep", action="append", help="columns to keep although they look like ids or leakage")

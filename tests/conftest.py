@@ -51,9 +51,22 @@ def synthetic_heart(path: Path, rows: int = 240, seed: int = 0) -> Path:
             risk = 0.04 * (age - 55) + 0.8 * sex + 0.6 * (cp == 4) - 0.03 * (thalach - 150) + 0.7 * oldpeak
             num = int(rng.random() < 1 / (1 + np.exp(-risk + 0.5))) * int(rng.integers(1, 5))
             ca = "?" if rng.random() < 0.02 else f"{rng.integers(0, 4)}.0"
-            values = [age, sex, cp, rng.integers(94, 200), rng.integers(126, 564), rng.integers(0, 2),
-                      rng.integers(0, 3), thalach, rng.integers(0, 2), oldpeak, rng.integers(1, 4), ca,
-                      rng.choice([3, 6, 7]), num]  # fmt: skip
+            values = [
+                age,
+                sex,
+                cp,
+                rng.integers(94, 200),
+                rng.integers(126, 564),
+                rng.integers(0, 2),
+                rng.integers(0, 3),
+                thalach,
+                rng.integers(0, 2),
+                oldpeak,
+                rng.integers(1, 4),
+                ca,
+                rng.choice([3, 6, 7]),
+                num,
+            ]
             fh.write(",".join(str(v) if isinstance(v, str) else f"{float(v):.1f}" for v in values) + "\n")
     return path
 
@@ -116,9 +129,13 @@ class Project:
 
     def ratchet(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, str(RATCHET), *args], cwd=self.path, env=self.env,
-            capture_output=True, text=True, timeout=timeout,
-        )  # fmt: skip
+            [sys.executable, str(RATCHET), *args],
+            cwd=self.path,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def read(self, rel: str = "train.py") -> str:
         return (self.path / rel).read_text()

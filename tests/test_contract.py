@@ -22,24 +22,52 @@ RATCHET = ROOT / "scripts" / "ratchet.py"
 def tabular_block(**changes) -> dict:
     """A block as tabular.evaluate returns it (values of their own types, or text the harness formatted)."""
     block = {
-        "val_auc": 0.887013, "val_auc_se": 0.007242, "status": "ok", "train_seconds": "6.3",
-        "total_seconds": "6.5", "peak_memory_mb": "71.7", "budget_seconds": 60.0, "n_folds": 25,
-        "n_dev_rows": 242, "cv_seed": 0, "task": "heart", "metric": "val_auc", "direction": "higher",
+        "val_auc": 0.887013,
+        "val_auc_se": 0.007242,
+        "status": "ok",
+        "train_seconds": "6.3",
+        "total_seconds": "6.5",
+        "peak_memory_mb": "71.7",
+        "budget_seconds": 60.0,
+        "n_folds": 25,
+        "n_dev_rows": 242,
+        "cv_seed": 0,
+        "task": "heart",
+        "metric": "val_auc",
+        "direction": "higher",
         "fold_scores": [0.904682, 0.89899],
-    }  # fmt: skip
+    }
     block.update(changes)
     return block
 
 
 def lm_block(**changes) -> dict:
     block = {
-        "val_bpb": 2.44, "val_bpb_se": 0.01, "status": "ok", "training_seconds": 59.8, "wall_seconds": 61.2,
-        "cpu_seconds": 119.6, "total_seconds": 70.1, "tokens_per_second": 12000, "num_steps": 2800,
-        "num_params": 800000, "mfu_percent": "nan", "peak_memory_mb": 900.5, "device": "cpu", "threads": 2,
-        "clock": "cpu", "budget_seconds": 60.0, "timeout_seconds": 1380, "seed": 0, "val_bytes": 55000,
-        "task": "shakespeare", "metric": "val_bpb", "direction": "lower", "keep_rule": "rerun",
+        "val_bpb": 2.44,
+        "val_bpb_se": 0.01,
+        "status": "ok",
+        "training_seconds": 59.8,
+        "wall_seconds": 61.2,
+        "cpu_seconds": 119.6,
+        "total_seconds": 70.1,
+        "tokens_per_second": 12000,
+        "num_steps": 2800,
+        "num_params": 800000,
+        "mfu_percent": "nan",
+        "peak_memory_mb": 900.5,
+        "device": "cpu",
+        "threads": 2,
+        "clock": "cpu",
+        "budget_seconds": 60.0,
+        "timeout_seconds": 1380,
+        "seed": 0,
+        "val_bytes": 55000,
+        "task": "shakespeare",
+        "metric": "val_bpb",
+        "direction": "lower",
+        "keep_rule": "rerun",
         "fold_scores": [2.44],
-    }  # fmt: skip
+    }
     block.update(changes)
     return block
 
@@ -99,8 +127,13 @@ def test_the_writer_refuses_a_missing_required_key():
 
 
 def test_a_crash_block_with_no_scores_is_valid():
-    block = tabular_block(val_auc=math.nan, val_auc_se=math.nan, status="timeout", fold_scores="none",
-                          error="train.py ran past the 60 s budget")  # fmt: skip
+    block = tabular_block(
+        val_auc=math.nan,
+        val_auc_se=math.nan,
+        status="timeout",
+        fold_scores="none",
+        error="train.py ran past the 60 s budget",
+    )
     text = contract.render(block, "tabular")
     read = Block.parse(text)
     assert not read.ok and read.status == "timeout" and read.fold_scores == [] and math.isnan(read.value)
@@ -200,8 +233,13 @@ def test_capabilities_round_trip_and_junk_is_refused():
 
 
 def test_prepare_py_declares_its_capabilities():
-    out = subprocess.run([sys.executable, str(ROOT / "prepare.py"), contract.CAPABILITIES_FLAG],
-                         capture_output=True, text=True, timeout=120, cwd=ROOT)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "prepare.py"), contract.CAPABILITIES_FLAG],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stderr
     caps = contract.parse_capabilities(out.stdout)
     assert caps.family == "tabular" and caps.keep_rule == "paired" and caps.fresh_folds
@@ -222,16 +260,26 @@ def repository(path: Path, prepare_source: str | None = None) -> Path:
         shutil.copy(ROOT / name, path / name)
     if prepare_source is not None:
         (path / "prepare.py").write_text(prepare_source)
-    for args in (["init", "-q", "-b", "main"], ["config", "user.name", "t"], ["config", "user.email", "t@e"],
-                 ["add", "-A"], ["commit", "-qm", "task"]):  # fmt: skip
+    for args in (
+        ["init", "-q", "-b", "main"],
+        ["config", "user.name", "t"],
+        ["config", "user.email", "t@e"],
+        ["add", "-A"],
+        ["commit", "-qm", "task"],
+    ):
         subprocess.run(["git", *args], cwd=path, check=True)
     return path
 
 
 def test_start_budget_on_a_harness_that_takes_none_is_one_line_and_leaves_nothing(tmp_path):
     repo = repository(tmp_path / "repo")
-    out = subprocess.run([sys.executable, str(RATCHET), "start", "b1", "--budget", "5"], cwd=repo,
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, str(RATCHET), "start", "b1", "--budget", "5"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.count("\n") == 1 and "--budget" in out.stderr and "takes no budget option" in out.stderr
     branches = subprocess.run(["git", "branch", "--list"], cwd=repo, capture_output=True, text=True).stdout
@@ -250,10 +298,25 @@ def test_the_report_asks_the_frozen_harness_of_a_run_recorded_before_capabilitie
     mute = Repo(repository(tmp_path / "mute", "import sys\nsys.exit('no such option')\n"))
     caps, why = report.capabilities_of(mute, legacy, find_task(mute, "."))
     assert caps is None and "predates declared capabilities" in why
-    recorded = RunConfig("new", ".", "0" * 40, "val_bpb", False, 60.0, "2026-11-01T00:00:00",
-                         extra={"capabilities": {**Capabilities.from_json(json.loads(
-                             '{"family": "lm", "keep_rule": "rerun", "fresh_folds": false, "audit_records": true,'
-                             ' "budget_arg": true, "seed_arg": true, "budget_clocks": {"cpu": "cpu"},'
-                             ' "devices": ["cpu"]}')).to_json()}})  # fmt: skip
+    recorded = RunConfig(
+        "new",
+        ".",
+        "0" * 40,
+        "val_bpb",
+        False,
+        60.0,
+        "2026-11-01T00:00:00",
+        extra={
+            "capabilities": {
+                **Capabilities.from_json(
+                    json.loads(
+                        '{"family": "lm", "keep_rule": "rerun", "fresh_folds": false, "audit_records": true,'
+                        ' "budget_arg": true, "seed_arg": true, "budget_clocks": {"cpu": "cpu"},'
+                        ' "devices": ["cpu"]}'
+                    )
+                ).to_json()
+            }
+        },
+    )
     caps, _ = report.capabilities_of(mute, recorded, find_task(mute, "."))  # the record, not the harness
     assert caps is not None and not caps.fresh_folds and caps.family == "lm"

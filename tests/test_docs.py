@@ -30,8 +30,9 @@ def test_every_task_harness_opens_with_how_you_are_scored_on_one_screen(prepare)
 
 def test_readme_verb_table_is_the_clis():
     documented = set(re.findall(r"^\| `(\S+)[ `]", README, flags=re.M))
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "ratchet.py"), "--help"],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "ratchet.py"), "--help"], capture_output=True, text=True, check=True
+    ).stdout
     offered = set(re.search(r"\{([a-z,-]+)\}", out).group(1).split(","))
     assert documented == offered
 

@@ -67,9 +67,13 @@ def build_pipeline():""",
 def try_in_background(project, hypothesis: str) -> subprocess.Popen:
     """A `ratchet.py try` that runs while the test goes on (to kill it, race it, or edit under it)."""
     return subprocess.Popen(
-        [sys.executable, str(RATCHET), "try", hypothesis], cwd=project.path, env=project.env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [sys.executable, str(RATCHET), "try", hypothesis],
+        cwd=project.path,
+        env=project.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def state_file(project) -> Path:

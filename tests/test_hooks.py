@@ -97,8 +97,18 @@ def test_edit_only_the_tasks_train_py(run):
 
 def prescribed_commands() -> list[str]:
     """Every shell command program.md and the slash command tell the agent to run, placeholders filled in."""
-    fill = {"[": "", "]": "", "$ARGUMENTS": "t1 --max-iters 3", "ISO-TIME": "2026-11-23T07:00", "TAG": "t1",
-            "NNNN": "0003", "DIR": ".", " N": " 3", "…": "status", "HYPOTHESIS": "one-hot encode cp"}  # fmt: skip
+    fill = {
+        "[": "",
+        "]": "",
+        "$ARGUMENTS": "t1 --max-iters 3",
+        "ISO-TIME": "2026-11-23T07:00",
+        "TAG": "t1",
+        "NNNN": "0003",
+        "DIR": ".",
+        " N": " 3",
+        "…": "status",
+        "HYPOTHESIS": "one-hot encode cp",
+    }
     commands = []
     for name in ("program.md", ".claude/commands/autoresearch.md"):
         for span in re.findall(r"`([^`]+)`", (ROOT / name).read_text()):
@@ -420,8 +430,14 @@ def test_the_real_shim_denies_the_attacks(run):
 def test_a_broken_event_is_denied_during_a_run(run):
     project, _ = run
     env = {"CLAUDE_PROJECT_DIR": str(project.path), "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, str(HOOK), "pre-tool-use"], input="{not json", capture_output=True,
-                         text=True, env=env, timeout=60)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, str(HOOK), "pre-tool-use"],
+        input="{not json",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "hook pre-tool-use failed" in out.stderr
 
 

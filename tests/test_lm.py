@@ -134,10 +134,22 @@ def write_tiny_task(tmp_path: Path, train_source: str | None) -> tuple[Path, Pat
 def run_harness(prepare: Path, train: Path, text: Path, budget: float, private: Path) -> subprocess.CompletedProcess:
     allowed = budget if budget >= TINY_BUDGET else TINY_BUDGET  # a refused budget (NaN, -5) still gets a timeout
     return subprocess.run(
-        [sys.executable, str(prepare), "--train", str(train), "--data", str(text), "--budget", str(budget),
-         "--private-out", str(private)],
-        capture_output=True, text=True, timeout=harness_timeout(allowed, "cpu"),  # what the ratchet allows
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(prepare),
+            "--train",
+            str(train),
+            "--data",
+            str(text),
+            "--budget",
+            str(budget),
+            "--private-out",
+            str(private),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=harness_timeout(allowed, "cpu"),  # what the ratchet allows
+    )
 
 
 def refused_minimum(error: str) -> float:
@@ -334,17 +346,20 @@ def test_start_and_try_run_the_loop_on_the_language_model_task(tmp_path, env):
         (mirror / "tinyshakespeare" / "input.txt").write_bytes(text)
         project.env = {**env, "AUTORESEARCH_DATA_MIRROR": str(mirror)}
         prepare = project.read(f"{TASK_DIR}/prepare.py")
-        project.write(prepare.replace(load_prepare().DATA_SHA256, hashlib.sha256(text).hexdigest()),
-                      f"{TASK_DIR}/prepare.py")  # fmt: skip
+        project.write(
+            prepare.replace(load_prepare().DATA_SHA256, hashlib.sha256(text).hexdigest()), f"{TASK_DIR}/prepare.py"
+        )
         project.git("commit", "-qam", "the generated text's checksum")
     budget = TINY_BUDGET  # the smallest `start` accepts: there the baseline scores three times, or is refused
-    out = project.ratchet("start", "lm1", "--task", TASK_DIR, "--budget", f"{budget:g}",
-                          timeout=3 * harness_timeout(budget, "cpu"))  # fmt: skip
+    out = project.ratchet(
+        "start", "lm1", "--task", TASK_DIR, "--budget", f"{budget:g}", timeout=3 * harness_timeout(budget, "cpu")
+    )
     if out.returncode != 0:  # a machine too busy for the floor: refused, naming a budget that fits, which scores
         budget = refused_minimum(out.stderr)
         assert project.git("branch", "--list", "autoresearch/*") == ""  # the refusal left no run behind
-        out = project.ratchet("start", "lm1", "--task", TASK_DIR, "--budget", f"{budget:g}",
-                              timeout=3 * harness_timeout(budget, "cpu"))  # fmt: skip
+        out = project.ratchet(
+            "start", "lm1", "--task", TASK_DIR, "--budget", f"{budget:g}", timeout=3 * harness_timeout(budget, "cpu")
+        )
     assert out.returncode == 0, out.stderr
     runs_timeout = 3 * harness_timeout(budget, "cpu")  # a candidate runs up to three times
     assert "baseline val_bpb=" in out.stdout
@@ -443,13 +458,23 @@ def test_a_kill_before_the_budget_is_a_crash_not_a_budget_overrun(tmp_path):
     from autoresearch.lm import CandidateError, run_candidate
 
     train = tmp_path / "train.py"
-    train.write_text("import os, signal\n\ndef train(data, device, clock, seed):\n"
-                     "    os.kill(os.getpid(), signal.SIGKILL)  # what the OOM killer does\n")  # fmt: skip
+    train.write_text(
+        "import os, signal\n\ndef train(data, device, clock, seed):\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)  # what the OOM killer does\n"
+    )
     io_dir = tmp_path / "io"
     io_dir.mkdir()
     np.frombuffer(synthetic_text(10_000), dtype=np.uint8).tofile(io_dir / "train.bin")
-    job = {"device": "cpu", "threads": 1, "budget_seconds": 60.0, "clock": "cpu", "seed": 0, "eval_batch": 64,
-           "kill_slack_seconds": 2, "min_train_fraction": 0.25}  # fmt: skip
+    job = {
+        "device": "cpu",
+        "threads": 1,
+        "budget_seconds": 60.0,
+        "clock": "cpu",
+        "seed": 0,
+        "eval_batch": 64,
+        "kill_slack_seconds": 2,
+        "min_train_fraction": 0.25,
+    }
     with open(tmp_path / "log", "wb") as log, pytest.raises(CandidateError) as failed:
         run_candidate(train, io_dir, job, log, None)
     assert failed.value.status == "crash"
@@ -551,8 +576,13 @@ def pickled_constant(members, marker):
 
 def opaque_object(members, marker):
     members["data/constants/opaque_obj_0"] = pickle.dumps(Payload(marker))
-    edit_json(members, CONSTANTS, lambda doc: doc["config"].update(
-        evil={"path_name": "opaque_obj_0", "is_param": False, "use_pickle": True, "tensor_meta": None}))  # fmt: skip
+    edit_json(
+        members,
+        CONSTANTS,
+        lambda doc: doc["config"].update(
+            evil={"path_name": "opaque_obj_0", "is_param": False, "use_pickle": True, "tensor_meta": None}
+        ),
+    )
 
 
 def legacy_weights(members, marker):
@@ -670,8 +700,9 @@ def test_pickled_sample_inputs_are_dropped_not_unpickled(honest_archive, tmp_pat
 
     marker = tmp_path / "marker"
     payload = pickle.dumps(Payload(marker))
-    rewrite_archive(honest_archive, tmp_path / "io",
-                    lambda members: members.update({"data/sample_inputs/model.pt": payload}))  # fmt: skip
+    rewrite_archive(
+        honest_archive, tmp_path / "io", lambda members: members.update({"data/sample_inputs/model.pt": payload})
+    )
     model, context, _, _ = load_model(tmp_path / "io", "cpu")
     assert model(torch.zeros(64, context, dtype=torch.long)).shape == (64, context, 256)
     assert not marker.exists()
@@ -702,8 +733,13 @@ def test_torchs_unpicklers_refuse_during_the_load_even_past_the_check(honest_arc
 def test_a_bomb_a_huge_file_or_a_fifo_is_refused_quickly(honest_archive, tmp_path):
     from autoresearch.lm import MODEL_MAX_BYTES, MODEL_MAX_MEMBERS, CandidateError, load_model
 
-    cases = {"bomb": tmp_path / "bomb", "huge": tmp_path / "huge", "many": tmp_path / "many",
-             "fifo": tmp_path / "fifo", "link": tmp_path / "link"}  # fmt: skip
+    cases = {
+        "bomb": tmp_path / "bomb",
+        "huge": tmp_path / "huge",
+        "many": tmp_path / "many",
+        "fifo": tmp_path / "fifo",
+        "link": tmp_path / "link",
+    }
     path = rewrite_archive(honest_archive, cases["bomb"], lambda members: None)
     with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as archive:  # 256 MB of zeros in 0.25 MB
         root = archive.namelist()[0].split("/")[0]
@@ -714,15 +750,23 @@ def test_a_bomb_a_huge_file_or_a_fifo_is_refused_quickly(honest_archive, tmp_pat
     rewrite_archive(honest_archive, cases["huge"], lambda members: None)
     with open(cases["huge"] / "model.pt2", "r+b") as fh:
         fh.truncate(MODEL_MAX_BYTES + 1)  # sparse: no disk used
-    rewrite_archive(honest_archive, cases["many"],
-                    lambda members: members.update({f"extra/{i}": b"" for i in range(MODEL_MAX_MEMBERS)}))  # fmt: skip
+    rewrite_archive(
+        honest_archive,
+        cases["many"],
+        lambda members: members.update({f"extra/{i}": b"" for i in range(MODEL_MAX_MEMBERS)}),
+    )
     for name in ("fifo", "link"):
         cases[name].mkdir()
         (cases[name] / "report.json").write_text(json.dumps({"context_length": 16}))
     os.mkfifo(cases["fifo"] / "model.pt2")  # reading it would wait for a writer forever
     (cases["link"] / "model.pt2").symlink_to("/dev/zero")
-    expected = {"bomb": "compressed members", "huge": "over 2 GiB", "many": "too many files",
-                "fifo": "not a regular file", "link": "no loadable model"}  # fmt: skip
+    expected = {
+        "bomb": "compressed members",
+        "huge": "over 2 GiB",
+        "many": "too many files",
+        "fifo": "not a regular file",
+        "link": "no loadable model",
+    }
     for name, io_dir in cases.items():
         started = time.monotonic()
         with pytest.raises(CandidateError, match=expected[name]):

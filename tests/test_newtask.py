@@ -92,8 +92,13 @@ def test_regression_from_diabetes_and_a_changed_file_is_refused(project, tmp_pat
     assert "changed since the task was made (sha256 differs)" in out.stdout
     assert project.rows("tasks/diabetes/results.tsv")[-1]["status"] == "crash"
     csv.unlink()
-    out = subprocess.run([sys.executable, "tasks/diabetes/prepare.py", "--check-data"], cwd=project.path,
-                         capture_output=True, text=True, env=project.env)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "tasks/diabetes/prepare.py", "--check-data"],
+        cwd=project.path,
+        capture_output=True,
+        text=True,
+        env=project.env,
+    )
     assert out.returncode == 2 and f"{csv.resolve()}: no such file" in out.stderr
 
 
@@ -164,12 +169,14 @@ def test_binary_from_breast_cancer_with_text_labels_ids_and_categories(project, 
 def frame_of(n: int = 120, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     x = rng.normal(size=n)
-    return pd.DataFrame({
-        "age": rng.integers(20, 80, size=n),
-        "score": x,
-        "colour": rng.choice(["red", "green", "blue"], size=n),
-        "outcome": np.where(x + rng.normal(size=n) > 0, "yes", "no"),
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "age": rng.integers(20, 80, size=n),
+            "score": x,
+            "colour": rng.choice(["red", "green", "blue"], size=n),
+            "outcome": np.where(x + rng.normal(size=n) > 0, "yes", "no"),
+        }
+    )
 
 
 def with_mixed_column(frame: pd.DataFrame) -> pd.DataFrame:
@@ -184,24 +191,32 @@ MESSY = {
     "empty target": (frame_of().assign(outcome=np.nan), ["--target", "outcome"], "is empty in every row"),
     "too few rows": (frame_of(30), ["--target", "outcome"], "30 rows with a target; a task needs at least 50"),
     "too few per class": (
-        frame_of().assign(outcome=["rare"] * 6 + ["common"] * 114), ["--target", "outcome"],
+        frame_of().assign(outcome=["rare"] * 6 + ["common"] * 114),
+        ["--target", "outcome"],
         "too few rows per class for stratified 5-fold CV after the held-out part (each class needs at least 7): "
         "'rare' has 6",
     ),
     "text regression target": (
-        frame_of(), ["--target", "colour", "--problem", "regression"], "non-numeric regression target 'colour'",
+        frame_of(),
+        ["--target", "colour", "--problem", "regression"],
+        "non-numeric regression target 'colour'",
     ),
     "mixed types": (
-        with_mixed_column(frame_of()), ["--target", "outcome"],
+        with_mixed_column(frame_of()),
+        ["--target", "outcome"],
         "mixed types in column(s) age (age: 2 of 120 values are not numbers, e.g. 'unknown')",
     ),
     "metric of another problem": (
-        frame_of(), ["--target", "outcome", "--metric", "val_rmse"], "--metric val_rmse does not apply to binary",
+        frame_of(),
+        ["--target", "outcome", "--metric", "val_rmse"],
+        "--metric val_rmse does not apply to binary",
     ),
     "binary with three classes": (
-        frame_of(), ["--target", "colour", "--problem", "binary"], "has 3 distinct values, not 2",
+        frame_of(),
+        ["--target", "colour", "--problem", "binary"],
+        "has 3 distinct values, not 2",
     ),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("case", list(MESSY))

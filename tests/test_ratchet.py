@@ -25,8 +25,15 @@ def test_each_edit_the_tests_make_hits_one_line_of_the_fixture():
     """project.edit replaces the first occurrence: a second one (a docstring quoting it) would make an edit
     that changes nothing, and a test of a worse or a crashing edit would pass for the wrong reason."""
     source = (FIXTURE_TASK / "train.py").read_text()
-    for old in [SEED_EDIT[0], ONE_FEATURE[0], "def build_pipeline():", 'HYPOTHESIS = "', "MAX_ITER = 1000\n",
-                "max_iter=MAX_ITER", "    return df\n"]:  # fmt: skip
+    for old in [
+        SEED_EDIT[0],
+        ONE_FEATURE[0],
+        "def build_pipeline():",
+        'HYPOTHESIS = "',
+        "MAX_ITER = 1000\n",
+        "max_iter=MAX_ITER",
+        "    return df\n",
+    ]:
         assert source.count(old) == 1, old
 
 
@@ -366,8 +373,9 @@ def test_the_heart_task_scores_a_train_py_on_its_pinned_data_only(tmp_path, env,
     project.write((FIXTURE_TASK / "train.py").read_text())
 
     def score(environment: dict) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "train.py"], cwd=project.path, env=environment, capture_output=True,
-                              text=True, timeout=300)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "train.py"], cwd=project.path, env=environment, capture_output=True, text=True, timeout=300
+        )
 
     out = score(project.env)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -60,8 +60,7 @@ def test_clear_gain_on_many_rows_is_distinguishable_and_noise_on_61_is_not():
         from sklearn.metrics import roc_auc_score
 
         def rec(p):
-            return {"heldout_auc": roc_auc_score(y, p), "heldout_true": y.tolist(),
-                    "heldout_pred": p.tolist()}  # fmt: skip
+            return {"heldout_auc": roc_auc_score(y, p), "heldout_true": y.tolist(), "heldout_pred": p.tolist()}
 
         return rec(a), rec(b)
 
@@ -125,8 +124,7 @@ def test_records_that_carry_their_own_truth_never_run_the_harness(tmp_path):
 
 def test_fresh_gain_reports_the_fraction_that_survived():
     def scores(commit, values):
-        return [audit.FreshScore(commit, seed, float(np.mean(v)), list(v))
-                for seed, v in enumerate(values, 1)]  # fmt: skip
+        return [audit.FreshScore(commit, seed, float(np.mean(v)), list(v)) for seed, v in enumerate(values, 1)]
 
     base = scores("a", [[0.80, 0.82, 0.81], [0.79, 0.83, 0.80]])
     final = scores("b", [[0.81, 0.83, 0.82], [0.80, 0.84, 0.81]])
@@ -147,9 +145,18 @@ def constructed_report(higher_is_better: bool) -> report.Report:
     sign = 1 if higher_is_better else -1
     values = {0: 1.0, 1: 1.0 + 0.05 * sign, 2: 1.0 - 0.02 * sign, 3: None, 4: 1.0 + 0.12 * sign}
     status = {0: "keep", 1: "keep", 2: "discard", 3: "crash", 4: "keep"}
-    rows = [{"iter": str(i), "commit": f"c{i}", metric: "" if v is None else str(v), "status": status[i],
-             "description": f"edit {i}", "seconds": "10", "timestamp": f"2026-01-01T00:0{i}:00"}
-            for i, v in values.items()]  # fmt: skip
+    rows = [
+        {
+            "iter": str(i),
+            "commit": f"c{i}",
+            metric: "" if v is None else str(v),
+            "status": status[i],
+            "description": f"edit {i}",
+            "seconds": "10",
+            "timestamp": f"2026-01-01T00:0{i}:00",
+        }
+        for i, v in values.items()
+    ]
     config = RunConfig("t", ".", "c0", metric, higher_is_better, 60.0, "2026-01-01T00:00:00")
     d = digest.digest(config, rows)
     chain = [report.Step(e, e["commit"], "", float("nan"), float("nan")) for e in d["kept_chain"]]
@@ -269,10 +276,21 @@ def test_html_renders_in_headless_chromium_with_the_chart(reported_run, tmp_path
         pytest.skip("chromium is not installed (apt-get install -y chromium; .ci/run installs it)")
     _, out_dir, _ = reported_run
     shot = tmp_path / "page.png"
-    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,1600",
-           (out_dir / "report.html").as_uri()]  # fmt: skip
+    cmd = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={shot}",
+        "--window-size=1200,1600",
+        (out_dir / "report.html").as_uri(),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert shot.is_file(), done.stderr[-2000:]
     import matplotlib.image
@@ -308,9 +326,14 @@ def heldout_file(project, tag: str):
 
 
 def report_with(project, out_dir, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(RATCHET), "report", "--out", str(out_dir), "--no-remeasure"],
-                          cwd=project.path, env={**project.env, **env}, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(RATCHET), "report", "--out", str(out_dir), "--no-remeasure"],
+        cwd=project.path,
+        env={**project.env, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def audit_lines(markdown_text: str) -> list[str]:
@@ -336,12 +359,24 @@ def test_heldout_record_holds_predictions_but_no_labels(reported_run, data_mirro
 
 
 def test_harness_writes_the_heldout_labels_only_when_asked(project, data_mirror, tmp_path):
-    help_text = subprocess.run([sys.executable, "prepare.py", "--help"], cwd=project.path, env=project.env,
-                               capture_output=True, text=True, timeout=120).stdout  # fmt: skip
+    help_text = subprocess.run(
+        [sys.executable, "prepare.py", "--help"],
+        cwd=project.path,
+        env=project.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     assert "--private-out" not in help_text and "--heldout-truth" not in help_text  # hidden, like --private-out
     out = tmp_path / "truth.json"
-    done = subprocess.run([sys.executable, "prepare.py", "--heldout-truth", str(out)], cwd=project.path,
-                          env=project.env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "prepare.py", "--heldout-truth", str(out)],
+        cwd=project.path,
+        env=project.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0 and done.stdout == "", done.stderr  # nothing printed, no candidate run
     truth = json.loads(out.read_text())
     assert truth == {"heldout_true": fixture_split()[1], "heldout_classes": [0, 1]}

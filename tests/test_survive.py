@@ -66,9 +66,14 @@ def started(started_once, tmp_path) -> Project:
 def background(project, *args: str) -> subprocess.Popen:
     """A ratchet call in its own process group, so that a test can kill it together with its git children."""
     return subprocess.Popen(
-        [sys.executable, str(RATCHET), *args], cwd=project.path, env=project.env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
+        [sys.executable, str(RATCHET), *args],
+        cwd=project.path,
+        env=project.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def kill_group(process: subprocess.Popen) -> None:
@@ -206,8 +211,10 @@ def test_control_characters_are_refused_and_nothing_is_touched(started):
         assert len(out.stderr.strip().splitlines()) == 1
     not_utf8 = subprocess.run(
         [sys.executable.encode(), str(RATCHET).encode(), b"try", b"caf\xe9 latin-1"],
-        cwd=project.path, env=project.env, capture_output=True,
-    )  # fmt: skip
+        cwd=project.path,
+        env=project.env,
+        capture_output=True,
+    )
     assert not_utf8.returncode == 2 and b"not UTF-8" in not_utf8.stderr, not_utf8.stderr
     project.edit('HYPOTHESIS = "', 'HYPOTHESIS = "NUL\\x00 inside: ')
     out = project.ratchet("try")

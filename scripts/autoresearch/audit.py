@@ -84,8 +84,9 @@ def needs_truth(record: dict | None, metric: str) -> bool:
     return bool(record) and "heldout_pred" in record and not any(key in record for key in own)
 
 
-def recompute_truth(prepare: Path, data: str | None = None, env: dict | None = None,
-                    timeout: float = TRUTH_TIMEOUT_SECONDS) -> Truth:  # fmt: skip
+def recompute_truth(
+    prepare: Path, data: str | None = None, env: dict | None = None, timeout: float = TRUTH_TIMEOUT_SECONDS
+) -> Truth:
     """The held-out labels from the data, through the task's frozen harness; the file it writes them to is
     read and deleted at once. Raises TruthError with one line when the harness cannot give them."""
     with tempfile.TemporaryDirectory(prefix="autoresearch-truth-") as tmp:
@@ -144,8 +145,9 @@ def with_truth(record: dict, metric: str, truth: Truth) -> dict:
     return {**record, "heldout_true": truth.labels}
 
 
-def complete_records(records: list[dict | None], metric: str, prepare: Path, data: str | None = None,
-                     env: dict | None = None) -> list[dict | None]:  # fmt: skip
+def complete_records(
+    records: list[dict | None], metric: str, prepare: Path, data: str | None = None, env: dict | None = None
+) -> list[dict | None]:
     """The records with labels for the bootstrap; the harness runs once, and only if a record needs it."""
     if not any(needs_truth(r, metric) for r in records):
         return records
@@ -223,8 +225,14 @@ class Comparison:
         return heldout_verdict(self.diff, *self.diff_ci, self.higher_is_better, self.items)
 
 
-def compare(baseline: dict, final: dict, metric: str, higher_is_better: bool,
-            resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> Comparison:  # fmt: skip
+def compare(
+    baseline: dict,
+    final: dict,
+    metric: str,
+    higher_is_better: bool,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> Comparison:
     """Paired bootstrap: both models are scored on the same resampled held-out items each time."""
     n = _items(baseline, metric)
     if n != _items(final, metric):
@@ -232,12 +240,16 @@ def compare(baseline: dict, final: dict, metric: str, higher_is_better: bool,
     index = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
     a, b = _resampled_scores(metric, baseline, index), _resampled_scores(metric, final, index)
     return Comparison(
-        metric=metric, items=n,
-        baseline=heldout_score(baseline, metric), baseline_ci=_interval(a),
-        final=heldout_score(final, metric), final_ci=_interval(b),
-        diff=heldout_score(final, metric) - heldout_score(baseline, metric), diff_ci=_interval(b - a),
+        metric=metric,
+        items=n,
+        baseline=heldout_score(baseline, metric),
+        baseline_ci=_interval(a),
+        final=heldout_score(final, metric),
+        final_ci=_interval(b),
+        diff=heldout_score(final, metric) - heldout_score(baseline, metric),
+        diff_ci=_interval(b - a),
         higher_is_better=higher_is_better,
-    )  # fmt: skip
+    )
 
 
 def heldout_verdict(diff: float, lo: float, hi: float, higher_is_better: bool, items: int) -> str:
@@ -274,26 +286,44 @@ def _run_harness(prepare: Path, args: list[str], data: str | None, env: dict | N
     return result, out.getvalue(), err.getvalue()
 
 
-def score_on_fresh_folds(prepare: Path, source: str, commit: str, cv_seeds, data: str | None = None,
-                         env: dict | None = None, timeout: float = 3600) -> list[FreshScore]:  # fmt: skip
+def score_on_fresh_folds(
+    prepare: Path,
+    source: str,
+    commit: str,
+    cv_seeds,
+    data: str | None = None,
+    env: dict | None = None,
+    timeout: float = 3600,
+) -> list[FreshScore]:
     """Score `source` (train.py at `commit`) by the frozen harness on each CV seed; drop held-out output."""
     results = []
     with tempfile.TemporaryDirectory(prefix="autoresearch-fresh-") as tmp:
         train = Path(tmp) / "train.py"
         train.write_text(source)
         for seed in cv_seeds:
-            args = ["--train", str(train), "--cv-seed", str(seed),
-                    "--private-out", str(Path(tmp) / "discarded-heldout.json")]  # fmt: skip
+            args = [
+                "--train",
+                str(train),
+                "--cv-seed",
+                str(seed),
+                "--private-out",
+                str(Path(tmp) / "discarded-heldout.json"),
+            ]
             result, out, err = _run_harness(prepare, args, data, env, timeout)
             block, error = Block.parse(out.decode("utf-8", errors="replace")), ""
             if result.timed_out:
                 block, error = Block(), f"timed out after {timeout:g} s"
             elif result.returncode != 0 or not block.ok:
                 error = block.error or proc.last_line(err) or "no output"
-            results.append(FreshScore(
-                commit=commit, cv_seed=seed, value=block.value if not error else math.nan,
-                fold_scores=block.fold_scores if not error else [], error=error,
-            ))  # fmt: skip
+            results.append(
+                FreshScore(
+                    commit=commit,
+                    cv_seed=seed,
+                    value=block.value if not error else math.nan,
+                    fold_scores=block.fold_scores if not error else [],
+                    error=error,
+                )
+            )
     return results
 
 

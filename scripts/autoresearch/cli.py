@@ -69,17 +69,30 @@ def dispatch(args) -> int:
             from autoresearch import report  # matplotlib is loaded only when a report is asked for
 
             seeds = tuple(range(1, args.fresh_seeds + 1))
-            print(report.generate(repo, args.tag, all_runs=args.all, out=args.out,
-                                  remeasure=not args.no_remeasure, fresh_seeds=seeds), end="")  # fmt: skip
+            print(
+                report.generate(
+                    repo, args.tag, all_runs=args.all, out=args.out, remeasure=not args.no_remeasure, fresh_seeds=seeds
+                ),
+                end="",
+            )
         elif args.verb == "new-task":
             # pandas and sklearn take seconds to import; the other verbs do not need them
             from autoresearch import newtask
 
             newtask.new_task(
-                repo, args.csv, args.target, echo=lambda line: print(line, flush=True), name=args.name,
-                problem=args.problem, metric=args.metric, budget=args.budget, drop=args.drop, keep=args.keep,
-                missing=args.missing, force=args.force,
-            )  # fmt: skip
+                repo,
+                args.csv,
+                args.target,
+                echo=lambda line: print(line, flush=True),
+                name=args.name,
+                problem=args.problem,
+                metric=args.metric,
+                budget=args.budget,
+                drop=args.drop,
+                keep=args.keep,
+                missing=args.missing,
+                force=args.force,
+            )
         return 0
     except (RunError, GitError, DataError, ledger.LedgerError) as exc:
         print(f"error: {exc}", file=sys.stderr)

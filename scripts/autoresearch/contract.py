@@ -267,8 +267,16 @@ class Capabilities:
         """Capabilities from their JSON form; ValueError naming the field that is missing or of the wrong type."""
         if not isinstance(value, dict):
             raise ValueError("not a JSON object")
-        kinds = {"family": str, "keep_rule": str, "fresh_folds": bool, "audit_records": bool, "budget_arg": bool,
-                 "seed_arg": bool, "budget_clocks": dict, "devices": list}  # fmt: skip
+        kinds = {
+            "family": str,
+            "keep_rule": str,
+            "fresh_folds": bool,
+            "audit_records": bool,
+            "budget_arg": bool,
+            "seed_arg": bool,
+            "budget_clocks": dict,
+            "devices": list,
+        }
         for name, kind in kinds.items():
             if not isinstance(value.get(name), kind):
                 raise ValueError(f"{name}: missing or not a {kind.__name__}")

@@ -38,16 +38,23 @@ def digest(config: RunConfig, rows: list[dict], repo=None) -> dict:
 
     def brief(row: dict) -> dict:
         return {
-            "iter": int(row["iter"]), "commit": row.get("commit"), "status": row.get("status"),
-            metric: _num(row, metric), "delta": _num(row, "delta"), "delta_se": _num(row, "delta_se"),
-            "p_value": _num(row, "p_value"), "description": row.get("description", ""),
-            "seconds": _num(row, "seconds"), "ref": f"{REF_PREFIX}{config.tag}/{int(row['iter']):04d}",
-        }  # fmt: skip
+            "iter": int(row["iter"]),
+            "commit": row.get("commit"),
+            "status": row.get("status"),
+            metric: _num(row, metric),
+            "delta": _num(row, "delta"),
+            "delta_se": _num(row, "delta_se"),
+            "p_value": _num(row, "p_value"),
+            "description": row.get("description", ""),
+            "seconds": _num(row, "seconds"),
+            "ref": f"{REF_PREFIX}{config.tag}/{int(row['iter']):04d}",
+        }
 
     near = [
-        r for r in by_status["discard"]
+        r
+        for r in by_status["discard"]
         if math.isfinite(_gain(r, config)) and _gain(r, config) > -NEAR_MISS_SE * _num(r, "delta_se")
-    ]  # fmt: skip
+    ]
     near.sort(key=lambda r: _num(r, "p_value"))
     crashes: dict[str, list[int]] = {}
     for r in by_status["crash"] + by_status["interrupted"]:

@@ -145,10 +145,15 @@ class Repo:
     def ref_records(self, prefix: str) -> list[RefRecord]:
         """Every ref under `prefix` with what it points at and, for a tag, its message: one git call."""
         out = self.repo.git.execute(
-            ["git", "for-each-ref", "--format=%(refname)%00%(objecttype)%00%(objectname)%00%(*objectname)"
-             "%00%(contents:size)%0a%(contents)", prefix],
-            stdout_as_string=False, strip_newline_in_stdout=False,
-        )  # fmt: skip
+            [
+                "git",
+                "for-each-ref",
+                "--format=%(refname)%00%(objecttype)%00%(objectname)%00%(*objectname)%00%(contents:size)%0a%(contents)",
+                prefix,
+            ],
+            stdout_as_string=False,
+            strip_newline_in_stdout=False,
+        )
         records, at = [], 0
         while at < len(out):
             end = out.index(b"\n", at)

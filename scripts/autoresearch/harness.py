@@ -49,8 +49,16 @@ def run_harness(
     """Score the task's train.py: the harness's stdout is the block, everything else goes to run.log."""
     private, pgid_file = folder / PENDING_HELDOUT, folder / CHILD_PGID_FILE
     private.unlink(missing_ok=True)
-    cmd = [*harness_command(repo, task), "--train", str(task.train), "--private-out", str(private),
-           "--pgid-file", str(pgid_file), *extra_args]  # fmt: skip
+    cmd = [
+        *harness_command(repo, task),
+        "--train",
+        str(task.train),
+        "--private-out",
+        str(private),
+        "--pgid-file",
+        str(pgid_file),
+        *extra_args,
+    ]
     out = io.BytesIO()
 
     def started(pid: int) -> None:
@@ -71,8 +79,10 @@ def run_harness(
         # Killed by a signal: by the candidate (it runs as the same user) or by the OOM killer for the
         # candidate's memory. The candidate's crash, not the environment's: it does not stop the run.
         # A block it printed first is not trusted (a forger writes one into the harness's stdout, then kills it).
-        block = Block.crash(f"the harness was killed by {_signal_name(-result.returncode)} "
-                            "while it scored this train.py (the candidate, or the kernel for its memory)")  # fmt: skip
+        block = Block.crash(
+            f"the harness was killed by {_signal_name(-result.returncode)} "
+            "while it scored this train.py (the candidate, or the kernel for its memory)"
+        )
     elif result.returncode != 0 and block:  # a block from a harness that did not finish is not the harness's
         error = f"the harness exited with code {result.returncode} after printing a block; not trusted"
         block = Block()
@@ -114,8 +124,9 @@ def ask_capabilities(repo: Repo, task: Task) -> Capabilities:
     try:
         out = subprocess.run(cmd, cwd=task.dir, capture_output=True, text=True, timeout=CAPABILITIES_TIMEOUT_SECONDS)
     except subprocess.TimeoutExpired:
-        raise RunError(f"{task.prepare_rel} {contract.CAPABILITIES_FLAG} ran past "
-                       f"{CAPABILITIES_TIMEOUT_SECONDS} s") from None  # fmt: skip
+        raise RunError(
+            f"{task.prepare_rel} {contract.CAPABILITIES_FLAG} ran past {CAPABILITIES_TIMEOUT_SECONDS} s"
+        ) from None
     try:
         if out.returncode != 0:
             raise ValueError(proc.last_line(out.stderr.encode()) or f"exit code {out.returncode}")
@@ -128,8 +139,9 @@ def ask_capabilities(repo: Repo, task: Task) -> Capabilities:
 
 
 # -- scoring the same code again (a between-run keep rule) -------------------------------------------------
-def run_again(repo: Repo, task: Task, folder: Path, timeout: float, first: HarnessRun, args: list[str],
-              on_start=None) -> HarnessRun:  # fmt: skip
+def run_again(
+    repo: Repo, task: Task, folder: Path, timeout: float, first: HarnessRun, args: list[str], on_start=None
+) -> HarnessRun:
     """Score the same code once more (another seed) and fold it into `first`, its held-out record too."""
     pending = folder / PENDING_HELDOUT
     earlier = read_json(pending)

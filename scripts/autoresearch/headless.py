@@ -57,8 +57,11 @@ def echo_lines(event: dict) -> list[str]:
     for block in (event.get("message") or {}).get("content") or []:
         if isinstance(block, dict) and block.get("type") == "tool_result":
             content = block.get("content")
-            text = content if isinstance(content, str) else "\n".join(
-                c.get("text", "") for c in content or [] if isinstance(c, dict))  # fmt: skip
+            text = (
+                content
+                if isinstance(content, str)
+                else "\n".join(c.get("text", "") for c in content or [] if isinstance(c, dict))
+            )
             out += [line for line in text.splitlines() if line.startswith(ECHOED)]
     return out
 
@@ -66,8 +69,9 @@ def echo_lines(event: dict) -> list[str]:
 def run_session(command: list[str], root: Path, log: TextIO, out: TextIO) -> dict:
     """One claude session; returns its final `result` event ({} if it printed none)."""
     result: dict = {}
-    proc = subprocess.Popen(command, cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        command, cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         for line in proc.stdout:
             log.write(line)
@@ -103,8 +107,9 @@ def run_status(root: Path, tag: str) -> tuple[int, str | None, bool]:
     return len(rows), stopping.stop_reason(config, rows, run_dir(repo, tag)), True
 
 
-def headless(root: Path, tag: str, start_args: list[str], *, max_turns: int | None = None,
-             out: TextIO | None = None) -> tuple[int, str]:  # fmt: skip
+def headless(
+    root: Path, tag: str, start_args: list[str], *, max_turns: int | None = None, out: TextIO | None = None
+) -> tuple[int, str]:
     """Run the loop until a stop condition; returns (exit code, the one line that says how it ended)."""
     from autoresearch.gitops import Repo
     from autoresearch.runs import check_tag, run_dir
@@ -133,8 +138,10 @@ def headless(root: Path, tag: str, start_args: list[str], *, max_turns: int | No
                 )
             idle = 0 if rows > rows_before else idle + 1
             if idle > RELAUNCHES_WITHOUT_PROGRESS:
-                return 1, (f"autoresearch {tag}: claude ended ({ended}) with no stop condition and no new "
-                           f"iteration; see {log_path}: {said}")  # fmt: skip
+                return 1, (
+                    f"autoresearch {tag}: claude ended ({ended}) with no stop condition and no new "
+                    f"iteration; see {log_path}: {said}"
+                )
             print(
                 f"autoresearch {tag}: claude ended ({ended}) before a stop condition; relaunching",
                 file=out,

@@ -58,9 +58,23 @@ READERS = ("cat", "head", "tail", "grep", "wc", "ls", "find", "pwd")  # print fi
 PIPE_FILTERS = ("head", "tail", "grep", "wc")  # what may read the output of the command before it
 MAX_PIPELINE = 3  # `uv run train.py 2>&1 | grep -n auc | head -n 20`; longer is a program, not inspection
 GIT_READ_VERBS = (
-    "log", "show", "diff", "status", "for-each-ref", "rev-parse", "grep", "blame", "shortlog", "ls-files",
-    "ls-tree", "cat-file", "rev-list", "show-ref", "describe", "branch",
-)  # fmt: skip
+    "log",
+    "show",
+    "diff",
+    "status",
+    "for-each-ref",
+    "rev-parse",
+    "grep",
+    "blame",
+    "shortlog",
+    "ls-files",
+    "ls-tree",
+    "cat-file",
+    "rev-list",
+    "show-ref",
+    "describe",
+    "branch",
+)
 GIT_BRANCH_LISTING = ("--show-current", "-a", "--all", "-r", "--remotes", "-v", "-vv")  # no name: lists
 # `git log --output=F` writes F; `git grep -O CMD` runs CMD as a pager (git-grep(1), git-diff(1))
 GIT_WRITING_OPTIONS = ("--output", "-O", "--open-files-in-pager")
@@ -70,12 +84,53 @@ GREP_VALUE_OPTION = (
     r"exclude-dir|exclude-from|label|binary-files|devices|directories|group-separator)"
 )
 FIND_PREDICATES = (
-    "-name", "-iname", "-path", "-ipath", "-wholename", "-regex", "-iregex", "-type", "-maxdepth",
-    "-mindepth", "-newer", "-size", "-mtime", "-mmin", "-empty", "-not", "!", "-a", "-and", "-o", "-or",
-    "(", ")", "-prune", "-print", "-print0", "-ls", "-L", "-H", "-P",
-)  # fmt: skip  # find's tests and printing actions; -exec, -delete, -fprint... are absent on purpose
-INSTALLERS = ("pip", "pip3", "npm", "npx", "pnpm", "yarn", "conda", "mamba", "apt", "apt-get", "brew",
-              "poetry", "pipx", "easy_install")  # fmt: skip
+    "-name",
+    "-iname",
+    "-path",
+    "-ipath",
+    "-wholename",
+    "-regex",
+    "-iregex",
+    "-type",
+    "-maxdepth",
+    "-mindepth",
+    "-newer",
+    "-size",
+    "-mtime",
+    "-mmin",
+    "-empty",
+    "-not",
+    "!",
+    "-a",
+    "-and",
+    "-o",
+    "-or",
+    "(",
+    ")",
+    "-prune",
+    "-print",
+    "-print0",
+    "-ls",
+    "-L",
+    "-H",
+    "-P",
+)  # find's tests and printing actions; -exec, -delete, -fprint... are absent on purpose
+INSTALLERS = (
+    "pip",
+    "pip3",
+    "npm",
+    "npx",
+    "pnpm",
+    "yarn",
+    "conda",
+    "mamba",
+    "apt",
+    "apt-get",
+    "brew",
+    "poetry",
+    "pipx",
+    "easy_install",
+)
 PRIVATE_REASON = "the run's private records are not for the agent; `uv run scripts/ratchet.py status` has the rest"
 DATA_REASON = (
     "the task's data file is the frozen harness's to read (program.md: out of scope); the task card describes "
@@ -544,9 +599,13 @@ def handle(event_name: str, event: dict, project_dir: str | None) -> dict | None
         reason = pre_tool_use(event, state)
         if reason is None:
             return None
-        return {"hookSpecificOutput": {
-            "hookEventName": "PreToolUse", "permissionDecision": "deny", "permissionDecisionReason": reason,
-        }}  # fmt: skip
+        return {
+            "hookSpecificOutput": {
+                "hookEventName": "PreToolUse",
+                "permissionDecision": "deny",
+                "permissionDecisionReason": reason,
+            }
+        }
     if event_name == "stop":
         return stop(event, state)
     if event_name == "session-start":

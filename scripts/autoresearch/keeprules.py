@@ -29,8 +29,16 @@ class KeepRule(ABC):
     needs_seeds: ClassVar[bool] = False  # whether it scores the same code again with `--seed N`
 
     @abstractmethod
-    def judge(self, candidate: list[float], best: list[float], *, higher_is_better: bool, history: list[dict],
-              candidate_lines: int, best_lines: int) -> Decision:  # fmt: skip
+    def judge(
+        self,
+        candidate: list[float],
+        best: list[float],
+        *,
+        higher_is_better: bool,
+        history: list[dict],
+        candidate_lines: int,
+        best_lines: int,
+    ) -> Decision:
         """Compare the candidate's scores with the best's. `history`: the run's rows so far (for rules that
         estimate their noise from them). The Decision's `verdict_of` is keep, discard or run again."""
 

@@ -17,8 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 EXTRA_COLUMNS = [
-    "iter", "tag", "delta", "delta_se", "p_value", "seconds", "lines", "timestamp", "reason", "fold_scores",
-]  # fmt: skip
+    "iter",
+    "tag",
+    "delta",
+    "delta_se",
+    "p_value",
+    "seconds",
+    "lines",
+    "timestamp",
+    "reason",
+    "fold_scores",
+]
 STATUSES = ("keep", "discard", "crash", "interrupted")
 # A hypothesis (and a crash reason) in a row, the ratchet's line and a ref's row: 1 KB says any idea in a
 # paragraph, and keeps a row far below the csv module's 128 KB field limit. The commit body keeps it whole.

@@ -75,9 +75,15 @@ LM_BLOCK_KEY = "val_bpb"
 KEEP_RULE = keeprules.RunToRun.name  # one training run is one draw of the noise: judged against run-to-run spread
 # What this harness supports (`prepare.py --capabilities`; contract.Capabilities): recorded by `start`.
 CAPABILITIES = contract.Capabilities(
-    family="lm", keep_rule=KEEP_RULE, fresh_folds=False, audit_records=True, budget_arg=True, seed_arg=True,
-    budget_clocks={"cpu": "cpu", "mps": "wall", "cuda": "wall"}, devices=("cpu", "mps", "cuda"),
-)  # fmt: skip
+    family="lm",
+    keep_rule=KEEP_RULE,
+    fresh_folds=False,
+    audit_records=True,
+    budget_arg=True,
+    seed_arg=True,
+    budget_clocks={"cpu": "cpu", "mps": "wall", "cuda": "wall"},
+    devices=("cpu", "mps", "cuda"),
+)
 
 
 @dataclass
@@ -150,9 +156,9 @@ def forward_batches(model, inputs, device: str, keep: Callable, deadline: float 
         for i in range(0, len(inputs), EVAL_BATCH):
             if time.monotonic() > deadline:
                 raise CandidateError(
-                    "timeout", "scoring the model ran past the harness's time for it: a smaller model or "
-                    "a shorter context_length"
-                )  # fmt: skip
+                    "timeout",
+                    "scoring the model ran past the harness's time for it: a smaller model or a shorter context_length",
+                )
             batch = inputs[i : i + EVAL_BATCH]
             pad = EVAL_BATCH - len(batch)
             if pad:
@@ -349,9 +355,10 @@ def run_candidate(train_path: Path, io_dir: Path, job: dict, log, pgid_file: str
     if on_cpu and (killed_at_cap or cpu > budget_cpu + CPU_OVERRUN_SECONDS):
         how = "was stopped by the kernel at" if killed_at_cap else "ran past"
         raise CandidateError(
-            "timeout", f"train.py {how} its budget of {budget_cpu:g} CPU-s ({budget:g} s x {job['threads']} "
-            f"threads, export included; {cpu:.0f} counted): stop before clock.left() reaches 0"
-        )  # fmt: skip
+            "timeout",
+            f"train.py {how} its budget of {budget_cpu:g} CPU-s ({budget:g} s x {job['threads']} "
+            f"threads, export included; {cpu:.0f} counted): stop before clock.left() reaches 0",
+        )
     if returncode is not None and returncode < 0:
         number = -returncode
         name = signal.Signals(number).name if number in signal.valid_signals() else "unknown signal"
@@ -398,10 +405,18 @@ MODEL_MAX_JSON_BYTES = 64 * 1024**2  # a config or graph; the baseline's graph (
 # (data/aotinductor/, the legacy data/weights/model.pt, constants' custom_obj_* and opaque_obj_ pickles,
 # extra/, executorch, XL weights) is refused by name.
 MODEL_FIXED_MEMBERS = frozenset(
-    {"archive_format", "archive_version", "byteorder", ".data/version", ".data/serialization_id",
-     "models/model.json", "data/weights/model_weights_config.json",
-     "data/constants/model_constants_config.json", "data/sample_inputs/model.pt"}
-)  # fmt: skip
+    {
+        "archive_format",
+        "archive_version",
+        "byteorder",
+        ".data/version",
+        ".data/serialization_id",
+        "models/model.json",
+        "data/weights/model_weights_config.json",
+        "data/constants/model_constants_config.json",
+        "data/sample_inputs/model.pt",
+    }
+)
 MODEL_TENSOR_MEMBER = re.compile(r"data/weights/weight_[0-9]+|data/constants/tensor_[0-9]+")
 # Node targets torch resolves by attribute lookup from the text: aten operators and higher-order operators
 # (autocast, no_grad regions) only; a name like torch.serialization.os.system would be a call at run time.
@@ -663,9 +678,17 @@ def evaluate(
     budget = float(budget if budget is not None else task.budget_seconds.get(device, task.budget_seconds["cpu"]))
     clock = clock or ("cpu" if device == "cpu" else "wall")
     check_budget(budget, clock, threads)
-    job = {"device": device, "threads": threads, "budget_seconds": budget, "clock": clock, "seed": seed,
-           "eval_batch": EVAL_BATCH, "kill_slack_seconds": KILL_SLACK_SECONDS,
-           "min_train_fraction": MIN_TRAIN_FRACTION, "memory_bytes": sandbox.memory_cap_bytes()}  # fmt: skip
+    job = {
+        "device": device,
+        "threads": threads,
+        "budget_seconds": budget,
+        "clock": clock,
+        "seed": seed,
+        "eval_batch": EVAL_BATCH,
+        "kill_slack_seconds": KILL_SLACK_SECONDS,
+        "min_train_fraction": MIN_TRAIN_FRACTION,
+        "memory_bytes": sandbox.memory_cap_bytes(),
+    }
     block: dict = {LM_BLOCK_KEY: math.nan, f"{LM_BLOCK_KEY}_se": math.nan}
     status, error, times, report, n_params, scores = "ok", "", {}, {}, 0, []
     try:
@@ -733,8 +756,11 @@ def first_line(exc: BaseException) -> str:
 
 def write_private(path: str, nats: np.ndarray, n_chunks: int) -> None:
     """Held-out figures for the morning review (bpb, and per-chunk bpb for an interval); never printed."""
-    record = {"heldout_bpb": bits_per_byte(nats), "heldout_bpb_values": chunk_bpb(nats, n_chunks),
-              "heldout_bytes": int(len(nats))}  # fmt: skip
+    record = {
+        "heldout_bpb": bits_per_byte(nats),
+        "heldout_bpb_values": chunk_bpb(nats, n_chunks),
+        "heldout_bytes": int(len(nats)),
+    }
     tmp = Path(path).with_suffix(".tmp")
     tmp.write_text(json.dumps(record))
     os.replace(tmp, path)
@@ -775,10 +801,16 @@ def main(task: LMTask, default_train: Path, argv: list[str] | None = None) -> in
         if args.budget is not None:  # before torch is imported: a refusal in a second, not after ten
             check_budget(args.budget, args.clock or ("cpu" if args.device == "cpu" else None), cpu_threads())
         block = evaluate(
-            task, train_path, data=args.data, seed=args.seed, budget=args.budget, device=args.device,
+            task,
+            train_path,
+            data=args.data,
+            seed=args.seed,
+            budget=args.budget,
+            device=args.device,
             clock=args.clock,
-            private_out=args.private_out, pgid_file=args.pgid_file,
-        )  # fmt: skip
+            private_out=args.private_out,
+            pgid_file=args.pgid_file,
+        )
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

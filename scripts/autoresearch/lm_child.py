@@ -191,8 +191,9 @@ def main(train_path: str, io_dir: str) -> None:
         exit_now(BUDGET_TOO_SMALL_EXIT)  # the teardown could take it past the budget: a kill, not this line
     print(
         f"harness: start-up {clock.origin:.1f} s of the {clock.budget:g} s budget, {reserved:.1f} s kept for the "
-        f"export (a probe's took {probe:.2f} s): train() has {clock.left():.1f} s ({job['clock']} clock)", flush=True,
-    )  # fmt: skip
+        f"export (a probe's took {probe:.2f} s): train() has {clock.left():.1f} s ({job['clock']} clock)",
+        flush=True,
+    )
     spec = importlib.util.spec_from_file_location("train", train_path)
     module = importlib.util.module_from_spec(spec)
     sys.modules["train"] = module

@@ -98,8 +98,9 @@ def try_edit(repo: Repo, hypothesis: str | None) -> str:
         lines, best_lines = code_lines(source), code_lines(repo.show(best_sha, task.train_rel))
         seed = 1
         while _wants_another_run(rule, config, harness, best, lines, best_lines, rows):
-            harness = run_again(repo, task, folder, timeout, harness, [*harness_args, "--seed", str(seed)],
-                                record_harness)  # fmt: skip
+            harness = run_again(
+                repo, task, folder, timeout, harness, [*harness_args, "--seed", str(seed)], record_harness
+            )
             seed += 1
         if repo.tree_blob(task.train_rel) != repo.blob(state["candidate"], task.train_rel):
             harness = HarnessRun(Block.crash(EDITED_WHILE_SCORED), harness.seconds, "")
@@ -122,25 +123,48 @@ def _rule_of(config: RunConfig) -> keeprules.KeepRule:
         raise RunError(f"run {config.tag}'s record names {exc}; this library cannot judge it") from None
 
 
-def _judge(rule: keeprules.KeepRule, config: RunConfig, block: Block, best: dict, lines: int, best_lines: int,
-           rows: list[dict]):  # fmt: skip
+def _judge(
+    rule: keeprules.KeepRule, config: RunConfig, block: Block, best: dict, lines: int, best_lines: int, rows: list[dict]
+):
     """(keep | discard | run again, the decision) of the run's rule on a scored candidate."""
-    decision = rule.judge(block.fold_scores, parse_floats(best.get("fold_scores")),
-                          higher_is_better=config.higher_is_better, history=rows, candidate_lines=lines,
-                          best_lines=best_lines)  # fmt: skip
+    decision = rule.judge(
+        block.fold_scores,
+        parse_floats(best.get("fold_scores")),
+        higher_is_better=config.higher_is_better,
+        history=rows,
+        candidate_lines=lines,
+        best_lines=best_lines,
+    )
     return keeprules.verdict_of(decision), decision
 
 
-def _wants_another_run(rule: keeprules.KeepRule, config: RunConfig, harness: HarnessRun, best: dict, lines: int,
-                       best_lines: int, rows: list[dict]) -> bool:  # fmt: skip
+def _wants_another_run(
+    rule: keeprules.KeepRule,
+    config: RunConfig,
+    harness: HarnessRun,
+    best: dict,
+    lines: int,
+    best_lines: int,
+    rows: list[dict],
+) -> bool:
     """Whether the rule asks for another scoring of the same code (only a rule that reruns with seeds can)."""
     if not (rule.needs_seeds and harness.scored):
         return False
     return _judge(rule, config, harness.block, best, lines, best_lines, rows)[0] == keeprules.RUN_AGAIN
 
 
-def _decide(repo: Repo, config: RunConfig, rule: keeprules.KeepRule, harness: HarnessRun, best: dict, lines: int,
-            best_lines: int, n: int, hypothesis: str, rows: list[dict]) -> tuple[dict, str]:  # fmt: skip
+def _decide(
+    repo: Repo,
+    config: RunConfig,
+    rule: keeprules.KeepRule,
+    harness: HarnessRun,
+    best: dict,
+    lines: int,
+    best_lines: int,
+    n: int,
+    hypothesis: str,
+    rows: list[dict],
+) -> tuple[dict, str]:
     """The candidate's row, and its commit amended with the verdict; return (row, final sha)."""
     block = harness.block
     delta = se = p = math.nan
@@ -156,8 +180,20 @@ def _decide(repo: Repo, config: RunConfig, rule: keeprules.KeepRule, harness: Ha
         reason, delta, se, p = decision.reason, decision.delta, decision.se, decision.p_value
         verdict = verdict_text(config.metric, parse_float(best.get(config.metric)), block.value, decision)
     final = repo.amend_message("\n\n".join([commit_message(hypothesis), verdict, trailers(config, n)]))
-    row = make_row(config, block, final, n, status, ledger.cap_text(hypothesis), harness.seconds, lines,
-                   reason=ledger.cap_text(ledger.clean_text(reason)), delta=delta, se=se, p=p)  # fmt: skip
+    row = make_row(
+        config,
+        block,
+        final,
+        n,
+        status,
+        ledger.cap_text(hypothesis),
+        harness.seconds,
+        lines,
+        reason=ledger.cap_text(ledger.clean_text(reason)),
+        delta=delta,
+        se=se,
+        p=p,
+    )
     return row, final
 
 

@@ -52,19 +52,41 @@ def declared_hypothesis(source: str) -> str | None:
     return None
 
 
-def make_row(config: RunConfig, block: Block, sha: str, n: int, status: str, description: str, seconds: float,
-             lines: int, *, reason="", delta=math.nan, se=math.nan, p=math.nan) -> dict:  # fmt: skip
+def make_row(
+    config: RunConfig,
+    block: Block,
+    sha: str,
+    n: int,
+    status: str,
+    description: str,
+    seconds: float,
+    lines: int,
+    *,
+    reason="",
+    delta=math.nan,
+    se=math.nan,
+    p=math.nan,
+) -> dict:
     """Iteration n's row of results.tsv (its columns: ledger.columns)."""
     memory_mb = block.peak_memory_mb
     scored = status != "crash"
     return {
-        "commit": sha[:7], config.metric: block.value_text if scored else "",
+        "commit": sha[:7],
+        config.metric: block.value_text if scored else "",
         "memory_gb": round(memory_mb / 1024, 3) if math.isfinite(memory_mb) else math.nan,
-        "status": status, "description": description, "iter": n, "tag": config.tag,
-        "delta": delta, "delta_se": se, "p_value": p, "seconds": round(seconds, 1), "lines": lines,
-        "timestamp": stopping.now().isoformat(timespec="seconds"), "reason": reason,
+        "status": status,
+        "description": description,
+        "iter": n,
+        "tag": config.tag,
+        "delta": delta,
+        "delta_se": se,
+        "p_value": p,
+        "seconds": round(seconds, 1),
+        "lines": lines,
+        "timestamp": stopping.now().isoformat(timespec="seconds"),
+        "reason": reason,
         "fold_scores": block.fold_scores_text if scored else "",
-    }  # fmt: skip
+    }
 
 
 def verdict_text(metric: str, before: float, after: float, decision: Decision) -> str:

@@ -201,9 +201,11 @@ def check_rows(y: pd.Series, problem: str) -> None:
     small = counts[counts < need]
     if not small.empty:
         shown = ", ".join(f"{_show(k)} has {v}" for k, v in small.items())
-        raise RunError(f"too few rows per class for stratified {N_FOLDS}-fold CV after the held-out part "
-                       f"(each class needs at least {need}): {shown}; merge rare classes, or --problem regression "
-                       "if the target is a quantity")  # fmt: skip
+        raise RunError(
+            f"too few rows per class for stratified {N_FOLDS}-fold CV after the held-out part "
+            f"(each class needs at least {need}): {shown}; merge rare classes, or --problem regression "
+            "if the target is a quantity"
+        )
     codes = pd.Series(pd.factorize(y)[0], index=y.index)
     task = TabularTask(
         name="check", load=None, problem=problem, holdout_fraction=HOLDOUT_FRACTION, split_seed=SPLIT_SEED
@@ -234,10 +236,19 @@ def data_reference(repo: Repo, csv: Path) -> tuple[str, bool]:
 
 
 def plan(
-    repo: Repo, csv: str | Path, target: str, *, name: str | None = None, problem: str | None = None,
-    metric: str | None = None, budget: float = DEFAULT_BUDGET_SECONDS, drop: list[str] | None = None,
-    keep: list[str] | None = None, missing: list[str] | None = None, force: bool = False,
-) -> Plan:  # fmt: skip
+    repo: Repo,
+    csv: str | Path,
+    target: str,
+    *,
+    name: str | None = None,
+    problem: str | None = None,
+    metric: str | None = None,
+    budget: float = DEFAULT_BUDGET_SECONDS,
+    drop: list[str] | None = None,
+    keep: list[str] | None = None,
+    missing: list[str] | None = None,
+    force: bool = False,
+) -> Plan:
     """Read `csv` and run every check; nothing is written. Raises RunError with a one-line reason."""
     csv = Path(csv).expanduser()
     name = name or re.sub(r"[^A-Za-z0-9_-]+", "_", csv.stem).strip("_-").lower() or "task"
@@ -245,8 +256,10 @@ def plan(
         raise RunError(f"task name {name!r}: use letters, digits, '_' or '-' (at most 64), e.g. --name churn")
     folder = repo.root / TASKS_DIR / name
     if folder.exists() and not force:
-        raise RunError(f"{repo.rel(folder)} exists; pick another --name, or pass --force to overwrite its "
-                       "prepare.py, train.py and README.md")  # fmt: skip
+        raise RunError(
+            f"{repo.rel(folder)} exists; pick another --name, or pass --force to overwrite its "
+            "prepare.py, train.py and README.md"
+        )
     if not (budget > 0 and math.isfinite(budget)):
         raise RunError(f"--budget {budget}: give the seconds a candidate may take, e.g. --budget 60")
     missing_values, drop, keep = _split_list(missing), _split_list(drop), _split_list(keep)
@@ -264,12 +277,16 @@ def plan(
         raise RunError(f"--drop {target}: that is the target")
     mixed = mixed_columns(frame.drop(columns=drop))
     if target in mixed:
-        raise RunError(f"target {target!r} mixes numbers and text ({mixed[target]}); clean the column, or name "
-                       "the missing-value marker with --missing")  # fmt: skip
+        raise RunError(
+            f"target {target!r} mixes numbers and text ({mixed[target]}); clean the column, or name "
+            "the missing-value marker with --missing"
+        )
     if mixed:
         first = next(iter(mixed))
-        raise RunError(f"mixed types in column(s) {_names(mixed)} ({first}: {mixed[first]}); clean them, name a "
-                       f"missing-value marker with --missing, or leave them out with --drop")  # fmt: skip
+        raise RunError(
+            f"mixed types in column(s) {_names(mixed)} ({first}: {mixed[first]}); clean them, name a "
+            f"missing-value marker with --missing, or leave them out with --drop"
+        )
     y = frame[target].dropna()
     n_missing_target = len(frame) - len(y)
     if y.empty:
@@ -333,13 +350,26 @@ def plan(
     categorical = [c for c in kept.columns if c not in numeric]
     data_ref, inside = data_reference(repo, csv)
     return Plan(
-        name=name, csv=csv.resolve(), data_ref=data_ref, inside_repo=inside, sha256=data.sha256_of(csv),
-        target=target, problem=problem, problem_reason=reason, metric=metric, budget=float(budget),
-        missing_values=missing_values, n_rows=len(y), n_missing_target=n_missing_target,
-        target_summary=target_summary(y, problem), numeric=numeric, categorical=categorical,
-        dropped=dropped, warnings=warnings,
+        name=name,
+        csv=csv.resolve(),
+        data_ref=data_ref,
+        inside_repo=inside,
+        sha256=data.sha256_of(csv),
+        target=target,
+        problem=problem,
+        problem_reason=reason,
+        metric=metric,
+        budget=float(budget),
+        missing_values=missing_values,
+        n_rows=len(y),
+        n_missing_target=n_missing_target,
+        target_summary=target_summary(y, problem),
+        numeric=numeric,
+        categorical=categorical,
+        dropped=dropped,
+        warnings=warnings,
         classes=[] if problem == "regression" else [_plain(v) for v in np.unique(y.to_numpy())],
-    )  # fmt: skip
+    )
 
 
 def ignore_data_file(repo: Repo, plan: Plan) -> str | None:
@@ -370,9 +400,12 @@ def run_baseline(folder: Path, budget: float) -> tuple[Block, str]:
     """Run the new harness once on the baseline; (block, error) where error is empty when it scored."""
     out, err = io.BytesIO(), io.BytesIO()
     result = proc.run_in_group(
-        [sys.executable, str(folder / "prepare.py")], timeout=budget + HARNESS_GRACE_SECONDS,
-        stdout=out, stderr=err, cwd=folder,
-    )  # fmt: skip
+        [sys.executable, str(folder / "prepare.py")],
+        timeout=budget + HARNESS_GRACE_SECONDS,
+        stdout=out,
+        stderr=err,
+        cwd=folder,
+    )
     block = Block.parse(out.getvalue().decode("utf-8", errors="replace"))
     if result.timed_out:
         return block, f"the harness ran past {budget + HARNESS_GRACE_SECONDS:g} s"
@@ -414,13 +447,17 @@ def new_task(repo: Repo, csv: str, target: str, *, echo=print, **options) -> int
     folder = write_files(repo, p)
     rel = repo.rel(folder)
     echo(f"wrote {rel}/prepare.py (frozen harness), {rel}/train.py (baseline), {rel}/README.md (task card)")
-    echo(f"task {p.name}: {p.problem} ({p.problem_reason}), {p.n_rows} rows, {len(p.numeric)} numeric and "
-         f"{len(p.categorical)} categorical features, metric {p.metric}; scoring the baseline…")  # fmt: skip
+    echo(
+        f"task {p.name}: {p.problem} ({p.problem_reason}), {p.n_rows} rows, {len(p.numeric)} numeric and "
+        f"{len(p.categorical)} categorical features, metric {p.metric}; scoring the baseline…"
+    )
     block, error = run_baseline(folder, p.budget)
     if error:
         echo(summary.format_block(block.fields).rstrip() if block else "(no summary block)")
-        raise RunError(f"the baseline did not score: {error}; {rel} was written: fix it (e.g. a larger --budget) "
-                       "and rerun with --force")  # fmt: skip
+        raise RunError(
+            f"the baseline did not score: {error}; {rel} was written: fix it (e.g. a larger --budget) "
+            "and rerun with --force"
+        )
     write_files(repo, p, block)
     echo(summary.format_block(block.fields).rstrip())
     note = leakage_note(p, block.fields)

@@ -65,16 +65,20 @@ def valid_state(state: dict | None) -> bool:
     if not state or state.get("phase") not in STATE_PHASES:
         return False
     ok = (
-        isinstance(state.get("iter"), int) and state["iter"] >= 1 and SHA.match(str(state.get("best", "")))
-        and isinstance(state.get("hypothesis"), str) and isinstance(state.get("started"), (int, float))
+        isinstance(state.get("iter"), int)
+        and state["iter"] >= 1
+        and SHA.match(str(state.get("best", "")))
+        and isinstance(state.get("hypothesis"), str)
+        and isinstance(state.get("started"), (int, float))
         and (state.get("candidate") is None or SHA.match(str(state["candidate"])))
         and isinstance(state.get("harness_pgid", 0), int)
-    )  # fmt: skip
+    )
     if ok and state["phase"] != "running":
         ok = (
-            isinstance(state.get("row"), dict) and SHA.match(str(state.get("final", "")))
+            isinstance(state.get("row"), dict)
+            and SHA.match(str(state.get("final", "")))
             and state.get("status") in ledger.STATUSES
-        )  # fmt: skip
+        )
     return bool(ok)
 
 
@@ -111,12 +115,15 @@ def recover(repo: Repo, config: RunConfig, task: Task) -> str | None:
 def _interrupted(repo: Repo, config: RunConfig, folder: Path, state: dict) -> None:
     """Decide a running iteration as interrupted: its commit is recorded, unscored."""
     row = {
-        "commit": repo.short(state["candidate"]), "status": "interrupted", "iter": state["iter"],
-        "tag": config.tag, "description": state["hypothesis"],
+        "commit": repo.short(state["candidate"]),
+        "status": "interrupted",
+        "iter": state["iter"],
+        "tag": config.tag,
+        "description": state["hypothesis"],
         "timestamp": stopping.now().isoformat(timespec="seconds"),
         "reason": "the ratchet was killed during this iteration; it was not scored",
         "seconds": round(time.time() - state["started"], 1),
-    }  # fmt: skip
+    }
     state.update(phase="decided", row=row, final=state["candidate"], status="interrupted")
     (folder / PENDING_HELDOUT).unlink(missing_ok=True)
     write_json(folder / STATE_FILE, state)
@@ -147,9 +154,14 @@ def _recover_without_state(repo: Repo, config: RunConfig, task: Task) -> str:
         return f"{said}; iter {n} was recorded ({status}): the branch is back on the best" + "".join(
             f"; {note}" for note in notes
         )
-    state = {"phase": "running", "iter": next_iter(refs.rows, refs), "best": best_sha, "candidate": head,
-             "hypothesis": ledger.cap_text(ledger.clean_text(repo.message(head).split("\n", 1)[0])),
-             "started": repo.repo.commit(head).committed_date}  # fmt: skip
+    state = {
+        "phase": "running",
+        "iter": next_iter(refs.rows, refs),
+        "best": best_sha,
+        "candidate": head,
+        "hypothesis": ledger.cap_text(ledger.clean_text(repo.message(head).split("\n", 1)[0])),
+        "started": repo.repo.commit(head).committed_date,
+    }
     _interrupted(repo, config, folder, state)
     finish(repo, config, task, state)
     return f"{said}; recovered iter {state['iter']} (interrupted) from the commit at HEAD"

@@ -80,10 +80,13 @@ def read_refs(repo: Repo, tag: str, metric: str | None = None) -> RunRefs:
         row, _ = ledger.parse_row_message(record.message or "")
         wanted = set(ledger.columns(metric)) if metric else None
         if (
-            row is None or row.get("iter") != str(n) or row.get("tag") != tag
-            or row.get("commit") != record.target[:7] or row.get("status") not in ledger.STATUSES
+            row is None
+            or row.get("iter") != str(n)
+            or row.get("tag") != tag
+            or row.get("commit") != record.target[:7]
+            or row.get("status") not in ledger.STATUSES
             or (wanted is not None and set(row) != wanted)
-        ):  # fmt: skip
+        ):
             notes.append(f"{record.name} holds no row the ratchet wrote; ignored")
             continue
         rows.append(row)

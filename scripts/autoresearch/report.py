@@ -65,8 +65,14 @@ class Report:
 
 
 # -- gathering ------------------------------------------------------------------------------------------
-def build(repo: Repo, config: RunConfig, task: Task, *, remeasure: bool = True,
-          fresh_seeds: tuple[int, ...] = audit.FRESH_CV_SEEDS) -> Report:  # fmt: skip
+def build(
+    repo: Repo,
+    config: RunConfig,
+    task: Task,
+    *,
+    remeasure: bool = True,
+    fresh_seeds: tuple[int, ...] = audit.FRESH_CV_SEEDS,
+) -> Report:
     rows = ledger_for(repo, config, task).rows(config.tag)
     d = digest.digest(config, rows, repo)
     metric = config.metric
@@ -86,8 +92,7 @@ def build(repo: Repo, config: RunConfig, task: Task, *, remeasure: bool = True,
     first, last = chain[0], chain[-1]
     base_record, final_record = records.get(first.entry["iter"]), records.get(last.entry["iter"])
     try:
-        base_record, final_record = audit.complete_records([base_record, final_record], metric,
-                                                           task.dir / "prepare.py")  # fmt: skip
+        base_record, final_record = audit.complete_records([base_record, final_record], metric, task.dir / "prepare.py")
     except audit.TruthError as exc:
         report.heldout_note = f"no held-out audit: {exc}"
     else:
@@ -109,7 +114,8 @@ def build(repo: Repo, config: RunConfig, task: Task, *, remeasure: bool = True,
             prepare, repo.show(first.sha, task.train_rel), first.sha, fresh_seeds
         )
         report.fresh_final = audit.score_on_fresh_folds(
-            prepare, repo.show(last.sha, task.train_rel), last.sha, fresh_seeds)  # fmt: skip
+            prepare, repo.show(last.sha, task.train_rel), last.sha, fresh_seeds
+        )
         seen = last.entry[metric] - first.entry[metric]
         report.fresh = audit.fresh_gain(seen, report.fresh_baseline, report.fresh_final, config.higher_is_better)
     return report
@@ -123,8 +129,9 @@ def capabilities_of(repo: Repo, config: RunConfig, task: Task) -> tuple[Capabili
     try:
         return ask_capabilities(repo, task), ""
     except RunError:
-        return None, (f"run {config.tag}'s record predates declared capabilities and its harness "
-                      f"answers no {CAPABILITIES_FLAG}")  # fmt: skip
+        return None, (
+            f"run {config.tag}'s record predates declared capabilities and its harness answers no {CAPABILITIES_FLAG}"
+        )
 
 
 # -- the chart ------------------------------------------------------------------------------------------
@@ -161,11 +168,27 @@ def progress_chart(report: Report, path: Path) -> Path:
         label = f"discarded ({len(inside) + len(outside)})"
         ax.scatter(*zip(*inside, strict=True), s=22, color="#b0b0b0", zorder=2, label=label)
     if outside:
-        ax.scatter(outside, [bad_edge_value] * len(outside), marker="v", s=30, color="#909090", zorder=2,
-                   clip_on=False, label="discarded, off the scale" if not inside else None)  # fmt: skip
+        ax.scatter(
+            outside,
+            [bad_edge_value] * len(outside),
+            marker="v",
+            s=30,
+            color="#909090",
+            zorder=2,
+            clip_on=False,
+            label="discarded, off the scale" if not inside else None,
+        )
     if failed:
-        ax.scatter(failed, [bad_edge_value] * len(failed), marker="x", s=46, color="#d62728", zorder=3,
-                   clip_on=False, label=f"crashed ({len(failed)})")  # fmt: skip
+        ax.scatter(
+            failed,
+            [bad_edge_value] * len(failed),
+            marker="x",
+            s=46,
+            color="#d62728",
+            zorder=3,
+            clip_on=False,
+            label=f"crashed ({len(failed)})",
+        )
     if kept:
         xs, ys = [i for i, _ in kept], [v for _, v in kept]
         ax.step(
@@ -177,13 +200,30 @@ def progress_chart(report: Report, path: Path) -> Path:
             zorder=3,
             label="best so far",
         )
-        ax.scatter(xs, ys, s=70, color="#2ca02c", edgecolors="black", linewidths=0.8, zorder=4,
-                   label=f"kept ({len(kept) - 1} + baseline)")  # fmt: skip
+        ax.scatter(
+            xs,
+            ys,
+            s=70,
+            color="#2ca02c",
+            edgecolors="black",
+            linewidths=0.8,
+            zorder=4,
+            label=f"kept ({len(kept) - 1} + baseline)",
+        )
         for step in report.chain:
             text = "baseline" if step.entry["iter"] == 0 else _cut(step.entry["description"], LABEL_CHARS)
-            ax.annotate(text, (step.entry["iter"], step.entry[metric]), xytext=(5, 7),
-                        textcoords="offset points", rotation=22, fontsize=8.5, color="#1b6e1b",
-                        ha="left", va="bottom", zorder=5)  # fmt: skip
+            ax.annotate(
+                text,
+                (step.entry["iter"], step.entry[metric]),
+                xytext=(5, 7),
+                textcoords="offset points",
+                rotation=22,
+                fontsize=8.5,
+                color="#1b6e1b",
+                ha="left",
+                va="bottom",
+                zorder=5,
+            )
     low, high = sorted((sign * bad_edge, sign * good_edge))
     ax.set_ylim(low, high)
     if not higher:
@@ -245,12 +285,20 @@ def summary_lines(report: Report) -> list[tuple[str, str]]:
         ("kept / discarded / crashed", f"{d['kept']} / {d['discarded']} / {d['crashed'] + d['interrupted']}"),
         ("iterations per hour", str(d["iterations_per_hour"] or "n/a")),
         ("wall time", f"{d['hours']:.2f} h"),
-        ("time per iteration", f"median {_v(per_iter['median'], 1)} s, slowest {_v(per_iter['max'], 1)} s,"
-                               f" {per_iter['total'] / 60:.1f} min scoring in all"),
+        (
+            "time per iteration",
+            f"median {_v(per_iter['median'], 1)} s, slowest {_v(per_iter['max'], 1)} s,"
+            f" {per_iter['total'] / 60:.1f} min scoring in all",
+        ),
         ("baseline", f"{_v(d['baseline'][d['metric']]) if d['baseline'] else 'n/a'}"),
-        ("best (seen)", f"{_v(d['best'][d['metric']])} at iter {d['best']['iter']} "
-                        f"({_s(d['gain_over_baseline'])} over the baseline)" if d["best"] else "n/a"),
-    ]  # fmt: skip
+        (
+            "best (seen)",
+            f"{_v(d['best'][d['metric']])} at iter {d['best']['iter']} "
+            f"({_s(d['gain_over_baseline'])} over the baseline)"
+            if d["best"]
+            else "n/a",
+        ),
+    ]
 
 
 def markdown(report: Report, files: dict[str, Path] | None = None) -> str:
@@ -270,8 +318,11 @@ def markdown(report: Report, files: dict[str, Path] | None = None) -> str:
         f"**Fresh folds** (cv seeds {', '.join(map(str, report.fresh_seeds)) or '-'}): {fresh_sentence(report)}",
     ]
     if d["near_misses"]:
-        lines += ["", "**Near misses worth combining**: " + "; ".join(
-            f"iter {r['iter']} ({_delta(r)}) {r['description']}" for r in d["near_misses"])]  # fmt: skip
+        lines += [
+            "",
+            "**Near misses worth combining**: "
+            + "; ".join(f"iter {r['iter']} ({_delta(r)}) {r['description']}" for r in d["near_misses"]),
+        ]
     if d["crash_causes"]:
         lines += ["", "**Crashes**: " + "; ".join(f"{c['count']}× {c['reason']}" for c in d["crash_causes"])]
     if files:
@@ -370,22 +421,36 @@ def render_html(report: Report, chart: Path) -> str:
     parts.append("<h2>Held-out audit</h2>")
     if report.heldout:
         h = report.heldout
-        parts.append(_table(
-            ["", f"held-out {audit.heldout_name(m)}", f"{audit.CONFIDENCE:.0%} CI"],
-            [["baseline", _v(h.baseline), _ci(h.baseline_ci)], ["final", _v(h.final), _ci(h.final_ci)],
-             ["final − baseline", _s(h.diff), _ci(h.diff_ci)]], {1},
-        ))  # fmt: skip
-        parts.append(f'<p class="muted">paired bootstrap over the {h.items} held-out items, '
-                     f"{audit.BOOTSTRAP_RESAMPLES} resamples, seed {audit.BOOTSTRAP_SEED}</p>")  # fmt: skip
+        parts.append(
+            _table(
+                ["", f"held-out {audit.heldout_name(m)}", f"{audit.CONFIDENCE:.0%} CI"],
+                [
+                    ["baseline", _v(h.baseline), _ci(h.baseline_ci)],
+                    ["final", _v(h.final), _ci(h.final_ci)],
+                    ["final − baseline", _s(h.diff), _ci(h.diff_ci)],
+                ],
+                {1},
+            )
+        )
+        parts.append(
+            f'<p class="muted">paired bootstrap over the {h.items} held-out items, '
+            f"{audit.BOOTSTRAP_RESAMPLES} resamples, seed {audit.BOOTSTRAP_SEED}</p>"
+        )
     parts.append(f"<p>{esc(held)}</p>")
-    parts.append("<p>Validation minus held-out along the kept chain (a gap that grows step by step is the"
-                 " signature of fitting the validation folds):</p>")  # fmt: skip
-    parts.append(_table(
-        ["iter", "commit", m, "held-out", "gap"],
-        [[str(s.entry["iter"]), s.entry["commit"] or "", _v(s.entry[m]), _v(s.heldout), _s(s.gap)]
-         for s in report.chain],
-        {2, 3, 4},
-    ))  # fmt: skip
+    parts.append(
+        "<p>Validation minus held-out along the kept chain (a gap that grows step by step is the"
+        " signature of fitting the validation folds):</p>"
+    )
+    parts.append(
+        _table(
+            ["iter", "commit", m, "held-out", "gap"],
+            [
+                [str(s.entry["iter"]), s.entry["commit"] or "", _v(s.entry[m]), _v(s.heldout), _s(s.gap)]
+                for s in report.chain
+            ],
+            {2, 3, 4},
+        )
+    )
     parts.append("<h2>Fresh-fold re-measure</h2>")
     if report.fresh_baseline:
         rows = []
@@ -395,30 +460,60 @@ def render_html(report: Report, chart: Path) -> str:
     parts.append(f"<p>{esc(fresh)}</p>")
     parts.append("<h2>Near misses worth combining</h2>")
     if d["near_misses"]:
-        parts.append('<p class="muted">discarded, but within one standard error of a gain: '
-                     "<code>git show REF:train.py</code> to read one</p>")  # fmt: skip
-        parts.append(_table(["iter", "Δ ± se", "p", "ref", "hypothesis"], [
-            [str(r["iter"]), _delta(r), _v(r["p_value"], 3), r["ref"], r["description"]]
-            for r in d["near_misses"]]))  # fmt: skip
+        parts.append(
+            '<p class="muted">discarded, but within one standard error of a gain: '
+            "<code>git show REF:train.py</code> to read one</p>"
+        )
+        parts.append(
+            _table(
+                ["iter", "Δ ± se", "p", "ref", "hypothesis"],
+                [
+                    [str(r["iter"]), _delta(r), _v(r["p_value"], 3), r["ref"], r["description"]]
+                    for r in d["near_misses"]
+                ],
+            )
+        )
     else:
         parts.append("<p>none</p>")
     parts.append("<h2>Crash causes</h2>")
     if d["crash_causes"]:
-        parts.append(_table(["count", "cause", "iters"],
-                            [[str(c["count"]), c["reason"], ", ".join(map(str, c["iters"]))]
-                             for c in d["crash_causes"]]))  # fmt: skip
+        parts.append(
+            _table(
+                ["count", "cause", "iters"],
+                [[str(c["count"]), c["reason"], ", ".join(map(str, c["iters"]))] for c in d["crash_causes"]],
+            )
+        )
     else:
         parts.append("<p>none</p>")
     parts.append("<h2>Every experiment</h2>")
-    parts.append(_table(["iter", "status", m, "Δ ± se", "seconds", "hypothesis"], [
-        [r.get("iter", ""), r.get("status", ""), _v(parse_float(r.get(m) or None)),
-         _delta({"delta": parse_float(r.get("delta") or None),
-                 "delta_se": parse_float(r.get("delta_se") or None)}),
-         r.get("seconds", ""), r.get("description", "")] for r in report.rows], {2, 4}))  # fmt: skip
+    parts.append(
+        _table(
+            ["iter", "status", m, "Δ ± se", "seconds", "hypothesis"],
+            [
+                [
+                    r.get("iter", ""),
+                    r.get("status", ""),
+                    _v(parse_float(r.get(m) or None)),
+                    _delta(
+                        {
+                            "delta": parse_float(r.get("delta") or None),
+                            "delta_se": parse_float(r.get("delta_se") or None),
+                        }
+                    ),
+                    r.get("seconds", ""),
+                    r.get("description", ""),
+                ]
+                for r in report.rows
+            ],
+            {2, 4},
+        )
+    )
     body = "\n".join(parts)
     title = f"autoresearch {report.config.tag}"
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
-            f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n")  # fmt: skip
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+        f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n"
+    )
 
 
 # -- writing --------------------------------------------------------------------------------------------
@@ -456,8 +551,15 @@ def runs_to_report(repo: Repo, tags: list[str] | None, all_runs: bool) -> list[t
     return chosen
 
 
-def generate(repo: Repo, tags: list[str] | None = None, *, all_runs: bool = False, out: str | None = None,
-             remeasure: bool = True, fresh_seeds: tuple[int, ...] = audit.FRESH_CV_SEEDS) -> str:  # fmt: skip
+def generate(
+    repo: Repo,
+    tags: list[str] | None = None,
+    *,
+    all_runs: bool = False,
+    out: str | None = None,
+    remeasure: bool = True,
+    fresh_seeds: tuple[int, ...] = audit.FRESH_CV_SEEDS,
+) -> str:
     """Write the report of each chosen run; return the markdown summaries for the terminal."""
     runs = runs_to_report(repo, tags, all_runs)
     texts = []

@@ -84,10 +84,17 @@ def config_from(value) -> RunConfig | None:
     if not required <= value.keys() or not value.keys() <= names:
         return None
     kinds = {
-        "tag": str, "task": str, "base": str, "metric": str, "higher_is_better": bool, "created": str,
-        "budget_seconds": (int, float), "deadline": (str, type(None)), "max_iters": (int, type(None)),
+        "tag": str,
+        "task": str,
+        "base": str,
+        "metric": str,
+        "higher_is_better": bool,
+        "created": str,
+        "budget_seconds": (int, float),
+        "deadline": (str, type(None)),
+        "max_iters": (int, type(None)),
         "extra": dict,
-    }  # fmt: skip
+    }
     if any(not isinstance(value[k], kinds[k]) for k in value) or isinstance(value.get("max_iters"), bool):
         return None
     return RunConfig(**{**value, "budget_seconds": float(value["budget_seconds"])})

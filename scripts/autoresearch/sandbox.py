@@ -33,8 +33,18 @@ CANDIDATE_FILE = "/candidate/train.py"  # where the candidate's source is mounte
 CANDIDATE_IO = "/io"  # a task's exchange folder (the language model's), mounted read-write inside the sandbox
 # /etc files that programs read at start (the dynamic loader's cache, names of users and time zones); the rest of
 # /etc (shadow passwords, keys, credentials) stays out.
-ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "passwd", "group", "nsswitch.conf",
-             "alternatives", "hosts", "os-release")  # fmt: skip
+ETC_FILES = (
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "passwd",
+    "group",
+    "nsswitch.conf",
+    "alternatives",
+    "hosts",
+    "os-release",
+)
 SYSTEM_DIRS = ("/usr", "/bin", "/lib", "/lib64", "/lib32", "/sbin")  # merged-/usr systems link most of these
 COMPILE_TIMEOUT_SECONDS = 600  # all of an environment with torch: 20 s measured here on 2 busy cores
 PROBE_TIMEOUT_SECONDS = 20  # a first bwrap start is ~10 ms; this only bounds a broken one
@@ -204,8 +214,12 @@ def ensure_bytecode() -> None:
             stamp = str(packages.stat().st_mtime_ns)
             if marker.exists() and marker.read_text() == stamp:
                 continue
-            subprocess.run([sys.executable, "-m", "compileall", "-q", "-j", "0", str(packages)],
-                           capture_output=True, timeout=COMPILE_TIMEOUT_SECONDS, check=False)  # fmt: skip
+            subprocess.run(
+                [sys.executable, "-m", "compileall", "-q", "-j", "0", str(packages)],
+                capture_output=True,
+                timeout=COMPILE_TIMEOUT_SECONDS,
+                check=False,
+            )
             marker.write_text(stamp)
         except (OSError, subprocess.TimeoutExpired):
             return  # a read-only environment (or a slow one): the candidate compiles what it imports, slower

@@ -42,9 +42,15 @@ START_OPTIONS = ("task", "deadline", "max_iters", "budget")
 
 
 def start(
-    repo: Repo, tag: str, task_arg: str = ".", *, resume: bool = False,
-    deadline: str | None = None, max_iters: int | None = None, budget: float | None = None,
-) -> str:  # fmt: skip
+    repo: Repo,
+    tag: str,
+    task_arg: str = ".",
+    *,
+    resume: bool = False,
+    deadline: str | None = None,
+    max_iters: int | None = None,
+    budget: float | None = None,
+) -> str:
     """Create `autoresearch/TAG`, score the baseline and write its row; or resume an existing run.
 
     A start killed at any point is completed by the next `start TAG --resume` (or plain `start TAG` for the
@@ -90,8 +96,9 @@ def check_capabilities(task: Task, caps: Capabilities, budget: float | None) -> 
             "in it. Start without --budget"
         )
     if rule.needs_seeds and not caps.seed_arg:
-        raise RunError(f"{task.prepare_rel} asks for keep rule {rule.name}, which reruns with --seed, "
-                       "but declares no --seed")  # fmt: skip
+        raise RunError(
+            f"{task.prepare_rel} asks for keep rule {rule.name}, which reruns with --seed, but declares no --seed"
+        )
     return rule
 
 
@@ -118,8 +125,12 @@ def _fresh_start(repo, tag, task_arg, deadline, max_iters, budget, notes: list[s
     base = repo.head()
     trusted = trust.fingerprint(task.dir, repo.root)  # what every later scoring is checked against
     folder.mkdir(parents=True, exist_ok=True)
-    journal = {"phase": "scoring", "tag": tag, "base": base,
-               "options": dict(zip(START_OPTIONS, (task.rel, deadline, max_iters, budget), strict=True))}  # fmt: skip
+    journal = {
+        "phase": "scoring",
+        "tag": tag,
+        "base": base,
+        "options": dict(zip(START_OPTIONS, (task.rel, deadline, max_iters, budget), strict=True)),
+    }
     write_json(folder / START_FILE, journal)
 
     def record_harness(pid: int) -> None:
@@ -130,33 +141,56 @@ def _fresh_start(repo, tag, task_arg, deadline, max_iters, budget, notes: list[s
     for seed in range(1, rule.calibration_runs):  # the rule's first estimate of the noise
         if not harness.scored:
             break
-        harness = run_again(repo, task, folder, BASELINE_TIMEOUT_SECONDS, harness,
-                            [*harness_args, "--seed", str(seed)], record_harness)  # fmt: skip
+        harness = run_again(
+            repo, task, folder, BASELINE_TIMEOUT_SECONDS, harness, [*harness_args, "--seed", str(seed)], record_harness
+        )
     block = harness.block
     if not harness.scored:
         (folder / START_FILE).unlink(missing_ok=True)
         why = harness.harness_error or block.error or block.status
         tail = "\n".join(line for line in log_tail(task, 3) if line not in why)  # not said twice
         raise RunError(f"the baseline did not score: {why}" + (f"\n{tail}" if tail else ""))
-    recorded = {"task": block.task, "device": block.device,
-                "timeout_seconds": block.timeout_seconds if math.isfinite(block.timeout_seconds) else None}  # fmt: skip
+    recorded = {
+        "task": block.task,
+        "device": block.device,
+        "timeout_seconds": block.timeout_seconds if math.isfinite(block.timeout_seconds) else None,
+    }
     config = RunConfig(
-        tag=tag, task=task.rel, base=base, metric=block.metric_name,
-        higher_is_better=block.higher_is_better, budget_seconds=block.budget_seconds,
+        tag=tag,
+        task=task.rel,
+        base=base,
+        metric=block.metric_name,
+        higher_is_better=block.higher_is_better,
+        budget_seconds=block.budget_seconds,
         created=stopping.now().isoformat(timespec="seconds"),
-        deadline=deadline, max_iters=max_iters,
-        extra={**{k: v for k, v in recorded.items() if v is not None}, "keep_rule": rule.name,
-               "capabilities": capabilities.to_json(), **({"harness_args": harness_args} if harness_args else {}),
-               "trusted": trusted, "sandbox": sandbox.detect().describe()},
-    )  # fmt: skip
+        deadline=deadline,
+        max_iters=max_iters,
+        extra={
+            **{k: v for k, v in recorded.items() if v is not None},
+            "keep_rule": rule.name,
+            "capabilities": capabilities.to_json(),
+            **({"harness_args": harness_args} if harness_args else {}),
+            "trusted": trusted,
+            "sandbox": sandbox.detect().describe(),
+        },
+    )
     try:
         ledger_for(repo, config, task).check()
     except ledger.LedgerError:
         (folder / START_FILE).unlink(missing_ok=True)
         raise
     description = hypothesis if hypothesis.lower().startswith("baseline") else f"baseline: {hypothesis}"
-    row = make_row(config, block, base, 0, "keep", ledger.clean_text(description),
-                   harness.seconds, code_lines(source), reason="baseline")  # fmt: skip
+    row = make_row(
+        config,
+        block,
+        base,
+        0,
+        "keep",
+        ledger.clean_text(description),
+        harness.seconds,
+        code_lines(source),
+        reason="baseline",
+    )
     cells = ledger.cells(row, config.metric)
     write_json(folder / START_FILE, {"phase": "scored", "tag": tag, "config": asdict(config), "row": cells})
     return _complete_start(repo, config, cells, notes, se=block.se, seconds=harness.seconds)
@@ -174,15 +208,21 @@ def _pending_start(folder: Path) -> tuple[dict | None, list[str]]:
     options = (pending or {}).get("options")
     valid = (phase == "scoring" and isinstance(options, dict) and set(START_OPTIONS) <= options.keys()) or (
         phase == "scored" and config_from(pending.get("config")) is not None and isinstance(pending.get("row"), dict)
-    )  # fmt: skip
+    )
     if not valid:
         path.unlink(missing_ok=True)
         return None, [f"{START_FILE} of an interrupted start was unreadable; removed it (the refs hold what was done)"]
     return pending, []
 
 
-def _complete_start(repo: Repo, config: RunConfig, baseline: dict | None, notes: list[str],
-                    se: float = math.nan, seconds: float | None = None) -> str:  # fmt: skip
+def _complete_start(
+    repo: Repo,
+    config: RunConfig,
+    baseline: dict | None,
+    notes: list[str],
+    se: float = math.nan,
+    seconds: float | None = None,
+) -> str:
     """Make the run exist from its scored baseline; each step is skipped when done: safe to call again.
 
     The baseline's ref is written first: from then on it holds the row and the config, and everything

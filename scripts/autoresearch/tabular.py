@@ -49,9 +49,15 @@ N_REPEATS = 5  # a single 5-fold CV moves 0.007-0.010 AUC between shuffles; 5x5 
 CV_SEED = 0  # the ratchet's folds; the report re-measures on fresh seeds (audit.FRESH_CV_SEEDS)
 # What this harness supports (`prepare.py --capabilities`; contract.Capabilities): recorded by `start`.
 CAPABILITIES = contract.Capabilities(
-    family="tabular", keep_rule=keeprules.PairedFolds.name, fresh_folds=True, audit_records=True,
-    budget_arg=False, seed_arg=False, budget_clocks={"cpu": "wall"}, devices=("cpu",),
-)  # fmt: skip
+    family="tabular",
+    keep_rule=keeprules.PairedFolds.name,
+    fresh_folds=True,
+    audit_records=True,
+    budget_arg=False,
+    seed_arg=False,
+    budget_clocks={"cpu": "wall"},
+    devices=("cpu",),
+)
 
 
 @dataclass
@@ -187,8 +193,13 @@ def run_candidate(task: TabularTask, train_path: Path, make_jobs, max_bytes: int
     sandbox.ensure_bytecode()
     control_read, control_write = os.pipe()
     train_inside, _ = sandbox.inside(box, train_path)
-    config = {"train": train_inside, "control_fd": control_write, "max_bytes": max_bytes, "isolate": box.active,
-              "memory_bytes": task.memory_bytes or sandbox.memory_cap_bytes()}  # fmt: skip
+    config = {
+        "train": train_inside,
+        "control_fd": control_write,
+        "max_bytes": max_bytes,
+        "isolate": box.active,
+        "memory_bytes": task.memory_bytes or sandbox.memory_cap_bytes(),
+    }
     argv = sandbox.python_argv("autoresearch.tabular_child", json.dumps(config))
     cmd, env = sandbox.command(box, argv, candidate=train_path)
     predictions: dict[str, np.ndarray] = {}
@@ -226,9 +237,15 @@ def run_candidate(task: TabularTask, train_path: Path, make_jobs, max_bytes: int
     with tempfile.TemporaryDirectory(prefix="autoresearch-") as scratch:
         try:
             result = proc.run_in_group(
-                cmd, timeout=task.time_budget_seconds, stdout=log, cwd=scratch, env=env,
-                on_start=record_pgid, feed=feed, pass_fds=(control_write,),
-            )  # fmt: skip
+                cmd,
+                timeout=task.time_budget_seconds,
+                stdout=log,
+                cwd=scratch,
+                env=env,
+                on_start=record_pgid,
+                feed=feed,
+                pass_fds=(control_write,),
+            )
         finally:
             if pgid_file:
                 Path(pgid_file).unlink(missing_ok=True)  # the group is gone: nothing left to kill by that id
@@ -278,8 +295,13 @@ def evaluate(
         yield _job("holdout", x_dev, parts["y_dev"], x_hold)  # features only: held-out labels stay here
 
     def _job(name: str, x_train, y_train, x_eval) -> Job:
-        payload = {"problem": task.problem, "n_classes": n_classes, "x_train": x_train.reset_index(drop=True),
-                   "y_train": y_train, "x_eval": x_eval.reset_index(drop=True)}  # fmt: skip
+        payload = {
+            "problem": task.problem,
+            "n_classes": n_classes,
+            "x_train": x_train.reset_index(drop=True),
+            "y_train": y_train,
+            "x_eval": x_eval.reset_index(drop=True),
+        }
         return Job(name, payload, (len(x_eval), n_classes) if task.problem == "multiclass" else (len(x_eval),))
 
     status, error, child_seconds, fold_scores = "ok", "", math.nan, []

@@ -127,7 +127,7 @@ def build_pipeline():
     features = ColumnTransformer([
         ("numbers", numbers, make_column_selector(dtype_include="number")),
         ("categories", categories, make_column_selector(dtype_exclude="number")),
-    ])  # fmt: skip
+    ])
     return make_pipeline(features, $model_call)
 
 
@@ -165,13 +165,24 @@ def _lit(value) -> str:
 def _common(plan) -> dict:
     classification = plan.problem != "regression"
     return dict(
-        name=plan.name, rel=f"{TASKS_DIR}/{plan.name}", file=plan.csv.name, target=plan.target,
-        problem=plan.problem, metric=plan.metric, direction="higher" if plan.higher_is_better else "lower",
-        folds=tabular.N_FOLDS, repeats=tabular.N_REPEATS, n_folds_total=tabular.N_FOLDS * tabular.N_REPEATS,
-        n_fits=tabular.N_FOLDS * tabular.N_REPEATS + 1, stratified=" stratified" if classification else "",
-        budget=f"{plan.budget:g}", holdout=tabular.HOLDOUT_FRACTION,
-        holdout_pct=f"{tabular.HOLDOUT_FRACTION * 100:g}", split_seed=tabular.SPLIT_SEED, cv_seed=tabular.CV_SEED,
-    )  # fmt: skip
+        name=plan.name,
+        rel=f"{TASKS_DIR}/{plan.name}",
+        file=plan.csv.name,
+        target=plan.target,
+        problem=plan.problem,
+        metric=plan.metric,
+        direction="higher" if plan.higher_is_better else "lower",
+        folds=tabular.N_FOLDS,
+        repeats=tabular.N_REPEATS,
+        n_folds_total=tabular.N_FOLDS * tabular.N_REPEATS,
+        n_fits=tabular.N_FOLDS * tabular.N_REPEATS + 1,
+        stratified=" stratified" if classification else "",
+        budget=f"{plan.budget:g}",
+        holdout=tabular.HOLDOUT_FRACTION,
+        holdout_pct=f"{tabular.HOLDOUT_FRACTION * 100:g}",
+        split_seed=tabular.SPLIT_SEED,
+        cv_seed=tabular.CV_SEED,
+    )
 
 
 def prepare_py(plan) -> str:
@@ -179,14 +190,26 @@ def prepare_py(plan) -> str:
     others = [m for m in (*tabular.COMPANIONS[plan.problem], choices[0]) if m != plan.metric]
     companions = f" Also reported: {', '.join(dict.fromkeys(others))}." if others else ""
     dropped = "".join(f"\n    {_lit(c)}: {_lit(why)}," for c, why in plan.dropped.items())
-    why = ("relative to ROOT: the file is inside the repository, ignored by git" if plan.inside_repo
-           else "absolute: the file lies outside the repository")  # fmt: skip
+    why = (
+        "relative to ROOT: the file is inside the repository, ignored by git"
+        if plan.inside_repo
+        else "absolute: the file lies outside the repository"
+    )
     return PREPARE.substitute(
-        _common(plan), name_lit=_lit(plan.name), data_path=_lit(plan.data_ref), data_path_why=why,
-        sha256=_lit(plan.sha256), missing=_lit(plan.missing_values), target_lit=_lit(plan.target),
-        target_summary=plan.target_summary, problem_lit=_lit(plan.problem), problem_reason=plan.problem_reason,
-        metric_lit=_lit(plan.metric), companions=companions, dropped=dropped + ("\n" if dropped else ""),
-    )  # fmt: skip
+        _common(plan),
+        name_lit=_lit(plan.name),
+        data_path=_lit(plan.data_ref),
+        data_path_why=why,
+        sha256=_lit(plan.sha256),
+        missing=_lit(plan.missing_values),
+        target_lit=_lit(plan.target),
+        target_summary=plan.target_summary,
+        problem_lit=_lit(plan.problem),
+        problem_reason=plan.problem_reason,
+        metric_lit=_lit(plan.metric),
+        companions=companions,
+        dropped=dropped + ("\n" if dropped else ""),
+    )
 
 
 def train_py(plan) -> str:
@@ -198,8 +221,10 @@ def train_py(plan) -> str:
         codes += ", …" if len(plan.classes) > 10 else ""
         if plan.classes == list(range(len(plan.classes))):
             codes = f"the classes 0..{len(plan.classes) - 1}, as in the data"
-        labels = (f"Labels are class codes in the sorted order of the labels: {codes}.\n  `predict_proba` columns "
-                  "follow `classes_`; a class a fit never saw scores 0.")  # fmt: skip
+        labels = (
+            f"Labels are class codes in the sorted order of the labels: {codes}.\n  `predict_proba` columns "
+            "follow `classes_`; a class a fit never saw scores 0."
+        )
         predict = "`predict_proba(X)`"
     else:
         labels = "Labels are the target's values as floats; `predict` returns one number per row."
@@ -225,11 +250,10 @@ def card(plan, block: Block | None = None) -> str:
         f"rows:      {plan.n_rows}{unlabelled}",
         f"target:    {plan.target}, {plan.problem} ({plan.problem_reason})",
         f"           {plan.target_summary}",
-        f"metric:    {plan.metric}, {'higher' if plan.higher_is_better else 'lower'} is better; "
-        f"{cv}, {held_out}",
+        f"metric:    {plan.metric}, {'higher' if plan.higher_is_better else 'lower'} is better; {cv}, {held_out}",
         f"budget:    {plan.budget:g} s for the whole evaluation of a candidate",
         f"features:  {len(plan.numeric)} numeric, {len(plan.categorical)} categorical",
-    ]  # fmt: skip
+    ]
     for column, why in plan.dropped.items():
         lines.append(f"left out:  {column}: {why}")
     if block:

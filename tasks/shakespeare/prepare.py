@@ -50,9 +50,13 @@ def load(path: str | None = None) -> bytes:
 
 
 SHAKESPEARE = LMTask(
-    name=TASK, load=load, budget_seconds=BUDGET_SECONDS, train_fraction=TRAIN_FRACTION,
-    val_fraction=VAL_FRACTION, n_chunks=N_CHUNKS,
-)  # fmt: skip
+    name=TASK,
+    load=load,
+    budget_seconds=BUDGET_SECONDS,
+    train_fraction=TRAIN_FRACTION,
+    val_fraction=VAL_FRACTION,
+    n_chunks=N_CHUNKS,
+)
 
 if __name__ == "__main__":
     sys.exit(main(SHAKESPEARE, default_train=Path(__file__).resolve().parent / "train.py"))

@@ -94,8 +94,9 @@ def train(data: torch.Tensor, device: torch.device, clock, seed: int) -> dict:
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": WEIGHT_DECAY}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=LEARNING_RATE, betas=BETAS,
-    )  # fmt: skip
+        lr=LEARNING_RATE,
+        betas=BETAS,
+    )
     data = data.to(device)
     offsets = torch.arange(CONTEXT_LENGTH + 1, device=device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
@@ -117,8 +118,12 @@ def train(data: torch.Tensor, device: torch.device, clock, seed: int) -> dict:
         step_seconds, left = left - now, now
         if step % 200 == 0:
             print(f"step {step} loss {loss.item():.3f} bpb {loss.item() / math.log(2):.3f}", flush=True)
-    return {"model": model, "context_length": CONTEXT_LENGTH, "num_steps": step,
-            "tokens": step * BATCH_SIZE * CONTEXT_LENGTH}  # fmt: skip
+    return {
+        "model": model,
+        "context_length": CONTEXT_LENGTH,
+        "num_steps": step,
+        "tokens": step * BATCH_SIZE * CONTEXT_LENGTH,
+    }
 
 
 if __name__ == "__main__":
