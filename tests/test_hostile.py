@@ -496,3 +496,40 @@ def test_a_run_started_sandboxed_cannot_be_scored_unsandboxed(run):
     out = run.ratchet("try", "try to score outside the sandbox")
     assert out.returncode == 2 and "not scored" in out.stderr
     assert len(run.rows()) == 1
+
+
+def test_an_environment_under_tmp_stays_read_only_in_the_private_tmp(tmp_path, env):
+    """A project whose Python environment lives under /tmp (a clone in /tmp/x): each fold's private /tmp keeps
+    the environment's folders so the candidate can run, but read-only, and nothing written there reaches the host."""
+    environment = tmp_path / "env"  # under /tmp, like a clone's .venv there
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(environment)], check=True)
+    site = next(environment.glob("lib/python*/site-packages"))
+    shared = [p for p in sys.path[1:] if p and Path(p).is_dir() and not Path(p).is_relative_to(environment)]
+    (site / "project_environment.pth").write_text("\n".join(shared) + "\n")  # the packages it runs on
+    project = make_project(tmp_path / "repo", env)
+    planted = environment / "PLANTED"
+    project.write(
+        project.read()
+        + f"""
+import sys
+
+for target in (sys.prefix + "/PLANTED", {str(planted)!r}):
+    try:
+        open(target, "w").write("x")
+        print("WROTE", target, file=sys.stderr, flush=True)
+    except OSError as exc:
+        print("WRITE REFUSED", target, type(exc).__name__, file=sys.stderr, flush=True)
+"""
+    )
+    out = subprocess.run(
+        [str(environment / "bin" / "python"), "-I", "prepare.py"],
+        cwd=project.path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert sandbox.detect().active
+    assert "status:         ok" in out.stdout, out.stdout + out.stderr[-2000:]
+    assert "WROTE" not in out.stderr and out.stderr.count("WRITE REFUSED") >= 2 * FIXTURE_FORKS
+    assert not planted.exists()
