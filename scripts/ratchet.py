@@ -1,6 +1,7 @@
 """The ratchet CLI: a thin shim over the autoresearch library.
 
     uv run scripts/ratchet.py start TAG [--task DIR] [--deadline ISO] [--max-iters N] [--budget S] [--resume]
+                                        [--keep-rule paired|corrected|rerun] [--confirm|--no-confirm]
     uv run scripts/ratchet.py try "HYPOTHESIS"      commit train.py, score it, keep or reset; prints one line
     uv run scripts/ratchet.py status [--json] [--tag TAG]
     uv run scripts/ratchet.py stop ["REASON"]       ask the active run to stop after the current iteration
@@ -15,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from autoresearch import cli
+from autoresearch import cli, keeprules
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +29,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-iters", type=int, help="stop the run after this many iterations")
     p.add_argument("--resume", action="store_true", help="go on with an existing run")
     p.add_argument("--budget", type=float, help="training budget in seconds, frozen for the run (language-model tasks)")
+    p.add_argument(
+        "--keep-rule",
+        metavar="NAME",
+        help=f"the keep rule, frozen for the run: {', '.join(keeprules.RULES)} (default: the task harness's)",
+    )
+    p.add_argument(
+        "--confirm",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="confirm a gain kept as beyond noise on fresh folds before keeping it "
+        f"(default: {'on' if keeprules.DEFAULT_CONFIRM else 'off'}, where the task's harness offers fresh folds)",
+    )
     p = sub.add_parser("try", help="score the current edit of train.py and keep it or reset it")
     p.add_argument("hypothesis", nargs="?", help="what this edit tests (default: HYPOTHESIS in train.py)")
     p = sub.add_parser("status", help="a digest of the run: best, recent rows, near misses, crashes")

@@ -177,12 +177,12 @@ def test_a_rerun_that_crashes_ends_the_reruns_with_its_crash():
 
 # -- keep rules ---------------------------------------------------------------------------------------------
 def test_rules_are_registered_by_name_and_the_default_judges_old_records():
-    assert set(keeprules.RULES) == {"paired", "rerun"}
+    assert set(keeprules.RULES) == {"paired", "corrected", "rerun"}
     assert all(issubclass(rule, keeprules.KeepRule) and rule.name == name for name, rule in keeprules.RULES.items())
     assert isinstance(keeprules.rule_named(None), keeprules.PairedFolds)  # a record from before rules had names
     assert keeprules.rule_named("rerun").calibration_runs == decide.CALIBRATION_RUNS
     assert keeprules.rule_named("paired").calibration_runs == 1
-    with pytest.raises(keeprules.UnknownRule, match="'bayes' is not one of paired, rerun"):
+    with pytest.raises(keeprules.UnknownRule, match="'bayes' is not one of paired, corrected, rerun"):
         keeprules.rule_named("bayes")
 
 
@@ -190,10 +190,10 @@ def test_the_paired_rule_is_the_paired_t_test():
     best = [0.80, 0.82, 0.81, 0.79, 0.83]
     better = [b + 0.02 + 0.001 * i for i, b in enumerate(best)]
     rule = keeprules.rule_named("paired")
-    decision = rule.judge(better, best, higher_is_better=True, history=[], candidate_lines=10, best_lines=10)
+    decision = rule.judge(better, best, higher_is_better=True, history=[], candidate_size=10, best_size=10)
     assert keeprules.verdict_of(decision) == keeprules.KEEP
     assert decision == decide.decide(better, best, True, 10, 10)
-    worse = rule.judge(best, better, higher_is_better=True, history=[], candidate_lines=10, best_lines=10)
+    worse = rule.judge(best, better, higher_is_better=True, history=[], candidate_size=10, best_size=10)
     assert keeprules.verdict_of(worse) == keeprules.DISCARD
 
 
@@ -201,7 +201,7 @@ def test_the_run_to_run_rule_estimates_noise_from_the_rows_and_asks_for_another_
     history = [{"status": "keep", "fold_scores": "2.44,2.46,2.45"}, {"status": "crash", "fold_scores": ""}]
     assert keeprules.noise(history) == (pytest.approx(0.01), 2)
     rule = keeprules.rule_named("rerun")
-    args = dict(higher_is_better=False, history=history, candidate_lines=10, best_lines=10)
+    args = dict(higher_is_better=False, history=history, candidate_size=10, best_size=10)
     assert keeprules.verdict_of(rule.judge([2.445], [2.44, 2.46, 2.45], **args)) == keeprules.RUN_AGAIN
     assert keeprules.verdict_of(rule.judge([2.30, 2.31, 2.29], [2.44, 2.46, 2.45], **args)) == keeprules.KEEP
     assert keeprules.verdict_of(rule.judge([2.60, 2.61, 2.59], [2.44, 2.46, 2.45], **args)) == keeprules.DISCARD

@@ -49,6 +49,8 @@ def dispatch(args) -> int:
                     deadline=args.deadline,
                     max_iters=args.max_iters,
                     budget=getattr(args, "budget", None),
+                    keep_rule=getattr(args, "keep_rule", None),
+                    confirm=getattr(args, "confirm", None),
                 )
             )
         elif args.verb == "try":

@@ -62,6 +62,7 @@ KEYS: tuple[Key, ...] = (
     Key("<companion>", "float", False, "tabular", "another metric of the problem type on the same folds, shown"),
     Key("train_seconds", "float", True, "tabular", "wall time of the candidate's sandbox, all folds"),
     Key("n_folds", "int", True, "tabular", "folds x repeats: how many fold scores"),
+    Key("cv_folds", "int", False, "tabular", "folds per repeat (k of k-fold): the corrected keep rule's 1/(k-1)"),
     Key("n_dev_rows", "int", True, "tabular", "development rows (the held-out part excluded)"),
     Key("cv_seed", "int", True, "tabular", "the seed of the folds (the ratchet's, or a fresh one)"),
     Key("training_seconds", "float", True, "lm", "the budget's clock as counted (CPU-s per thread, or wall)"),
@@ -231,6 +232,12 @@ class Block:
     @property
     def keep_rule(self) -> str | None:
         return self.fields.get("keep_rule")
+
+    @property
+    def cv_folds(self) -> int | None:
+        """k of the harness's k-fold CV (folds per repeat); None for a harness that does not say it."""
+        text = self.fields.get("cv_folds", "")
+        return int(text) if text.isdigit() else None
 
     def with_runs(self, scores: list[float]) -> Block:
         """This block with `scores` as its per-run scores and their mean as the score (a rerun folded in)."""

@@ -3,15 +3,31 @@
 Both were scored on the same folds, so the test is paired: fold by fold differences, a one-sided t-test.
 Measured on the heart task (benchmarks/decision_rule.py): strict `>` on the mean keeps about half of the
 edits that change only a random seed; this rule keeps about 5%, the chance its significance level allows.
+The folds of a repeated k-fold CV overlap (each training set shares most rows with the others), so the plain
+paired t understates the variance of the mean difference; `corrected_test` is the Nadeau-Bengio correction
+for it (the "corrected" keep rule).
+
+"Simpler" is measured on the syntax tree (`code_size`), never on lines: comments, docstrings and formatting
+cannot move it. A simpler candidate equal within noise is kept only while it stays within a cap of the best
+score ever kept in the run (`SIMPLER_LOSS_CAP_SE`), so that a chain of such keeps cannot drift down.
 """
 
 from __future__ import annotations
 
+import ast
 import math
+import sys
 from dataclasses import dataclass
 
 ALPHA = 0.05  # one-sided significance level of the paired t-test: the false-keep rate on null edits
 SIMPLER_TOLERANCE_SE = 1.0  # "equal within noise": the mean loss is at most this many standard errors
+# The loss cap of "equal within noise and simpler": the candidate's mean may be at most this many standard
+# errors (of its paired difference with that row) below the best score ever kept in the run. Measured against
+# the best ever rather than the current best, so that the total a chain of simpler keeps may give up is one
+# standard error, not one per keep; one, like SIMPLER_TOLERANCE_SE, so that a single simpler keep next to
+# the best ever is judged exactly as before.
+SIMPLER_LOSS_CAP_SE = 1.0
+UNPARSEABLE_SIZE = sys.maxsize  # code_size of source that does not parse: never smaller than anything
 
 
 @dataclass
@@ -22,6 +38,7 @@ class Decision:
     p_value: float  # one-sided: chance of a gain this large from noise alone
     reason: str
     rerun: bool = False  # the rule wants another run of the candidate before it decides (decide_reruns)
+    simpler: bool = False  # kept as "equal within noise and simpler", not as a gain (no confirm step for it)
 
 
 def preload_t_distribution() -> None:
@@ -31,15 +48,29 @@ def preload_t_distribution() -> None:
     threading.Thread(target=lambda: __import__("scipy.special"), daemon=True).start()
 
 
-def paired_test(candidate: list[float], best: list[float], higher_is_better: bool) -> tuple[float, float, float]:
-    """(mean difference, its standard error, one-sided p-value for an improvement)."""
+def paired_test(
+    candidate: list[float], best: list[float], higher_is_better: bool, cv_folds: int | None = None
+) -> tuple[float, float, float]:
+    """(mean difference, its standard error, one-sided p-value for an improvement).
+
+    `cv_folds`: None for the plain paired t over the differences; k, the folds per repeat of a repeated k-fold
+    CV, for the corrected repeated-CV t (Nadeau & Bengio 2003; Bouckaert & Frank 2004): the J = k x r fold
+    differences are not independent (their training sets overlap), so the variance of their mean is
+    (1/J + n_test/n_train) s^2 rather than s^2/J, with n_test/n_train = 1/(k-1), on J-1 degrees of freedom.
+    """
     n = len(candidate)
     diffs = [c - b for c, b in zip(candidate, best, strict=True)]
     delta = sum(diffs) / n
     if n < 2:
         return delta, math.nan, math.nan
     var = sum((d - delta) ** 2 for d in diffs) / (n - 1)
-    se = math.sqrt(var / n)
+    if cv_folds is None:
+        factor = 1 / n
+    elif cv_folds >= 2:
+        factor = 1 / n + 1 / (cv_folds - 1)
+    else:
+        raise ValueError(f"cv_folds={cv_folds}: the corrected t-test needs k-fold CV with k >= 2")
+    se = math.sqrt(var * factor)
     gain = delta if higher_is_better else -delta
     if se == 0.0:
         return delta, 0.0, 0.0 if gain > 0 else 1.0
@@ -48,34 +79,117 @@ def paired_test(candidate: list[float], best: list[float], higher_is_better: boo
     return delta, se, float(stdtr(n - 1, -gain / se))
 
 
-def decide(
+def corrected_test(
+    candidate: list[float], best: list[float], higher_is_better: bool, cv_folds: int
+) -> tuple[float, float, float]:
+    """The corrected repeated-CV t-test (see paired_test): (mean difference, its se, one-sided p)."""
+    return paired_test(candidate, best, higher_is_better, cv_folds=cv_folds)
+
+
+def beyond_noise(
     candidate: list[float],
     best: list[float],
     higher_is_better: bool,
-    candidate_lines: int,
-    best_lines: int,
     alpha: float = ALPHA,
+    cv_folds: int | None = None,
 ) -> Decision:
-    """Keep if better beyond noise (paired one-sided t-test at `alpha`), or equal within noise and shorter."""
+    """The "better beyond noise" test alone (no simpler branch): a paired (or, with `cv_folds`, corrected)
+    one-sided t-test at `alpha`. The screen's first test, and the whole of the confirm step on fresh folds."""
     if len(candidate) != len(best) or not candidate:
         raise ValueError(f"cannot pair {len(candidate)} scores with {len(best)}")
-    delta, se, p = paired_test(candidate, best, higher_is_better)
+    delta, se, p = paired_test(candidate, best, higher_is_better, cv_folds)
     gain = delta if higher_is_better else -delta
     if len(candidate) < 2:  # a single score leaves no noise estimate: only a strict gain can count
         return Decision(gain > 0, delta, se, p, "better (single score)" if gain > 0 else "not better")
     if gain > 0 and p < alpha:
         return Decision(True, delta, se, p, f"better beyond noise (p={p:.3f})")
-    within_noise = gain >= -SIMPLER_TOLERANCE_SE * se
-    if within_noise and candidate_lines < best_lines:
-        return Decision(True, delta, se, p, f"equal within noise and simpler ({best_lines} -> {candidate_lines} lines)")
     if gain > 0:
         return Decision(False, delta, se, p, f"gain within noise (p={p:.3f})")
     return Decision(False, delta, se, p, "not better")
 
 
+def decide(
+    candidate: list[float],
+    best: list[float],
+    higher_is_better: bool,
+    candidate_size: int,
+    best_size: int,
+    alpha: float = ALPHA,
+    *,
+    best_ever: list[float] | None = None,
+    cv_folds: int | None = None,
+) -> Decision:
+    """Keep if better beyond noise (paired one-sided t-test at `alpha`; corrected for overlapping folds when
+    `cv_folds` is given), or equal within noise and simpler (a smaller `code_size`) while within the loss cap
+    of `best_ever`, the fold scores of the best score ever kept in the run (on the same folds)."""
+    screened = beyond_noise(candidate, best, higher_is_better, alpha, cv_folds)
+    if screened.keep or len(candidate) < 2:
+        return screened
+    delta, se, p = screened.delta, screened.se, screened.p_value
+    gain = delta if higher_is_better else -delta
+    if gain >= -SIMPLER_TOLERANCE_SE * se and candidate_size < best_size:
+        simpler = f"simpler ({best_size} -> {candidate_size} syntax nodes)"
+        capped = _below_cap(candidate, best_ever, higher_is_better, cv_folds)
+        if capped:
+            return Decision(False, delta, se, p, f"equal within noise and {simpler}, but {capped}")
+        return Decision(True, delta, se, p, f"equal within noise and {simpler}", simpler=True)
+    return screened
+
+
+def _below_cap(
+    candidate: list[float], best_ever: list[float] | None, higher_is_better: bool, cv_folds: int | None
+) -> str:
+    """Why the candidate is too far below the best score ever kept for a simpler keep; "" when it is not."""
+    if not best_ever or len(best_ever) != len(candidate):
+        return ""
+    delta, se, _ = paired_test(candidate, best_ever, higher_is_better, cv_folds)
+    loss = -delta if higher_is_better else delta
+    if loss <= SIMPLER_LOSS_CAP_SE * se:
+        return ""
+    return f"{loss:.4f} below the best score kept in this run (more than {SIMPLER_LOSS_CAP_SE:g} se, {se:.4f})"
+
+
+def confirm(
+    candidate: list[float],
+    best: list[float],
+    higher_is_better: bool,
+    alpha: float = ALPHA,
+    cv_folds: int | None = None,
+) -> Decision:
+    """The confirm step: the candidate and the best scored again on fresh folds; kept only if better beyond
+    noise there too (the screen's test, no simpler branch)."""
+    return beyond_noise(candidate, best, higher_is_better, alpha, cv_folds)
+
+
 def code_lines(source: str) -> int:
-    """Lines that are neither blank nor comments: the measure of 'simpler'."""
+    """Lines that are neither blank nor comments: the `lines` column of results.tsv (not the measure of
+    'simpler', which is code_size)."""
     return sum(1 for line in source.splitlines() if line.strip() and not line.strip().startswith("#"))
+
+
+def code_size(source: str) -> int:
+    """The measure of 'simpler': nodes of the syntax tree, docstrings left out. Comments, blank lines,
+    formatting (statements joined with `;`, lines reflowed) and docstrings cannot move it; deleting code can.
+    Load/Store contexts are not counted (a name is one node, as it is one token). Source that does not parse
+    gets UNPARSEABLE_SIZE, which is never simpler than anything."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):  # ValueError: null bytes
+        return UNPARSEABLE_SIZE
+    docstrings = [
+        node.body[0]
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+        and isinstance(node.body[0].value.value, str)
+    ]
+    return _nodes(tree) - sum(_nodes(doc) for doc in docstrings)
+
+
+def _nodes(tree: ast.AST) -> int:
+    return sum(1 for node in ast.walk(tree) if not isinstance(node, ast.expr_context))
 
 
 # -- between-run noise: a rule for tasks whose score moves from run to run (keep_rule: rerun) -------------
@@ -107,13 +221,16 @@ def decide_reruns(
     higher_is_better: bool,
     noise_sd: float,
     noise_df: int,
-    candidate_lines: int = 0,
-    best_lines: int = 0,
+    candidate_size: int = 0,
+    best_size: int = 0,
     max_runs: int = 1 + MAX_RERUNS,
     alpha: float = ALPHA_PER_LOOK,
+    *,
+    best_ever: list[float] | None = None,
 ) -> Decision:
     """Keep if the candidate's mean beats the best's beyond the between-run noise (one-sided t at `alpha`);
-    ask for another run while it looks better but not clearly; otherwise discard (or keep if equal and simpler)."""
+    ask for another run while it looks better but not clearly; otherwise discard (or keep if equal and simpler,
+    within the loss cap of `best_ever`, the runs of the best score ever kept)."""
     if not candidate or not best:
         raise ValueError("need at least one run of the candidate and of the best")
     if not (noise_df >= 1 and noise_sd >= 0):
@@ -135,8 +252,15 @@ def decide_reruns(
         return Decision(True, delta, se, p, f"better beyond run-to-run noise (p={p:.3f}, {runs})")
     if gain > 0 and n_c < max_runs:
         return Decision(False, delta, se, p, f"better within noise (p={p:.3f}): run again", rerun=True)
-    if gain >= -SIMPLER_TOLERANCE_SE * se and 0 < candidate_lines < best_lines:
-        return Decision(True, delta, se, p, f"equal within noise and simpler ({best_lines} -> {candidate_lines} lines)")
+    if gain >= -SIMPLER_TOLERANCE_SE * se and 0 < candidate_size < best_size:
+        simpler = f"simpler ({best_size} -> {candidate_size} syntax nodes)"
+        if best_ever:  # the cap: unpaired, the runs' spread being the noise
+            loss = -(sum(candidate) / n_c - sum(best_ever) / len(best_ever)) * (1 if higher_is_better else -1)
+            cap_se = noise_sd * math.sqrt(1 / n_c + 1 / len(best_ever))
+            if loss > SIMPLER_LOSS_CAP_SE * cap_se:
+                why = f"{loss:.4f} below the best score kept in this run (more than {SIMPLER_LOSS_CAP_SE:g} se)"
+                return Decision(False, delta, se, p, f"equal within noise and {simpler}, but {why}")
+        return Decision(True, delta, se, p, f"equal within noise and {simpler}", simpler=True)
     if gain > 0:
         return Decision(False, delta, se, p, f"gain within noise (p={p:.3f}, {runs})")
     return Decision(False, delta, se, p, f"not better ({runs})")

@@ -44,15 +44,25 @@ def harness_command(repo: Repo, task: Task) -> list[str]:
 
 
 def run_harness(
-    repo: Repo, task: Task, folder: Path, timeout: float, on_start=None, extra_args: list[str] = ()
+    repo: Repo,
+    task: Task,
+    folder: Path,
+    timeout: float,
+    on_start=None,
+    extra_args: list[str] = (),
+    *,
+    train: Path | None = None,
+    log_path: Path | None = None,
+    private_out: Path | None = None,
 ) -> HarnessRun:
-    """Score the task's train.py: the harness's stdout is the block, everything else goes to run.log."""
-    private, pgid_file = folder / PENDING_HELDOUT, folder / CHILD_PGID_FILE
+    """Score the task's train.py (or `train`, a copy elsewhere): the harness's stdout is the block, everything
+    else goes to run.log (or `log_path`); its held-out figures to PENDING_HELDOUT (or `private_out`)."""
+    private, pgid_file = private_out or folder / PENDING_HELDOUT, folder / CHILD_PGID_FILE
     private.unlink(missing_ok=True)
     cmd = [
         *harness_command(repo, task),
         "--train",
-        str(task.train),
+        str(train or task.train),
         "--private-out",
         str(private),
         "--pgid-file",
@@ -66,7 +76,7 @@ def run_harness(
         if on_start is not None:
             on_start(pid)
 
-    with open(task.log, "wb") as log:
+    with open(log_path or task.log, "wb") as log:
         result = proc.run_in_group(cmd, timeout=timeout, stdout=out, stderr=log, cwd=task.dir, on_start=started)
         log.write(out.getvalue())
     kill_recorded_group(pgid_file)
@@ -174,3 +184,46 @@ def fold_rerun(first: HarnessRun, again: HarnessRun) -> HarnessRun:
         return HarnessRun(again.block, first.seconds + again.seconds, again.harness_error)
     scores = first.block.fold_scores + again.block.fold_scores
     return HarnessRun(again.block.with_runs(scores), first.seconds + again.seconds, "")
+
+
+# -- the confirm step: the candidate and the best scored again on fresh folds ---------------------------------
+CONFIRM_DIR = "confirm"  # in the run's folder: the two train.py copies, their logs, the discarded held-out output
+# The confirm step's CV seed is CONFIRM_SEED_BASE + the iteration: a seed no other scoring of the run uses (the
+# ratchet's folds are the task's cv_seed, 0; the report's re-measure takes audit.FRESH_CV_SEEDS, 1-3, or
+# `--fresh-seeds N`, 1..N), and never the same twice in a run.
+CONFIRM_SEED_BASE = 1000
+
+
+def confirm_seed(n: int) -> int:
+    return CONFIRM_SEED_BASE + n
+
+
+def run_confirm(
+    repo: Repo,
+    task: Task,
+    folder: Path,
+    timeout: float,
+    name: str,
+    source: str,
+    seed: int,
+    extra_args: list[str] = (),
+    on_start=None,
+) -> HarnessRun:
+    """Score `source` (a train.py's text; `name`: "candidate" or "best") on the folds of CV seed `seed`, from a
+    copy in the run's folder. Its held-out output is dropped (the candidate's record is the screen's) and it
+    logs to confirm/<name>.log, leaving run.log to the screen's scoring."""
+    where = folder / CONFIRM_DIR / name
+    where.mkdir(parents=True, exist_ok=True)
+    train = where / "train.py"
+    train.write_text(source)
+    return run_harness(
+        repo,
+        task,
+        folder,
+        timeout,
+        on_start,
+        [*extra_args, "--cv-seed", str(seed)],
+        train=train,
+        log_path=where.parent / f"{name}.log",
+        private_out=where.parent / "discarded-heldout.json",
+    )

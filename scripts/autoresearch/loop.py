@@ -2,7 +2,9 @@
 
     lock the checkout -> recover an iteration that died (recovery) -> refuse unless only train.py changed
     -> commit it ("running") -> score it with the frozen harness (harness), again while the run's keep rule
-    says "run again" -> judge it with that rule (keeprules) -> amend the commit with the verdict ("decided")
+    says "run again" -> judge it with that rule (keeprules) -> in a run that confirms, score a gain and the best
+    again on fresh folds and keep it only if the rule's test passes there too (still "running")
+    -> amend the commit with the verdict ("decided")
     -> write the row's ref, sync results.tsv, keep the commit or reset train.py to the best ("recorded")
     -> print one line (messages)
 
@@ -15,15 +17,17 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 from autoresearch import keeprules, ledger, sandbox, stopping, trust
 from autoresearch.contract import Block
-from autoresearch.decide import code_lines, preload_t_distribution
+from autoresearch.decide import Decision, code_lines, code_size, preload_t_distribution
 from autoresearch.gitops import REF_PREFIX, Repo
-from autoresearch.harness import HarnessRun, run_again, run_harness, timeout_for
+from autoresearch.harness import HarnessRun, confirm_seed, run_again, run_confirm, run_harness, timeout_for
 from autoresearch.messages import (
     commit_message,
     declared_hypothesis,
+    fmt,
     line,
     list_paths,
     log_tail,
@@ -31,7 +35,7 @@ from autoresearch.messages import (
     trailers,
     verdict_text,
 )
-from autoresearch.recovery import STATE_FILE, finish, recover
+from autoresearch.recovery import CONFIRM_RECORD, STATE_FILE, finish, recover
 from autoresearch.refs import active_run, best_row, next_iter, read_refs, verified_rows
 from autoresearch.runs import CheckoutLock, RunConfig, RunError, run_dir, write_json
 from autoresearch.summary import parse_float, parse_floats
@@ -95,17 +99,30 @@ def try_edit(repo: Repo, hypothesis: str | None) -> str:
         harness_args = list(config.extra.get("harness_args", []))
         preload_t_distribution()
         harness = run_harness(repo, task, folder, timeout, on_start=record_harness, extra_args=harness_args)
-        lines, best_lines = code_lines(source), code_lines(repo.show(best_sha, task.train_rel))
+        best_source = repo.show(best_sha, task.train_rel)
+        sizes = code_size(source), code_size(best_source)
         seed = 1
-        while _wants_another_run(rule, config, harness, best, lines, best_lines, rows):
+        while _wants_another_run(rule, config, harness, best, sizes, rows):
             harness = run_again(
                 repo, task, folder, timeout, harness, [*harness_args, "--seed", str(seed)], record_harness
             )
             seed += 1
         if repo.tree_blob(task.train_rel) != repo.blob(state["candidate"], task.train_rel):
             harness = HarnessRun(Block.crash(EDITED_WHILE_SCORED), harness.seconds, "")
-        row, final = _decide(repo, config, rule, harness, best, lines, best_lines, n, full, rows)
+        decision = _judge(rule, config, harness.block, best, sizes, rows)[1] if harness.scored else None
+        confirmation = None
+        if config.confirm and decision is not None and decision.keep and not decision.simpler:
+            state["confirm_seed"] = confirm_seed(n)  # recorded before its scorings: recovery says what was killed
+            write_json(folder / STATE_FILE, state)
+            sources = {"candidate": repo.show(state["candidate"], task.train_rel), "best": best_source}
+            confirmation = _confirm(
+                repo, config, task, folder, rule, sources, state["confirm_seed"], timeout, harness_args, record_harness
+            )
+            harness = HarnessRun(harness.block, harness.seconds + confirmation.seconds, harness.harness_error)
+        row, final = _decide(repo, config, harness, decision, confirmation, best, code_lines(source), n, full)
         state.update(phase="decided", row=row, final=final, status=row["status"])
+        if confirmation is not None:
+            state[CONFIRM_RECORD] = confirmation.record(config.metric)
         write_json(folder / STATE_FILE, state)
         notes += finish(repo, config, task, state)
         shown = line(config, row, hypothesis)
@@ -118,22 +135,23 @@ def try_edit(repo: Repo, hypothesis: str | None) -> str:
 
 def _rule_of(config: RunConfig) -> keeprules.KeepRule:
     try:
-        return keeprules.rule_named(config.keep_rule)
+        return keeprules.rule_named(config.keep_rule, cv_folds=config.cv_folds)
     except keeprules.UnknownRule as exc:
         raise RunError(f"run {config.tag}'s record names {exc}; this library cannot judge it") from None
 
 
 def _judge(
-    rule: keeprules.KeepRule, config: RunConfig, block: Block, best: dict, lines: int, best_lines: int, rows: list[dict]
-):
-    """(keep | discard | run again, the decision) of the run's rule on a scored candidate."""
+    rule: keeprules.KeepRule, config: RunConfig, block: Block, best: dict, sizes: tuple[int, int], rows: list[dict]
+) -> tuple[str, Decision]:
+    """(keep | discard | run again, the decision) of the run's rule on a scored candidate; `sizes`: the
+    candidate's and the best's decide.code_size."""
     decision = rule.judge(
         block.fold_scores,
         parse_floats(best.get("fold_scores")),
         higher_is_better=config.higher_is_better,
         history=rows,
-        candidate_lines=lines,
-        best_lines=best_lines,
+        candidate_size=sizes[0],
+        best_size=sizes[1],
     )
     return keeprules.verdict_of(decision), decision
 
@@ -143,43 +161,134 @@ def _wants_another_run(
     config: RunConfig,
     harness: HarnessRun,
     best: dict,
-    lines: int,
-    best_lines: int,
+    sizes: tuple[int, int],
     rows: list[dict],
 ) -> bool:
     """Whether the rule asks for another scoring of the same code (only a rule that reruns with seeds can)."""
     if not (rule.needs_seeds and harness.scored):
         return False
-    return _judge(rule, config, harness.block, best, lines, best_lines, rows)[0] == keeprules.RUN_AGAIN
+    return _judge(rule, config, harness.block, best, sizes, rows)[0] == keeprules.RUN_AGAIN
+
+
+@dataclass
+class Confirmation:
+    """The confirm step of one iteration: the candidate and the best scored on the folds of a fresh CV seed."""
+
+    seed: int
+    candidate: HarnessRun
+    best: HarnessRun | None  # None when the candidate did not score there (the best was not run)
+    decision: Decision | None  # the rule's test on those folds; None unless both scored
+
+    @property
+    def seconds(self) -> float:
+        return self.candidate.seconds + (self.best.seconds if self.best else 0.0)
+
+    @property
+    def harness_error(self) -> str:
+        """A failure outside the candidate's code: the harness failed, or the best (which scored before) did not."""
+        if self.candidate.harness_error:
+            return self.candidate.harness_error
+        if self.best is not None and self.best.harness_error:
+            return self.best.harness_error
+        if self.best is not None and not self.best.block.ok:
+            return f"the best's train.py did not score on them: {self.best.block.error or self.best.block.status}"
+        return ""
+
+    def record(self, metric: str) -> dict:
+        """What the run's confirm record keeps of it (beside the verdict in the commit message)."""
+        runs = {"candidate": self.candidate, "best": self.best}
+        out: dict = {"cv_seed": self.seed}
+        for name, run in runs.items():
+            if run is not None and run.scored:
+                out[name] = {metric: run.block.value, "fold_scores": run.block.fold_scores}
+            elif run is not None:
+                out[name] = {"error": run.harness_error or run.block.error or run.block.status}
+        if self.decision is not None:
+            d = self.decision
+            out.update(keep=d.keep, delta=d.delta, se=d.se, p_value=d.p_value)
+        return out
+
+    def trailers(self) -> str:
+        """Lines for the commit message's trailers: the seed and both scores on the fresh folds."""
+        lines = [f"Autoresearch-Confirm-Seed: {self.seed}"]
+        for name, run in (("Candidate", self.candidate), ("Best", self.best)):
+            if run is not None and run.scored:
+                lines.append(f"Autoresearch-Confirm-{name}: {run.block.value_text}")
+        return "\n".join(lines)
+
+
+def _confirm(
+    repo: Repo,
+    config: RunConfig,
+    task: Task,
+    folder,
+    rule: keeprules.KeepRule,
+    sources: dict[str, str],
+    seed: int,
+    timeout: float,
+    harness_args: list[str],
+    on_start,
+) -> Confirmation:
+    """Score the candidate, then (if it scored) the best, on the folds of CV seed `seed`; judge by the rule."""
+    args = (repo, task, folder, timeout)
+    fresh = run_confirm(*args, "candidate", sources["candidate"], seed, harness_args, on_start)
+    if not fresh.scored:
+        return Confirmation(seed, fresh, None, None)
+    best = run_confirm(*args, "best", sources["best"], seed, harness_args, on_start)
+    if not best.scored:
+        return Confirmation(seed, fresh, best, None)
+    decision = rule.confirm(fresh.block.fold_scores, best.block.fold_scores, higher_is_better=config.higher_is_better)
+    return Confirmation(seed, fresh, best, decision)
+
+
+def _confirmed(screen: Decision, confirmation: Confirmation) -> tuple[str, str]:
+    """(status, reason) of a screened gain after its confirm step (not a harness failure: see _decide)."""
+    on_screen = f"beyond noise on the ratchet's folds (p={screen.p_value:.3f})"
+    where = f"fresh folds (seed {confirmation.seed}"
+    fresh = confirmation.decision
+    if fresh is None:  # the candidate itself failed there: its own fault, not the harness's
+        why = confirmation.candidate.block.error or confirmation.candidate.block.status
+        return "discard", f"{on_screen} but it failed on {where}): {why}"
+    if fresh.keep:
+        return "keep", f"{screen.reason}, confirmed on {where}, p={fresh.p_value:.3f})"
+    return "discard", f"{on_screen} but not on {where}, p={fresh.p_value:.3f})"
 
 
 def _decide(
     repo: Repo,
     config: RunConfig,
-    rule: keeprules.KeepRule,
     harness: HarnessRun,
+    decision: Decision | None,
+    confirmation: Confirmation | None,
     best: dict,
     lines: int,
-    best_lines: int,
     n: int,
     hypothesis: str,
-    rows: list[dict],
 ) -> tuple[dict, str]:
     """The candidate's row, and its commit amended with the verdict; return (row, final sha)."""
     block = harness.block
     delta = se = p = math.nan
+    notes = []
     if harness.harness_error:
         status, reason = "crash", f"{stopping.HARNESS_FAILURE_PREFIX} {harness.harness_error}"
         verdict = f"CRASH ({harness.harness_error})"
-    elif not block.ok:
+    elif not block.ok or decision is None:
         status, reason = "crash", block.error or "no reason given"
         verdict = f"CRASH ({reason})"
+    elif confirmation is not None and confirmation.harness_error:
+        why = f"on fresh folds (seed {confirmation.seed}): {confirmation.harness_error}"
+        status, reason = "crash", f"{stopping.HARNESS_FAILURE_PREFIX} {why}"
+        verdict = f"CRASH (the harness failed {why})"
     else:
-        _, decision = _judge(rule, config, block, best, lines, best_lines, rows)
         status = "keep" if decision.keep else "discard"
         reason, delta, se, p = decision.reason, decision.delta, decision.se, decision.p_value
-        verdict = verdict_text(config.metric, parse_float(best.get(config.metric)), block.value, decision)
-    final = repo.amend_message("\n\n".join([commit_message(hypothesis), verdict, trailers(config, n)]))
+        if confirmation is not None:
+            status, reason = _confirmed(decision, confirmation)
+            notes.append(_fresh_line(config, confirmation))
+        shown = Decision(status == "keep", delta, se, p, reason)
+        verdict = verdict_text(config.metric, parse_float(best.get(config.metric)), block.value, shown)
+    tail = trailers(config, n) + (f"\n{confirmation.trailers()}" if confirmation is not None else "")
+    final = repo.amend_message("\n\n".join([commit_message(hypothesis), verdict, *notes, tail]))
     row = make_row(
         config,
         block,
@@ -195,6 +304,18 @@ def _decide(
         p=p,
     )
     return row, final
+
+
+def _fresh_line(config: RunConfig, confirmation: Confirmation) -> str:
+    """The confirm step's figures, for the commit message."""
+    fresh, best, d = confirmation.candidate, confirmation.best, confirmation.decision
+    where = f"on fresh folds (cv seed {confirmation.seed})"
+    if d is None or best is None:
+        return f"{where}: the candidate did not score"
+    return (
+        f"{where}: {config.metric} {fmt(best.block.value)} → {fmt(fresh.block.value)} "
+        f"({d.delta:+.4f} ± {fmt(d.se)}, p={d.p_value:.3f})"
+    )
 
 
 def _check_tree(repo: Repo, config: RunConfig, task: Task, best: dict) -> None:

@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 from pathlib import Path
 
 from autoresearch import ledger, proc, stopping
 from autoresearch.gitops import BRANCH_PREFIX, Repo
-from autoresearch.harness import CHILD_PGID_FILE, HARNESS_PGID_FILE, PENDING_HELDOUT, kill_recorded_group
+from autoresearch.harness import (
+    CHILD_PGID_FILE,
+    CONFIRM_DIR,
+    HARNESS_PGID_FILE,
+    PENDING_HELDOUT,
+    kill_recorded_group,
+)
 from autoresearch.refs import next_iter, read_refs, record_row, verified_rows
 from autoresearch.runs import CheckoutLock, RunConfig, RunError, read_json, run_dir, write_json
 from autoresearch.taskdir import Task
@@ -22,6 +29,8 @@ from autoresearch.taskdir import Task
 STATE_FILE = "state.json"  # the iteration in flight, in the run's folder: what recovery finishes or rolls back
 START_FILE = "start.json"  # a start in flight: its options, then its scored baseline, until the run exists
 STATE_PHASES = ("running", "decided", "recorded")
+CONFIRM_RECORD = "confirm"  # state.json's key for a decided iteration's confirm step (loop.Confirmation.record)
+CONFIRM_FILE = "confirm.jsonl"  # in the run's folder: one line per confirmed iteration (seed, both fresh scores)
 SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -34,6 +43,8 @@ def finish(repo: Repo, config: RunConfig, task: Task, state: dict) -> list[str]:
     if state["phase"] == "decided":
         record_row(repo, config, state["iter"], state["final"], ledger.cells(state["row"], config.metric))
         record_private(folder, state["iter"], state["final"])
+        if isinstance(state.get(CONFIRM_RECORD), dict):
+            record_confirm(folder, state["iter"], state["final"], state[CONFIRM_RECORD])
         state["phase"] = "recorded"
         write_json(folder / STATE_FILE, state)
     _, notes = verified_rows(repo, config, task, new=state["iter"])
@@ -45,6 +56,7 @@ def finish(repo: Repo, config: RunConfig, task: Task, state: dict) -> list[str]:
     if repo.head() != target or later_edit:
         repo.reset_file_to(target, rel, keep_tree_file=later_edit)
     (folder / STATE_FILE).unlink(missing_ok=True)
+    shutil.rmtree(folder / CONFIRM_DIR, ignore_errors=True)  # the confirm step's copies and logs: done with
     state["kept_later_edit"] = later_edit
     return notes
 
@@ -58,6 +70,36 @@ def record_private(folder: Path, n: int, sha: str) -> None:
     with open(folder / "heldout.jsonl", "a") as fh:
         fh.write(json.dumps({"iter": n, "commit": sha, **record}) + "\n")
     pending.unlink(missing_ok=True)
+
+
+def record_confirm(folder: Path, n: int, sha: str, record: dict) -> None:
+    """Append iteration n's confirm step to the run's confirm record; once, even when recovery calls it again."""
+    path = folder / CONFIRM_FILE
+    try:
+        done = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        done = []
+    if any(isinstance(r, dict) and r.get("iter") == n and r.get("commit") == sha for r in done):
+        return
+    with open(path, "a") as fh:
+        fh.write(json.dumps({"iter": n, "commit": sha, **record}) + "\n")
+
+
+def read_confirms(folder: Path) -> list[dict]:
+    """The run's confirm record: one dict per confirmed iteration (iter, commit, cv_seed, candidate, best, ...)."""
+    try:
+        lines = (folder / CONFIRM_FILE).read_text().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            out.append(value)
+    return out
 
 
 def valid_state(state: dict | None) -> bool:
@@ -121,12 +163,20 @@ def _interrupted(repo: Repo, config: RunConfig, folder: Path, state: dict) -> No
         "tag": config.tag,
         "description": state["hypothesis"],
         "timestamp": stopping.now().isoformat(timespec="seconds"),
-        "reason": "the ratchet was killed during this iteration; it was not scored",
+        "reason": _interrupted_reason(state),
         "seconds": round(time.time() - state["started"], 1),
     }
     state.update(phase="decided", row=row, final=state["candidate"], status="interrupted")
+    state.pop(CONFIRM_RECORD, None)
     (folder / PENDING_HELDOUT).unlink(missing_ok=True)
     write_json(folder / STATE_FILE, state)
+
+
+def _interrupted_reason(state: dict) -> str:
+    seed = state.get("confirm_seed")
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        return f"the ratchet was killed while it confirmed this iteration on fresh folds (seed {seed}): not kept"
+    return "the ratchet was killed during this iteration; it was not scored"
 
 
 def _recover_without_state(repo: Repo, config: RunConfig, task: Task) -> str:

@@ -43,6 +43,19 @@ class RunConfig:
         return self.extra.get("keep_rule")
 
     @property
+    def confirm(self) -> bool:
+        """Whether a "better beyond noise" keep is confirmed on fresh folds (`start --confirm`); False for a
+        run recorded before the option existed."""
+        return self.extra.get("confirm") is True
+
+    @property
+    def cv_folds(self) -> int | None:
+        """k of the harness's k-fold CV, from the baseline's block; None when it was not recorded (the keep
+        rule then assumes keeprules.DEFAULT_CV_FOLDS)."""
+        k = self.extra.get("cv_folds")
+        return k if isinstance(k, int) and not isinstance(k, bool) and k >= 2 else None
+
+    @property
     def capabilities(self) -> Capabilities | None:
         """What the harness declared at `start`; None for a run recorded before harnesses declared anything."""
         try:

@@ -38,7 +38,8 @@ from autoresearch.runs import (
 )
 from autoresearch.taskdir import Task, find_task, task_rel
 
-START_OPTIONS = ("task", "deadline", "max_iters", "budget")
+START_OPTIONS = ("task", "deadline", "max_iters", "budget")  # what start.json of a start in flight must hold
+LATER_START_OPTIONS = ("keep_rule", "confirm")  # added since: a start.json without them means the defaults
 
 
 def start(
@@ -50,8 +51,14 @@ def start(
     deadline: str | None = None,
     max_iters: int | None = None,
     budget: float | None = None,
+    keep_rule: str | None = None,
+    confirm: bool | None = None,
 ) -> str:
     """Create `autoresearch/TAG`, score the baseline and write its row; or resume an existing run.
+
+    `keep_rule`: a rule of keeprules.RULES instead of the one the task's harness names; `confirm`: whether a
+    "better beyond noise" keep is confirmed on fresh folds (None: keeprules.DEFAULT_CONFIRM where the harness
+    and the rule can). Both are frozen in the run record; a resumed run keeps its own.
 
     A start killed at any point is completed by the next `start TAG --resume` (or plain `start TAG` for the
     same task): start.json says how far it got, and the baseline's ref, once written, holds the rest.
@@ -72,7 +79,9 @@ def start(
             return _complete_start(repo, config, pending["row"], notes)
         refs = read_refs(repo, tag)
         if pending is not None and resume:  # it died while scoring: nothing durable exists, score again
-            task_arg, deadline, max_iters, budget = (pending["options"][k] for k in START_OPTIONS)
+            options = pending["options"]
+            task_arg, deadline, max_iters, budget = (options[k] for k in START_OPTIONS)
+            keep_rule, confirm = (options.get(k) for k in LATER_START_OPTIONS)
         elif repo.branch_exists(branch) or refs.config is not None:
             if not resume:
                 raise RunError(f"run {tag} exists (branch {branch}); pass --resume to go on with it, or pick a new tag")
@@ -81,15 +90,23 @@ def start(
             return _resume(repo, tag, branch, notes)
         elif resume:
             raise RunError(f"no run {tag} to resume (no branch {branch})")
-        return _fresh_start(repo, tag, task_arg, deadline, max_iters, budget, notes)
+        return _fresh_start(repo, tag, task_arg, deadline, max_iters, budget, keep_rule, confirm, notes)
 
 
-def check_capabilities(task: Task, caps: Capabilities, budget: float | None) -> keeprules.KeepRule:
-    """The task's keep rule, once the options asked of the harness are ones it declared; else one line."""
+def check_capabilities(
+    task: Task, caps: Capabilities, budget: float | None, keep_rule: str | None = None, confirm: bool | None = None
+) -> tuple[keeprules.KeepRule, bool]:
+    """(the run's keep rule, whether it confirms), once the options asked of the harness are ones it declared;
+    else one line. The rule is `keep_rule` if given, else the harness's."""
     try:
-        rule = keeprules.rule_named(caps.keep_rule)
+        rule = keeprules.rule_named(keep_rule or caps.keep_rule)
     except keeprules.UnknownRule as exc:
-        raise RunError(f"{task.prepare_rel} asks for {exc}") from None
+        raise RunError(f"--keep-rule: {exc}" if keep_rule else f"{task.prepare_rel} asks for {exc}") from None
+    if rule.needs_folds and caps.family != "tabular":
+        raise RunError(
+            f"--keep-rule {rule.name} compares scores fold by fold, and this task's harness ({task.prepare_rel}) "
+            f"scores no folds ({caps.family}); use --keep-rule {caps.keep_rule}"
+        )
     if budget is not None and not caps.budget_arg:
         raise RunError(
             f"--budget: this task's harness ({task.prepare_rel}) takes no budget option; its budget is frozen "
@@ -97,12 +114,21 @@ def check_capabilities(task: Task, caps: Capabilities, budget: float | None) -> 
         )
     if rule.needs_seeds and not caps.seed_arg:
         raise RunError(
-            f"{task.prepare_rel} asks for keep rule {rule.name}, which reruns with --seed, but declares no --seed"
+            f"keep rule {rule.name} reruns with --seed, but {task.prepare_rel} declares no --seed"
+            + ("" if keep_rule else " (it asks for that rule itself)")
         )
-    return rule
+    able = caps.fresh_folds and rule.can_confirm
+    if confirm and not able:
+        why = (
+            f"this task's harness ({task.prepare_rel}) scores on no other folds (--cv-seed)"
+            if not caps.fresh_folds
+            else f"keep rule {rule.name} has no confirm step"
+        )
+        raise RunError(f"--confirm rescores a kept gain on fresh folds, and {why}; start without --confirm")
+    return rule, (keeprules.DEFAULT_CONFIRM and able) if confirm is None else confirm
 
 
-def _fresh_start(repo, tag, task_arg, deadline, max_iters, budget, notes: list[str]) -> str:
+def _fresh_start(repo, tag, task_arg, deadline, max_iters, budget, keep_rule, confirm, notes: list[str]) -> str:
     folder = run_dir(repo, tag)
     changes = repo.changes()
     if changes:
@@ -121,7 +147,7 @@ def _fresh_start(repo, tag, task_arg, deadline, max_iters, budget, notes: list[s
     if problem:
         raise RunError(f"HYPOTHESIS in {task.train_rel} has {problem}: use plain text, then start again")
     capabilities = ask_capabilities(repo, task)
-    rule = check_capabilities(task, capabilities, budget)
+    rule, confirm = check_capabilities(task, capabilities, budget, keep_rule, confirm)
     base = repo.head()
     trusted = trust.fingerprint(task.dir, repo.root)  # what every later scoring is checked against
     folder.mkdir(parents=True, exist_ok=True)
@@ -129,7 +155,13 @@ def _fresh_start(repo, tag, task_arg, deadline, max_iters, budget, notes: list[s
         "phase": "scoring",
         "tag": tag,
         "base": base,
-        "options": dict(zip(START_OPTIONS, (task.rel, deadline, max_iters, budget), strict=True)),
+        "options": dict(
+            zip(
+                START_OPTIONS + LATER_START_OPTIONS,
+                (task.rel, deadline, max_iters, budget, keep_rule, confirm),
+                strict=True,
+            )
+        ),
     }
     write_json(folder / START_FILE, journal)
 
@@ -168,6 +200,8 @@ def _fresh_start(repo, tag, task_arg, deadline, max_iters, budget, notes: list[s
         extra={
             **{k: v for k, v in recorded.items() if v is not None},
             "keep_rule": rule.name,
+            "confirm": confirm,
+            **({"cv_folds": block.cv_folds} if block.cv_folds is not None else {}),
             "capabilities": capabilities.to_json(),
             **({"harness_args": harness_args} if harness_args else {}),
             "trusted": trusted,

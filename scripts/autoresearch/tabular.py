@@ -342,6 +342,7 @@ def evaluate(
         peak_memory_mb=f"{proc.peak_child_memory_mb():.1f}",
         budget_seconds=task.time_budget_seconds,
         n_folds=task.n_folds * task.n_repeats,
+        cv_folds=task.n_folds,
         n_dev_rows=len(parts.get("y_dev", ())),
         cv_seed=cv_seed,
         task=task.name,
