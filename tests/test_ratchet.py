@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+from autoresearch.decide import code_lines
 from conftest import FIXTURE_FOLDS, FIXTURE_TASK, ROOT, Project, copy_run, make_project, started_project
 
 SEED_EDIT = ("C = 1.0", "C = 0.9999")  # numerically a no-op: the same model, a different file
@@ -143,11 +144,43 @@ def test_scripted_sequence_keeps_discards_and_records(weak_run):
 
 def test_equal_within_noise_and_simpler_is_kept(run):
     project = run
-    project.edit("MAX_ITER = 1000\n", "")  # the same model, one line shorter
+    project.edit("MAX_ITER = 1000\n", "")  # the same model, one assignment fewer
     project.edit("max_iter=MAX_ITER", "max_iter=1000")
     out = project.ratchet("try", "inline a constant")
     assert "| KEPT |" in out.stdout, out.stdout + out.stderr
-    assert "simpler" in project.rows()[-1]["reason"]
+    reason = project.rows()[-1]["reason"]
+    assert reason.startswith("equal within noise and simpler (") and reason.endswith(" syntax nodes)"), reason
+
+
+def test_docstring_and_formatting_edits_are_not_simpler(run):
+    """Neither deleting the docstring nor joining, reflowing and commenting the code is a simplification (both
+    cut the lines a line count measures), so neither is kept: the model, and so the score, is the same."""
+    project = run
+    best = project.read()
+    project.write(best[best.index('"""', 3) + 3 :].lstrip("\n"))
+    assert code_lines(project.read()) < code_lines(best)  # what "simpler" counted before
+    out = project.ratchet("try", "delete the docstring")
+    assert "| DISCARDED |" in out.stdout, out.stdout + out.stderr
+    assert project.rows()[-1]["reason"] == "not better" and project.read() == best
+    formatted = (
+        best.replace("import pandas as pd\nfrom sklearn.impute", "import pandas as pd; from sklearn.impute")
+        .replace("C = 1.0  # inverse regularisation strength\nMAX_ITER", "C = 1.0; MAX_ITER")
+        .replace("def feature_fn", "# features: the raw columns\ndef feature_fn")
+        .replace("StandardScaler(), LogisticRegression(", "StandardScaler(),\n        LogisticRegression(")
+    )
+    formatted = formatted.replace("\n\n\ndef build", "\ndef build")
+    assert formatted.count(";") == best.count(";") + 2 and code_lines(formatted) < code_lines(best)
+    project.write(formatted)
+    out = project.ratchet("try", "join statements, reflow, comment")
+    assert "| DISCARDED |" in out.stdout, out.stdout + out.stderr
+    assert project.rows()[-1]["reason"] == "not better" and project.read() == best
+
+
+def test_start_refuses_a_keep_rule_it_does_not_have_in_one_line(run):
+    out = run.ratchet("start", "t2", "--keep-rule", "bayes")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "--keep-rule: keep rule 'bayes' is not one of paired, corrected, rerun" in out.stderr
+    assert "autoresearch/t2" not in run.git("branch", "--list")
 
 
 def test_branch_changed_by_hand_is_refused(run):
