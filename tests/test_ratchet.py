@@ -8,12 +8,23 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import subprocess
 import sys
+import uuid
 
 import pytest
 from autoresearch.decide import code_lines
-from conftest import FIXTURE_FOLDS, FIXTURE_TASK, ROOT, Project, copy_run, make_project, started_project
+from conftest import (
+    FIXTURE_FOLDS,
+    FIXTURE_TASK,
+    RATCHET,
+    ROOT,
+    Project,
+    copy_run,
+    make_project,
+    started_project,
+)
 
 SEED_EDIT = ("C = 1.0", "C = 0.9999")  # numerically a no-op: the same model, a different file
 WORSE_EDIT = ("C = 1.0", "C = 1e-5")  # crushes the coefficients: clearly worse
@@ -424,3 +435,151 @@ def test_the_heart_task_scores_a_train_py_on_its_pinned_data_only(tmp_path, env,
     (changed / "heart" / "processed.cleveland.data").write_text("\n".join(lines) + "\n")
     refused = score(dict(project.env, AUTORESEARCH_DATA_MIRROR=str(changed)))
     assert refused.returncode == 2 and "sha256" in refused.stderr and refused.stdout == "", refused.stderr
+
+
+# -- the confirm step: a gain beyond noise on the ratchet's folds is scored again on fresh ones ---------------
+def screen_folds() -> set[tuple[int, int]]:
+    """(rows, sum of `age`) of the training rows of every fit the ratchet's own scoring makes on the fixture
+    task (its folds on cv_seed 0, and the held-out fit on all development rows), computed apart from it."""
+    import importlib.util
+
+    from autoresearch import tabular
+
+    spec = importlib.util.spec_from_file_location("fixture_prepare", FIXTURE_TASK / "prepare.py")
+    prepare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prepare)
+    task = prepare.FIXTURE
+    x, labels = task.load(str(FIXTURE_TASK / "table.csv"))
+    y, _ = tabular.encode_target(task, labels)
+    x_dev, _, y_dev, _ = tabular.split(task, x, y)
+    x_dev = x_dev.reset_index(drop=True)
+    keys = {(len(x_dev), int(x_dev["age"].sum()))}
+    for train, _ in tabular.folds(task, y_dev, task.cv_seed):
+        keys.add((len(train), int(x_dev.iloc[train]["age"].sum())))
+    return keys
+
+
+def lucky_edit(elsewhere: str = "") -> tuple[str, str]:
+    """A model that uses every feature on the ratchet's folds (it recognises their training rows) and `age`
+    alone, exactly as the weak baseline does, on any other folds: a gain that exists only on the folds it was
+    screened on. `elsewhere`: code it runs on those other folds too."""
+    return (
+        "def build_pipeline():",
+        f"""SCREEN_FOLDS = {sorted(screen_folds())!r}
+
+
+class Lucky:
+    def fit(self, x, y):
+        key = [len(x), int(round(float(x["age"].sum())))]
+        self.columns = list(x.columns) if key in [list(k) for k in SCREEN_FOLDS] else ["age"]
+        if self.columns == ["age"]:
+            pass{elsewhere}
+        self.model = make_pipeline(
+            SimpleImputer(strategy="median"), StandardScaler(), LogisticRegression(C=C, max_iter=MAX_ITER)
+        )
+        self.model.fit(x[self.columns], y)
+        return self
+
+    def predict_proba(self, x):
+        return self.model.predict_proba(x[self.columns])
+
+
+def build_pipeline():
+    return Lucky()
+
+
+def _unused():""",
+    )
+
+
+@pytest.fixture(scope="module")
+def started_confirm(tmp_path_factory, data_mirror) -> Project:
+    """Run t1 on the weak baseline, started with --confirm."""
+    return started_project(tmp_path_factory.mktemp("confirm"), data_mirror, "t1", "--confirm", setup=weaken_baseline)
+
+
+@pytest.fixture
+def confirm_run(started_confirm, tmp_path) -> Project:
+    return copy_run(started_confirm, tmp_path / "repo")
+
+
+def run_folder(project: Project):
+    return project.path / ".git" / "autoresearch" / "t1"
+
+
+@pytest.mark.slow  # a run of its own, and four scorings
+def test_a_gain_only_on_the_ratchets_folds_is_discarded_and_a_real_one_kept(confirm_run):
+    project = confirm_run
+    record = json.loads((run_folder(project) / "run.json").read_text())["extra"]
+    assert record["confirm"] is True and record["keep_rule"] == "paired" and record["cv_folds"] == 2
+    best = project.read()
+    project.edit(*BETTER_EDIT)
+    project.edit(*lucky_edit())
+    out = project.ratchet("try", "all features, on lucky folds only")
+    assert "| DISCARDED |" in out.stdout, out.stdout + out.stderr
+    row = project.rows()[-1]
+    assert row["reason"].startswith("beyond noise on the ratchet's folds (p=0.0"), row["reason"]
+    assert row["reason"].endswith("but not on fresh folds (seed 1001, p=1.000)"), row["reason"]
+    assert float(row["p_value"]) < 0.05 and float(row["delta"]) > 0  # the screen's figures
+    assert project.read() == best and project.status() == ""
+    message = project.git("log", "-1", "--format=%B", "refs/autoresearch/t1/0001")
+    assert "DISCARDED, beyond noise on the ratchet's folds" in message and "Autoresearch-Confirm-Seed: 1001" in message
+    (confirmed,) = [json.loads(line) for line in (run_folder(project) / "confirm.jsonl").read_text().splitlines()]
+    assert confirmed["iter"] == 1 and confirmed["cv_seed"] == 1001 and confirmed["keep"] is False
+    fresh, again = confirmed["candidate"], confirmed["best"]
+    assert fresh["fold_scores"] == again["fold_scores"] and len(fresh["fold_scores"]) == FIXTURE_FOLDS
+    assert fresh["val_auc"] < float(row["val_auc"])  # age alone there: the lucky gain is gone
+    assert not (run_folder(project) / "confirm").exists()
+
+    project.edit(*BETTER_EDIT)
+    out = project.ratchet("try", "all features")
+    assert "| KEPT |" in out.stdout, out.stdout + out.stderr
+    reason = project.rows()[-1]["reason"]
+    assert reason.startswith("better beyond noise (p=") and ", confirmed on fresh folds (seed 1002, p=" in reason
+    lines = (run_folder(project) / "confirm.jsonl").read_text().splitlines()
+    assert [json.loads(line)["cv_seed"] for line in lines] == [1001, 1002]
+    assert "Autoresearch-Confirm-Candidate: " in project.git("log", "-1", "--format=%B")
+
+
+@pytest.mark.slow
+def test_a_ratchet_killed_while_it_confirms_is_recovered(confirm_run):
+    from test_faults import processes_with, wait_for
+
+    project = confirm_run
+    marker = f"autoresearch-test-{uuid.uuid4()}"
+    sleeper = "".join(
+        f"\n            {line}"
+        for line in (
+            "import subprocess, sys, time",
+            f'subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "{marker}"])',
+            "time.sleep(600)",
+        )
+    )
+    best = project.read()
+    project.edit(*BETTER_EDIT)
+    project.edit(*lucky_edit(sleeper))
+    ratchet = subprocess.Popen(
+        [sys.executable, str(RATCHET), "try", "lucky, and slow off its folds"],
+        cwd=project.path,
+        env=project.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    state = run_folder(project) / "state.json"
+    wait_for(lambda: state.exists() and '"confirm_seed": 1001' in state.read_text(), timeout=180)
+    wait_for(lambda: processes_with(marker) != [], timeout=120)
+    ratchet.send_signal(signal.SIGKILL)
+    ratchet.communicate()
+
+    out = project.ratchet("status")
+    assert out.returncode == 0 and "recovered iter 1 (interrupted)" in out.stdout, out.stdout + out.stderr
+    wait_for(lambda: processes_with(marker) == [], timeout=10)  # the harness and the candidate were killed
+    row = project.rows()[-1]
+    assert row["status"] == "interrupted" and "confirmed this iteration on fresh folds (seed 1001)" in row["reason"]
+    assert project.read() == best and project.status() == ""
+    assert project.git("rev-parse", "HEAD") == project.git("rev-parse", "refs/autoresearch/t1/0000^{commit}")
+    assert not state.exists() and not (run_folder(project) / "confirm").exists()
+    project.edit(*BETTER_EDIT)  # the run goes on: the next iteration is scored and confirmed
+    again = project.ratchet("try", "all features")
+    assert again.stdout.startswith("iter 2 |") and "| KEPT |" in again.stdout, again.stdout + again.stderr
