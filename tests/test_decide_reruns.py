@@ -59,3 +59,14 @@ def test_null_edits_are_kept_at_most_five_percent_of_the_time():
             kept += decision.keep
             break
     assert kept / trials <= 0.05
+
+
+def test_equal_and_simpler_is_kept_within_the_cap_of_the_best_ever():
+    args = dict(higher_is_better=False, noise_sd=SD, noise_df=DF, candidate_size=80, best_size=90)
+    equal = decide_reruns([2.41, 2.41, 2.41], BASELINE, **args)
+    assert equal.keep and equal.simpler and equal.reason == "equal within noise and simpler (90 -> 80 syntax nodes)"
+    assert not decide_reruns([2.41, 2.41, 2.41], BASELINE, **dict(args, candidate_size=90)).keep  # not smaller
+    # Within noise of the best it would replace, but more than one se (of the runs' spread) above the best ever:
+    drifted = decide_reruns([2.42], [2.415], **args, best_ever=[2.40, 2.40, 2.40])
+    assert decide_reruns([2.42], [2.415], **args).keep and not drifted.keep
+    assert "below the best score kept in this run" in drifted.reason
