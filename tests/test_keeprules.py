@@ -208,3 +208,39 @@ def test_start_options_the_harness_cannot_do_are_refused_in_one_line():
         starting.check_capabilities(TASK, no_seed, None, "rerun", True)
     default = starting.check_capabilities(TASK, tabular.CAPABILITIES, None)
     assert default[0].name == "paired" and default[1] is keeprules.DEFAULT_CONFIRM
+
+
+# -- the confirm step's verdicts in the loop -------------------------------------------------------------------
+def scored(value: float, scores: list[float]):
+    from autoresearch.contract import Block
+    from autoresearch.harness import HarnessRun
+
+    fields = {"status": "ok", "metric": "val_auc", "val_auc": f"{value:.6f}", "fold_scores": scores_text(scores)}
+    return HarnessRun(Block(fields), 1.0, "")
+
+
+def test_a_failure_while_confirming_is_the_harness_s_unless_the_candidate_failed():
+    from autoresearch.contract import Block
+    from autoresearch.harness import HarnessRun
+    from autoresearch.loop import Confirmation, _confirmed
+
+    screen = decide.decide([0.9, 0.91, 0.92], [0.8, 0.8, 0.8], True, 10, 10)
+    assert screen.keep and not screen.simpler
+    broken = HarnessRun(Block(), 3.0, "the harness exited with code 2 and printed no summary block")
+    crashed = HarnessRun(Block.crash("MemoryError"), 3.0, "")
+    fine = scored(0.8, [0.8, 0.8, 0.8])
+    assert Confirmation(1001, broken, None, None).harness_error.startswith("the harness exited")
+    assert Confirmation(1001, fine, broken, None).harness_error.startswith("the harness exited")
+    assert "the best's train.py did not score" in Confirmation(1001, fine, crashed, None).harness_error
+    own = Confirmation(1001, crashed, None, None)
+    assert own.harness_error == ""  # the candidate's own failure there: discarded, not a harness failure
+    assert _confirmed(screen, own) == (
+        "discard",
+        f"beyond noise on the ratchet's folds (p={screen.p_value:.3f}) but it failed on fresh folds (seed 1001): "
+        "MemoryError",
+    )
+    better = scored(0.9, [0.9, 0.91, 0.92])
+    passed = Confirmation(1002, better, fine, decide.confirm([0.9, 0.91, 0.92], [0.8, 0.8, 0.8], True))
+    assert _confirmed(screen, passed)[0] == "keep" and passed.seconds == 2.0
+    assert passed.record("val_auc")["candidate"] == {"val_auc": 0.9, "fold_scores": [0.9, 0.91, 0.92]}
+    assert "Autoresearch-Confirm-Seed: 1002\nAutoresearch-Confirm-Candidate: 0.900000" in passed.trailers()
