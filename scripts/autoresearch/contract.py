@@ -61,6 +61,13 @@ KEYS: tuple[Key, ...] = (
     Key("fold_scores", "scores", True, "common", "the per-fold (per-run) scores the keep rule compares"),
     Key("<companion>", "float", False, "tabular", "another metric of the problem type on the same folds, shown"),
     Key("train_seconds", "float", True, "tabular", "wall time of the candidate's sandbox, all folds"),
+    Key(
+        "train_cpu_seconds",
+        "float",
+        False,  # blocks from before it lack it
+        "tabular",
+        "CPU time of the candidate's sandbox, all folds and what they started: what the budget counts",
+    ),
     Key("n_folds", "int", True, "tabular", "folds x repeats: how many fold scores"),
     Key("n_dev_rows", "int", True, "tabular", "development rows (the held-out part excluded)"),
     Key("cv_seed", "int", True, "tabular", "the seed of the folds (the ratchet's, or a fresh one)"),
@@ -74,7 +81,13 @@ KEYS: tuple[Key, ...] = (
     Key("device", "choice", True, "lm", "where the model trained", ("cpu", "mps", "cuda")),
     Key("threads", "int", True, "lm", "CPU threads torch used"),
     Key("clock", "choice", True, "lm", "what the budget counts: cpu time or wall time", ("cpu", "wall")),
-    Key("timeout_seconds", "int", True, "lm", "how long the ratchet lets the harness run"),
+    Key(
+        "timeout_seconds",
+        "int",
+        False,  # the language model's always writes it; without it, the ratchet allows the budget and a grace
+        "common",
+        "how long the ratchet lets the harness run",
+    ),
     Key("seed", "int", True, "lm", "the seed handed to train() (reruns use others)"),
     Key("val_bytes", "int", True, "lm", "validation bytes scored"),
     Key("keep_rule", "text", True, "lm", "the keep rule the harness asks for (also in its capabilities)"),
