@@ -31,6 +31,10 @@ NO_SCORES = "none"  # fold_scores of a block with no score (the printed form of 
 METRIC_KEY = "<metric>"  # stands for the key `metric:` names, in KEYS and in messages
 SE_SUFFIX = "_se"
 SCORE_KEY = re.compile(r"^val_[a-z0-9_]+$")  # a score's key: the metric's and the companions' (val_r2, ...)
+# A budget of CPU time is also capped in wall time, at this multiple of it, for a candidate that sleeps or hangs
+# (the tabular harness's cap). The ratchet allows a run that recorded no `timeout_seconds` (started before the
+# tabular harness declared one) this multiple of its budget too, and a grace.
+WALL_CAP_FACTOR = 4.0
 
 
 class BlockError(Exception):
