@@ -340,3 +340,68 @@ def build_pipeline():""",
     assert "CRASH" in out.stdout and "0.999" not in out.stdout.split("|")[1], out.stdout
     row = short.rows()[-1]
     assert row["status"] == "crash" and row["val_auc"] == ""
+
+
+BURNERS_THEN_SLEEP = """import os as _os
+import time as _time
+
+for _ in range(2):
+    if _os.fork() == 0:
+        _os.setsid()
+        if _os.fork() == 0:
+            _os.execv("/bin/sh", ["sh", "-c", "while :; do :; done", "{marker}"])
+        _os._exit(0)
+    _os.wait()
+_time.sleep(3600)
+"""
+
+
+def test_unsandboxed_the_cpu_budget_still_holds(project):
+    """AUTORESEARCH_SANDBOX=off: no bubblewrap, and the fold's burners leave its session; the supervisor still
+    counts them and kills them at the budget."""
+    marker = f"autoresearch-test-{uuid.uuid4()}"
+    project.edit("TIME_BUDGET_SECONDS = 60", f"TIME_BUDGET_SECONDS = {BUDGET}", rel="prepare.py")
+    project.edit("def build_pipeline():", BURNERS_THEN_SLEEP.format(marker=marker) + "\n\ndef build_pipeline():")
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "prepare.py"],
+        cwd=project.path,
+        env={**project.env, "AUTORESEARCH_SANDBOX": "off"},
+        capture_output=True,
+        text=True,
+        timeout=WALL_CAP + 60,
+    )
+    block = summary.parse_block(done.stdout)
+    assert block.get("status") == "timeout", done.stdout + done.stderr[-2000:]
+    assert f"ran past the {BUDGET:g} CPU-s budget" in block["error"] and float(block["train_cpu_seconds"]) >= BUDGET
+    assert time.monotonic() - started < WALL_CAP
+    assert processes_with(marker) == []
+
+
+SUPERVISE_WITHOUT_NAMESPACES = """import sys
+from autoresearch import sandbox, supervise
+sandbox.isolate_fold = lambda pid=True: False  # as on a kernel that refuses user namespaces
+sys.exit(supervise.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("budget, counted_at_least", [(3.0, 3.0), (30.0, 0.5)])
+def test_without_namespaces_the_supervisor_holds_the_orphans(tmp_path, budget, counted_at_least):
+    """Where no PID namespace can hold what the candidate starts, the supervisor is its subreaper: the burners a
+    candidate detaches (their parent exits) are counted, killed past the budget, and killed when it ends."""
+    marker = f"autoresearch-test-{uuid.uuid4()}"
+    candidate = tmp_path / "candidate.py"
+    seconds = 3600 if budget < 10 else 1.5  # past the budget; or within it, ending with its burners alive
+    candidate.write_text(BURNERS_THEN_SLEEP.format(marker=marker).replace("3600", str(seconds)))
+    wrapper = tmp_path / "supervise_without_namespaces.py"
+    wrapper.write_text(SUPERVISE_WITHOUT_NAMESPACES)
+    report_read, report_write = os.pipe()
+    command = [sys.executable, str(wrapper), str(report_write), "--cpu-budget", str(budget), "--"]
+    started = time.monotonic()
+    subprocess.run([*command, sys.executable, str(candidate)], pass_fds=(report_write,), timeout=120, check=True)
+    os.close(report_write)
+    with os.fdopen(report_read, "rb") as channel:
+        report = json.loads(channel.read())
+    assert report["cpu_budget_exceeded"] == (budget < 10), report
+    assert report["cpu_seconds"] >= counted_at_least and time.monotonic() - started < 30, report
+    assert processes_with(marker) == []
