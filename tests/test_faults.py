@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -11,12 +13,14 @@ import uuid
 from pathlib import Path
 
 import pytest
+from autoresearch import summary, tabular
 from conftest import RATCHET, Project, copy_run, started_project
 
 pytestmark = pytest.mark.slow
-# The test run's frozen budget (wall seconds), short so that a hang is caught quickly: the fixture's honest
-# baseline scores in 1-3 s, beside two CPU-bound processes too, a tenth of it or less.
-BUDGET = 20
+# The test run's frozen budget (CPU seconds of the candidate's sandbox), short so that a runaway is caught quickly:
+# the fixture's honest baseline uses 3-4 CPU-s (imports included), beside busy processes too.
+BUDGET = 10
+WALL_CAP = BUDGET * tabular.WALL_CAP_FACTOR  # where a candidate that sleeps or hangs is killed
 
 
 def short_budget(project) -> None:
@@ -88,17 +92,107 @@ def wait_for(predicate, timeout: float = 60.0) -> None:
         time.sleep(0.2)
 
 
-def test_hang_past_budget_kills_the_whole_group(short):
+def test_hang_past_the_wall_cap_kills_the_whole_group(short):
+    """A candidate that sleeps uses no CPU: the wall-clock cap (a multiple of the budget) is what ends it."""
     marker = f"autoresearch-test-{uuid.uuid4()}"
     short.edit(*sleeper_edit(marker, 3600))
     started = time.monotonic()
     out = short.ratchet("try", "sleep forever")
-    assert "CRASH" in out.stdout and "budget" in out.stdout, out.stdout
-    assert time.monotonic() - started < BUDGET + 30
+    assert "CRASH" in out.stdout and f"ran past the {WALL_CAP:g} s wall cap" in out.stdout, out.stdout
+    assert WALL_CAP <= time.monotonic() - started < WALL_CAP + 30
     assert processes_with(marker) == []  # the grandchild went with its group
     row = short.rows()[-1]
-    assert row["status"] == "crash" and "budget" in row["reason"]
+    assert row["status"] == "crash" and "wall cap" in row["reason"] and "CPU-s budget" in row["reason"]
     assert short.status() == "" and "time.sleep" not in short.read()
+
+
+@contextlib.contextmanager
+def two_busy_processes_beside_the_test():
+    """Two CPU-bound processes on one core, and the test (so the ratchet, its harness and the candidate) pinned
+    to the same core: the candidate gets about a third of it, whatever else the machine runs."""
+    mask, core = os.sched_getaffinity(0), min(os.sched_getaffinity(0))
+    busy = [subprocess.Popen(["python3", "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        for process in busy:
+            os.sched_setaffinity(process.pid, {core})
+        os.sched_setaffinity(0, {core})
+        yield
+    finally:
+        os.sched_setaffinity(0, mask)
+        for process in busy:
+            process.kill()
+            process.wait()
+
+
+def cpu_work_edit(seconds_per_fold: float) -> tuple[str, str]:
+    """An honest model that computes for `seconds_per_fold` of CPU in each fold process (at import)."""
+    return (
+        "def build_pipeline():",
+        f"""import time as _time
+
+_started = _time.process_time()
+while _time.process_time() - _started < {seconds_per_fold}:
+    pass
+
+
+def build_pipeline():""",
+    )
+
+
+def last_block(project) -> dict[str, str]:
+    """The summary block the harness printed last (run.log ends with it)."""
+    return summary.parse_block((project.path / "run.log").read_text(errors="replace"))
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="pins processes to a core (Linux)")
+def test_an_honest_candidate_under_cpu_load_is_not_a_timeout(short):
+    """~7 CPU-s of a 10 CPU-s budget, on a third of a core: its wall time passes the budget, it still scores."""
+    short.edit(*cpu_work_edit(0.6))  # 5 fold processes: 3 CPU-s, and the zygote's imports
+    with two_busy_processes_beside_the_test():
+        out = short.ratchet("try", "honest work on a busy machine")
+    block = last_block(short)
+    assert block["status"] == "ok", out.stdout
+    assert float(block["train_seconds"]) > BUDGET > float(block["train_cpu_seconds"]) > 4, block
+    assert short.rows()[-1]["status"] in ("keep", "discard"), out.stdout
+
+
+def test_a_candidate_past_its_cpu_budget_is_a_timeout_that_says_cpu(short):
+    short.edit(*cpu_work_edit(3600))
+    started = time.monotonic()
+    out = short.ratchet("try", "compute forever")
+    assert "CRASH" in out.stdout and f"ran past the {BUDGET:g} CPU-s budget" in out.stdout, out.stdout
+    assert time.monotonic() - started < WALL_CAP  # killed by the CPU count, not by the wall cap
+    block = last_block(short)
+    assert block["status"] == "timeout" and BUDGET <= float(block["train_cpu_seconds"]) < BUDGET + 3, block
+
+
+def test_cpu_burners_a_fold_leaves_behind_are_counted(short):
+    """A fold starts CPU burners in sessions of their own, detached from it (their parent exits at once), then
+    sleeps: the fold itself uses no CPU, the burners do, and the count still reaches the budget."""
+    marker = f"autoresearch-test-{uuid.uuid4()}"
+    short.edit(
+        "def build_pipeline():",
+        f"""import os as _os
+import time as _time
+
+for _ in range(2):
+    if _os.fork() == 0:
+        _os.setsid()
+        if _os.fork() == 0:
+            _os.execv("/bin/sh", ["sh", "-c", "while :; do :; done", "{marker}"])
+        _os._exit(0)
+    _os.wait()
+_time.sleep(3600)
+
+
+def build_pipeline():""",
+    )
+    started = time.monotonic()
+    out = short.ratchet("try", "hide CPU in orphans")
+    assert "CRASH" in out.stdout and f"ran past the {BUDGET:g} CPU-s budget" in out.stdout, out.stdout
+    assert time.monotonic() - started < WALL_CAP
+    assert float(last_block(short)["train_cpu_seconds"]) >= BUDGET
+    assert processes_with(marker) == []  # the burners went with the sandbox
 
 
 def test_flood_of_output_is_capped(short):
@@ -246,3 +340,68 @@ def build_pipeline():""",
     assert "CRASH" in out.stdout and "0.999" not in out.stdout.split("|")[1], out.stdout
     row = short.rows()[-1]
     assert row["status"] == "crash" and row["val_auc"] == ""
+
+
+BURNERS_THEN_SLEEP = """import os as _os
+import time as _time
+
+for _ in range(2):
+    if _os.fork() == 0:
+        _os.setsid()
+        if _os.fork() == 0:
+            _os.execv("/bin/sh", ["sh", "-c", "while :; do :; done", "{marker}"])
+        _os._exit(0)
+    _os.wait()
+_time.sleep(3600)
+"""
+
+
+def test_unsandboxed_the_cpu_budget_still_holds(project):
+    """AUTORESEARCH_SANDBOX=off: no bubblewrap, and the fold's burners leave its session; the supervisor still
+    counts them and kills them at the budget."""
+    marker = f"autoresearch-test-{uuid.uuid4()}"
+    project.edit("TIME_BUDGET_SECONDS = 60", f"TIME_BUDGET_SECONDS = {BUDGET}", rel="prepare.py")
+    project.edit("def build_pipeline():", BURNERS_THEN_SLEEP.format(marker=marker) + "\n\ndef build_pipeline():")
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "prepare.py"],
+        cwd=project.path,
+        env={**project.env, "AUTORESEARCH_SANDBOX": "off"},
+        capture_output=True,
+        text=True,
+        timeout=WALL_CAP + 60,
+    )
+    block = summary.parse_block(done.stdout)
+    assert block.get("status") == "timeout", done.stdout + done.stderr[-2000:]
+    assert f"ran past the {BUDGET:g} CPU-s budget" in block["error"] and float(block["train_cpu_seconds"]) >= BUDGET
+    assert time.monotonic() - started < WALL_CAP
+    assert processes_with(marker) == []
+
+
+SUPERVISE_WITHOUT_NAMESPACES = """import sys
+from autoresearch import sandbox, supervise
+sandbox.isolate_fold = lambda pid=True: False  # as on a kernel that refuses user namespaces
+sys.exit(supervise.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("budget, counted_at_least", [(3.0, 3.0), (30.0, 0.5)])
+def test_without_namespaces_the_supervisor_holds_the_orphans(tmp_path, budget, counted_at_least):
+    """Where no PID namespace can hold what the candidate starts, the supervisor is its subreaper: the burners a
+    candidate detaches (their parent exits) are counted, killed past the budget, and killed when it ends."""
+    marker = f"autoresearch-test-{uuid.uuid4()}"
+    candidate = tmp_path / "candidate.py"
+    seconds = 3600 if budget < 10 else 1.5  # past the budget; or within it, ending with its burners alive
+    candidate.write_text(BURNERS_THEN_SLEEP.format(marker=marker).replace("3600", str(seconds)))
+    wrapper = tmp_path / "supervise_without_namespaces.py"
+    wrapper.write_text(SUPERVISE_WITHOUT_NAMESPACES)
+    report_read, report_write = os.pipe()
+    command = [sys.executable, str(wrapper), str(report_write), "--cpu-budget", str(budget), "--"]
+    started = time.monotonic()
+    subprocess.run([*command, sys.executable, str(candidate)], pass_fds=(report_write,), timeout=120, check=True)
+    os.close(report_write)
+    with os.fdopen(report_read, "rb") as channel:
+        report = json.loads(channel.read())
+    assert report["cpu_budget_exceeded"] == (budget < 10), report
+    assert report["cpu_seconds"] >= counted_at_least and time.monotonic() - started < 30, report
+    assert processes_with(marker) == []

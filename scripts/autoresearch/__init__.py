@@ -28,7 +28,7 @@ Layer 2, the task families: the frozen harnesses and the candidate's side of eac
     tabular_child  the fold zygote inside the sandbox: one process per fold
     lm             the language-model harness: budget, export checks, bits per byte
     lm_child       the language-model child: trains under the CPU clock, exports the model
-    supervise      runs a candidate command and reports how it ended and its CPU time
+    supervise      runs a candidate command, kills it past a CPU budget, reports how it ended and its CPU time
 
 Layer 3, the run record: what a run is, when it stops, how it reads
     runs           a run's identity, its config (run.json) and private folder, the checkout lock

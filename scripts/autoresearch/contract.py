@@ -31,6 +31,10 @@ NO_SCORES = "none"  # fold_scores of a block with no score (the printed form of 
 METRIC_KEY = "<metric>"  # stands for the key `metric:` names, in KEYS and in messages
 SE_SUFFIX = "_se"
 SCORE_KEY = re.compile(r"^val_[a-z0-9_]+$")  # a score's key: the metric's and the companions' (val_r2, ...)
+# A budget of CPU time is also capped in wall time, at this multiple of it, for a candidate that sleeps or hangs
+# (the tabular harness's cap). The ratchet allows a run that recorded no `timeout_seconds` (started before the
+# tabular harness declared one) this multiple of its budget too, and a grace.
+WALL_CAP_FACTOR = 4.0
 
 
 class BlockError(Exception):
@@ -61,6 +65,13 @@ KEYS: tuple[Key, ...] = (
     Key("fold_scores", "scores", True, "common", "the per-fold (per-run) scores the keep rule compares"),
     Key("<companion>", "float", False, "tabular", "another metric of the problem type on the same folds, shown"),
     Key("train_seconds", "float", True, "tabular", "wall time of the candidate's sandbox, all folds"),
+    Key(
+        "train_cpu_seconds",
+        "float",
+        False,  # blocks from before it lack it
+        "tabular",
+        "CPU time of the candidate's sandbox, all folds and what they started: what the budget counts",
+    ),
     Key("n_folds", "int", True, "tabular", "folds x repeats: how many fold scores"),
     Key("cv_folds", "int", False, "tabular", "folds per repeat (k of k-fold): the corrected keep rule's 1/(k-1)"),
     Key("n_dev_rows", "int", True, "tabular", "development rows (the held-out part excluded)"),
@@ -75,7 +86,13 @@ KEYS: tuple[Key, ...] = (
     Key("device", "choice", True, "lm", "where the model trained", ("cpu", "mps", "cuda")),
     Key("threads", "int", True, "lm", "CPU threads torch used"),
     Key("clock", "choice", True, "lm", "what the budget counts: cpu time or wall time", ("cpu", "wall")),
-    Key("timeout_seconds", "int", True, "lm", "how long the ratchet lets the harness run"),
+    Key(
+        "timeout_seconds",
+        "int",
+        False,  # the language model's always writes it; without it, the ratchet allows the budget and a grace
+        "common",
+        "how long the ratchet lets the harness run",
+    ),
     Key("seed", "int", True, "lm", "the seed handed to train() (reruns use others)"),
     Key("val_bytes", "int", True, "lm", "validation bytes scored"),
     Key("keep_rule", "text", True, "lm", "the keep rule the harness asks for (also in its capabilities)"),

@@ -121,9 +121,11 @@ def kill_recorded_group(pgid_file: Path) -> None:
 
 
 def timeout_for(config: RunConfig) -> float:
-    """How long `try` lets the harness run: what it declared at start, else the budget and a grace."""
+    """How long `try` lets the harness run: what it declared at start, else the budget's wall cap and a grace."""
     budget = config.budget_seconds
-    timeout = budget + HARNESS_GRACE_SECONDS if math.isfinite(budget) else BASELINE_TIMEOUT_SECONDS
+    timeout = (
+        budget * contract.WALL_CAP_FACTOR + HARNESS_GRACE_SECONDS if math.isfinite(budget) else BASELINE_TIMEOUT_SECONDS
+    )
     return float(config.extra.get("timeout_seconds", timeout))
 
 

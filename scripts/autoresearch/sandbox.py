@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -241,7 +242,10 @@ def init_then(work: Callable[[], None]) -> int:
 
     Called as PID 1 of a fold's namespace: the candidate must not be PID 1 itself, because the kernel drops the
     signals a PID 1 sends itself (`os.kill(os.getpid(), ...)` would do nothing); and a PID 1 that only waits
-    cannot be killed from inside its namespace, so it always reports how the candidate ended."""
+    cannot be killed from inside its namespace, so it always reports how the candidate ended.
+    When the candidate ends, PID 1 kills and reaps what it left running before it exits itself: the kernel would
+    kill those with it, but their CPU time would then be lost to the wait4 count above it (measured: orphans
+    that burned 2 CPU-s were counted 0.03)."""
     pid = os.fork()
     if pid == 0:
         try:
@@ -251,7 +255,24 @@ def init_then(work: Callable[[], None]) -> int:
     while True:
         reaped, status = os.wait()
         if reaped == pid:
-            return os.waitstatus_to_exitcode(status)
+            code = os.waitstatus_to_exitcode(status)
+            break
+    if os.getpid() == 1:  # only a namespace's init: elsewhere kill(-1) would reach every process of the user
+        reap_the_rest()
+    return code
+
+
+def reap_the_rest() -> None:
+    """As a PID namespace's init: SIGKILL every other process in it and reap them all (they count in its wait4)."""
+    while True:
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # nothing left to signal; zombies may still wait to be reaped
+        try:
+            os.wait()
+        except ChildProcessError:
+            return
 
 
 def map_own_ids(uid: int, gid: int) -> None:

@@ -21,6 +21,7 @@ zygote -> control fd: per job, RESULT (exit status, byte count), then the bytes.
 from __future__ import annotations
 
 import ast
+import functools
 import gc
 import importlib
 import importlib.util
@@ -142,9 +143,9 @@ def fold_main(train_path: str, length: int, out_fd: int, isolate: bool, scratch:
 
 
 def end_fold(pid: int, isolate: bool) -> None:
-    """Kill everything the fold left running. In the sandbox's PID namespace that is every process but this
-    one and bwrap's init (kill(-1) is exactly that; repeated, so a process forked during a pass goes too);
-    unsandboxed, where kill(-1) would reach all of the user's processes, the fold's session only."""
+    """Kill everything the fold left running. In the candidate's PID namespace that is every process but this
+    one and the namespace's init (kill(-1) is exactly that; repeated, so a process forked during a pass goes
+    too); unsandboxed, where kill(-1) would reach all of the user's processes, the fold's session only."""
     if not isolate:
         proc.kill_group(pid)
         return
@@ -153,10 +154,25 @@ def end_fold(pid: int, isolate: bool) -> None:
             os.kill(-1, signal.SIGKILL)
         except ProcessLookupError:
             return  # nothing left to signal
-        others = [p for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, os.getpid())]
-        if not others:
+        if not [p for p in os.listdir("/proc") if p.isdigit() and int(p) not in zygote_and_ancestors()]:
             return
         time.sleep(0.001)
+
+
+@functools.cache
+def zygote_and_ancestors() -> frozenset[int]:
+    """This process and those above it (the supervisor's namespace init, the supervisor, bwrap's init), by the
+    numbers /proc shows: /proc belongs to the sandbox's PID namespace, not to the candidate's nested one, so
+    os.getpid() is not among them. None of them is a fold's leftover."""
+    found, pid = set(), int(os.readlink("/proc/self"))
+    while pid > 0 and pid not in found:
+        found.add(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_bytes()
+        except OSError:
+            break
+        pid = int(stat[stat.rfind(b")") + 2 :].split()[1])
+    return frozenset(found)
 
 
 def run_job(

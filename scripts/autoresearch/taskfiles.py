@@ -26,7 +26,8 @@ How you are scored (the whole contract; program.md says how the loop runs, READM
   the same folds for every candidate.$companions
 - What train.py gives: `feature_fn(df)` and `build_pipeline()` (train.py's docstring). Each fold runs in a
   fresh sandboxed process that gets that fold's training rows with labels and its evaluation rows without.
-- Budget: $budget s of wall time for the whole evaluation ($n_fits fits). Past it: CRASH.
+- Budget: $budget s of CPU time for the whole evaluation ($n_fits fits, all they start; a busy machine does
+  not eat it), and $wall_cap s of wall time for one that sleeps or hangs. Past either: CRASH.
 - Kept when the paired test over the fold scores says the gain is beyond noise, or the score is equal within
   noise with fewer lines of code (the keep rule `paired`: the project README, "The keep rule").
 
@@ -53,7 +54,7 @@ TARGET = $target_lit  # $target_summary
 PROBLEM = $problem_lit  # $problem_reason
 METRIC = $metric_lit
 DROP_COLUMNS = {$dropped}  # not features: why, as found when the task was made
-TIME_BUDGET_SECONDS = $budget  # the whole evaluation of a candidate ($n_fits fits), set by new-task --budget
+TIME_BUDGET_SECONDS = $budget  # CPU-s, the whole evaluation of a candidate ($n_fits fits), set by new-task --budget
 HOLDOUT_FRACTION = $holdout  # as the heart task
 SPLIT_SEED = $split_seed  # fixes the held-out rows for every run of this task
 N_FOLDS = $folds
@@ -99,7 +100,7 @@ Contract with the frozen harness (prepare.py), which imports this file only in a
   anew in each of the $n_folds_total folds, so anything learned from data (scaling, imputation, encoding) lives here.
 - $labels_note
 - Anything in the declared dependencies is fair game: scikit-learn, LightGBM, FLAML (`AutoML` needs NaN-free
-  or DataFrame input), XGBoost (CPU). The harness owns the clock ($budget s for the whole evaluation) and the
+  or DataFrame input), XGBoost (CPU). The harness owns the clock ($budget CPU-s for the whole evaluation) and the
   metric ($metric); printing, timing or scoring here changes nothing that is recorded.
 Run by hand: `uv run $rel/train.py` prints the summary block.
 """
@@ -178,6 +179,7 @@ def _common(plan) -> dict:
         n_fits=tabular.N_FOLDS * tabular.N_REPEATS + 1,
         stratified=" stratified" if classification else "",
         budget=f"{plan.budget:g}",
+        wall_cap=f"{tabular.wall_cap_seconds(plan.budget):g}",
         holdout=tabular.HOLDOUT_FRACTION,
         holdout_pct=f"{tabular.HOLDOUT_FRACTION * 100:g}",
         split_seed=tabular.SPLIT_SEED,
@@ -251,7 +253,8 @@ def card(plan, block: Block | None = None) -> str:
         f"target:    {plan.target}, {plan.problem} ({plan.problem_reason})",
         f"           {plan.target_summary}",
         f"metric:    {plan.metric}, {'higher' if plan.higher_is_better else 'lower'} is better; {cv}, {held_out}",
-        f"budget:    {plan.budget:g} s for the whole evaluation of a candidate",
+        f"budget:    {plan.budget:g} CPU-s for the whole evaluation of a candidate "
+        f"({tabular.wall_cap_seconds(plan.budget):g} s of wall time at most)",
         f"features:  {len(plan.numeric)} numeric, {len(plan.categorical)} categorical",
     ]
     for column, why in plan.dropped.items():
