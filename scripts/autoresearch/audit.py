@@ -223,7 +223,7 @@ class Comparison:
 
     @property
     def verdict(self) -> str:
-        return heldout_verdict(self.diff, *self.diff_ci, self.higher_is_better, self.items)
+        return heldout_verdict(self.diff, *self.diff_ci, self.higher_is_better, self.items, self.unit)
 
     @property
     def detectable(self) -> float:
@@ -275,10 +275,10 @@ def compare(
     )
 
 
-def heldout_verdict(diff: float, lo: float, hi: float, higher_is_better: bool, items: int) -> str:
+def heldout_verdict(diff: float, lo: float, hi: float, higher_is_better: bool, items: int, unit: str = "items") -> str:
     """The audit's sentence. 'not distinguishable' whenever the interval of the difference holds 0."""
     pct = f"{CONFIDENCE:.0%}"
-    span = f"{diff:+.4f} ({pct} CI {lo:+.4f} to {hi:+.4f}, {items} held-out items)"
+    span = f"{diff:+.4f} ({pct} CI {lo:+.4f} to {hi:+.4f}, {items} held-out {unit})"
     if not all(math.isfinite(v) for v in (diff, lo, hi)):
         return "no verdict: the held-out difference could not be estimated"
     if lo <= 0 <= hi:

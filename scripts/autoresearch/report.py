@@ -160,7 +160,7 @@ def progress_chart(report: Report, path: Path) -> Path:
     import matplotlib.ticker
     import numpy as np
 
-    d, metric, higher = report.digest, report.config.metric, report.config.higher_is_better
+    metric, higher = report.config.metric, report.config.higher_is_better
     sign = 1 if higher else -1
     points = [(int(r["iter"]), parse_float(r.get(metric) or None), r.get("status", "")) for r in report.rows]
     scored = [(i, v, s) for i, v, s in points if math.isfinite(v)]
@@ -248,16 +248,21 @@ def progress_chart(report: Report, path: Path) -> Path:
     ax.set_xlabel("iteration")
     direction = "higher is better" if higher else "lower is better — axis inverted, up is better"
     ax.set_ylabel(f"{metric} ({direction})")
-    ax.set_title(
-        f"{report.name} · run {report.config.tag}: {plural(d['iterations'], 'experiment')},"
-        f" {plural(d['kept'], 'kept improvement')}"
-    )
+    ax.set_title(chart_title(report))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=9, framealpha=0.9)
     fig.tight_layout()
     fig.savefig(path, dpi=CHART_DPI)
     plt.close(fig)
     return path
+
+
+def chart_title(report: Report) -> str:
+    d = report.digest
+    return (
+        f"{report.name} · run {report.config.tag}: {plural(d['iterations'], 'experiment')},"
+        f" {plural(d['kept'], 'kept improvement')}"
+    )
 
 
 # -- text -----------------------------------------------------------------------------------------------
