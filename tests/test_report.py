@@ -4,6 +4,7 @@ opened in a headless chromium, markdown), with the held-out figures kept out of 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -122,18 +123,87 @@ def test_records_that_carry_their_own_truth_never_run_the_harness(tmp_path):
         audit.complete_records(records, "val_auc", missing)
 
 
-def test_fresh_gain_reports_the_fraction_that_survived():
-    def scores(commit, values):
-        return [audit.FreshScore(commit, seed, float(np.mean(v)), list(v)) for seed, v in enumerate(values, 1)]
+def fresh_scores(commit: str, per_seed: list[list[float]], rows: int = 242) -> list[audit.FreshScore]:
+    return [
+        audit.FreshScore(commit, seed, float(np.mean(v)), list(v), dev_rows=rows) for seed, v in enumerate(per_seed, 1)
+    ]
 
-    base = scores("a", [[0.80, 0.82, 0.81], [0.79, 0.83, 0.80]])
-    final = scores("b", [[0.81, 0.83, 0.82], [0.80, 0.84, 0.81]])
-    g = audit.fresh_gain(0.02, base, final, higher_is_better=True)
-    assert g.fresh == pytest.approx(0.01) and g.folds == 6
-    assert g.survived == pytest.approx(0.5)
-    assert "50% of the gain survived" in g.verdict
-    lost = audit.fresh_gain(0.02, final, base, higher_is_better=True)
-    assert "none of the gain survived" in lost.verdict
+
+def seeds_of_folds(rng, seeds: int = 3, folds: int = 25, level: float = 0.90, shift: float = 0.0):
+    """Per-seed fold scores shaped like the heart task's 5x5 CV: a common level, fold noise of ±0.03."""
+    return [list(level + shift + rng.normal(0, 0.03, folds)) for _ in range(seeds)]
+
+
+def test_fresh_gain_takes_its_spread_from_the_seeds_and_says_what_it_resamples():
+    base = fresh_scores("a", [[0.80, 0.82, 0.81], [0.79, 0.83, 0.80], [0.80, 0.80, 0.80]])
+    final = fresh_scores("b", [[0.81, 0.83, 0.82], [0.80, 0.84, 0.81], [0.83, 0.83, 0.83]])
+    seen = audit.SeenGain(0.04, 0.005, "paired over 25 fold scores")
+    g = audit.fresh_gain(seen, base, final, higher_is_better=True)
+    seed_means = [0.01, 0.01, 0.03]
+    assert g.fresh == pytest.approx(np.mean(seed_means)) and g.seeds == 3 and g.folds == 9
+    # the sd between the three seeds' mean gains over sqrt(3), not the sd of 9 overlapping folds over sqrt(9)
+    assert g.fresh_se == pytest.approx(np.std(seed_means, ddof=1) / np.sqrt(3))
+    assert g.fraction == pytest.approx(g.fresh / 0.04)
+    words = g.verdict
+    assert words.startswith("on fresh folds of the same 242 development rows: +0.0167 ± 0.0067")
+    assert "sd between 3 fold seeds' mean gains / √3" in words
+    assert "42% ± 17% of the seen gain +0.0400 holds there" in words
+    assert "catches lucky fold splits, not luck in which rows are in the development set" in words
+    assert "survived" not in words
+    lost = audit.fresh_gain(seen, final, base, higher_is_better=True)
+    assert "none of the seen gain" in lost.verdict and "%" not in lost.verdict
+    one = audit.fresh_gain(seen, base[:1], final[:1], higher_is_better=True)
+    assert "+0.0100 (one fold seed: no spread between seeds to give a ±, 3 folds)" in one.verdict
+
+
+def test_a_gain_within_its_noise_is_too_small_to_tell():
+    """The seen gain must stand 2 standard errors clear of zero before the report divides anything by it."""
+    rng = np.random.default_rng(5)
+    base_folds = [round(x, 6) for x in 0.90 + rng.normal(0, 0.03, 25)]
+    # +0.0007 AUC over 25 folds whose paired differences spread ±0.004: a gain well inside its own noise
+    tiny = [round(x + 0.0005 + 0.004 * (-1) ** k, 6) for k, x in enumerate(base_folds)]
+    rows = [
+        {
+            "iter": "0",
+            "status": "keep",
+            "val_auc": str(np.mean(base_folds)),
+            "fold_scores": ",".join(map(str, base_folds)),
+        },
+        {"iter": "3", "status": "keep", "val_auc": str(np.mean(tiny)), "fold_scores": ",".join(map(str, tiny))},
+    ]
+    seen = audit.seen_gain(rows[0], rows[1], rows, "val_auc", "paired")
+    assert seen.gain == pytest.approx(np.mean(np.subtract(tiny, base_folds)))
+    assert seen.how == "paired over 25 fold scores" and 0 < seen.gain < 2 * seen.se
+    per_seed = seeds_of_folds(rng)
+    g = audit.fresh_gain(seen, fresh_scores("a", per_seed), fresh_scores("b", per_seed, 242), True)
+    g2 = audit.fresh_gain(
+        seen, fresh_scores("a", per_seed), fresh_scores("b", [[x + 0.01 for x in v] for v in per_seed]), True
+    )
+    for verdict in (g.verdict, g2.verdict):
+        assert "too small to tell" in verdict and "%" not in verdict
+    assert math.isnan(g2.fraction)
+    clear = audit.SeenGain(0.02, 0.004, "")
+    assert (
+        "too small to tell"
+        not in audit.fresh_gain(clear, fresh_scores("a", per_seed), fresh_scores("b", per_seed), True).verdict
+    )
+    # lower is better: a loss that went down by 2.5 se is a clear gain; by 1.5 se it is not
+    assert audit.SeenGain(-0.010, 0.004, "").clear(higher_is_better=False)
+    assert not audit.SeenGain(-0.006, 0.004, "").clear(higher_is_better=False)
+
+
+def test_heldout_audit_says_the_smallest_difference_it_can_detect():
+    records, y = labelled_pair()
+    labelled = [audit.with_truth(r, "val_auc", audit.Truth(y, [0, 1])) for r in records]
+    c = audit.compare(*labelled, "val_auc", higher_is_better=True)
+    lo, hi = c.diff_ci
+    assert c.unit == "rows" and c.detectable == pytest.approx((hi - lo) / 2)
+    assert 0.02 < c.detectable < 0.2  # 61 rows: a few hundredths at best
+    assert c.detectable_text.startswith(
+        f"61 held-out rows can only detect a difference larger than about ±{c.detectable:.3f}"
+    )
+    lm = audit.compare(*[{"heldout_bpb": 1.6, "heldout_bpb_values": [1.5, 1.7, 1.6]}] * 2, "val_bpb", False)
+    assert lm.detectable_text.startswith("3 held-out items")
 
 
 # -- the chart's direction, on constructed rows ----------------------------------------------------------
@@ -161,6 +231,42 @@ def constructed_report(higher_is_better: bool) -> report.Report:
     d = digest.digest(config, rows)
     chain = [report.Step(e, e["commit"], "", float("nan"), float("nan")) for e in d["kept_chain"]]
     return report.Report(config, None, rows, d, chain)
+
+
+def test_markdown_gives_each_kind_of_evidence_a_line_with_room_for_the_true_gain():
+    """Real-shaped inputs (25 fold scores per seed, 61 held-out rows) through the markdown the terminal shows."""
+    rng = np.random.default_rng(6)
+    r = constructed_report(True)
+    assert report.chart_title(r) == ". · run t: 4 experiments, 2 kept improvements"
+    r.digest["kept"] = 1
+    assert report.chart_title(r).endswith("4 experiments, 1 kept improvement")
+    r.seen = audit.SeenGain(0.0217, 0.006, "paired over 25 fold scores")
+    base = seeds_of_folds(rng)
+    final = [[x + 0.017 + rng.normal(0, 0.004) for x in v] for v in base]
+    r.fresh_seeds = (1, 2, 3)
+    r.fresh = audit.fresh_gain(r.seen, fresh_scores("a", base), fresh_scores("b", final), True)
+    records, y = labelled_pair()
+    r.heldout = audit.compare(
+        *[audit.with_truth(x, "val_auc", audit.Truth(y, [0, 1])) for x in records], "val_auc", True
+    )
+    md = report.markdown(r)
+    lines = md.split("**What the gain is worth**")[1].splitlines()
+    labels = [line.split("**")[1] for line in lines if line.startswith("**")]
+    assert labels[:4] == ["Seen gain", "Fresh folds (cv seeds 1, 2, 3)", "Held-out audit", "Crashes"]
+    [fresh] = [line for line in lines if line.startswith("**Fresh folds")]
+    assert "on fresh folds of the same 242 development rows: +0.01" in fresh and "of the seen gain +0.0217" in fresh
+    [held] = [line for line in lines if line.startswith("**Held-out audit")]
+    assert "61 held-out rows can only detect a difference larger than about ±0.0" in held
+    assert "**Seen gain**: +0.0217 ± 0.0060 (paired over 25 fold scores) on the ratchet's own folds" in md
+
+    # the calibration task's harness can score the true metric on fresh draws: one more line, last
+    truth = audit.read_truth('{"true_auc": 0.8125, "truth_rows": 100000}', "val_auc")
+    r.truth = audit.TrueGain(audit.TrueScore(0.8050, 100000), truth)
+    assert report.gain_lines(r)[-1] == ("True gain (100000 fresh rows)", "+0.0075 (baseline 0.8050, final 0.8125)")
+    assert "**True gain (100000 fresh rows)**: +0.0075" in report.markdown(r)
+    broken = audit.read_truth('{"true_bpb": 1.2}', "val_auc")
+    assert broken.error == "the harness wrote no true_auc and truth_rows"
+    assert audit.TrueGain(broken, broken).text.startswith("no true gain: ")
 
 
 @pytest.mark.parametrize("higher_is_better", [True, False])
@@ -219,7 +325,12 @@ def test_report_counts_chain_diffs_and_intervals(reported_run):
     assert "cholesterol alone" not in chain and "a pipeline that raises" not in chain
     assert "deliberate crash" in md  # crash causes, grouped
     assert "CI" in md and "better than the baseline on held-out data" in md  # 2 weak features -> all 8
-    assert "of the gain survived" in md
+    [fresh] = [line for line in md.splitlines() if line.startswith("**Fresh folds")]
+    assert "on fresh folds of the same 160 development rows" in fresh and "one fold seed" in fresh
+    assert "catches lucky fold splits, not luck in which rows are in the development set" in fresh
+    assert "survived" not in md
+    [held] = [line for line in md.splitlines() if line.startswith("**Held-out audit")]
+    assert "40 held-out rows can only detect a difference larger than about ±" in held
 
     page = (out_dir / "report.html").read_text()
     assert "every feature &lt;all 8&gt;" in page and "<all 8>" not in page  # the diff, escaped

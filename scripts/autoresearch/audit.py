@@ -219,10 +219,32 @@ class Comparison:
     diff: float  # final - baseline
     diff_ci: tuple[float, float]
     higher_is_better: bool
+    unit: str = "items"  # what was resampled: "rows" of a table, "items" (e.g. text chunks) otherwise
 
     @property
     def verdict(self) -> str:
-        return heldout_verdict(self.diff, *self.diff_ci, self.higher_is_better, self.items)
+        return heldout_verdict(self.diff, *self.diff_ci, self.higher_is_better, self.items, self.unit)
+
+    @property
+    def detectable(self) -> float:
+        """The smallest difference these held-out items could tell from 0: the half-width of the difference's
+        interval. A true difference smaller than this usually gives an interval that holds 0."""
+        lo, hi = self.diff_ci
+        return (hi - lo) / 2 if math.isfinite(lo) and math.isfinite(hi) else math.nan
+
+    @property
+    def detectable_text(self) -> str:
+        return detectable_sentence(self.items, self.unit, self.detectable)
+
+
+def detectable_sentence(items: int, unit: str, half_width: float) -> str:
+    """What the audit can confirm, e.g. "61 held-out rows can only detect a difference larger than about ±0.035"."""
+    if not math.isfinite(half_width):
+        return f"{items} held-out {unit}: how small a difference they could detect is unknown"
+    return (
+        f"{items} held-out {unit} can only detect a difference larger than about ±{half_width:.3f} "
+        f"(half the width of the difference's {CONFIDENCE:.0%} interval)"
+    )
 
 
 def compare(
@@ -249,13 +271,14 @@ def compare(
         diff=heldout_score(final, metric) - heldout_score(baseline, metric),
         diff_ci=_interval(b - a),
         higher_is_better=higher_is_better,
+        unit="rows" if "heldout_pred" in baseline else "items",
     )
 
 
-def heldout_verdict(diff: float, lo: float, hi: float, higher_is_better: bool, items: int) -> str:
+def heldout_verdict(diff: float, lo: float, hi: float, higher_is_better: bool, items: int, unit: str = "items") -> str:
     """The audit's sentence. 'not distinguishable' whenever the interval of the difference holds 0."""
     pct = f"{CONFIDENCE:.0%}"
-    span = f"{diff:+.4f} ({pct} CI {lo:+.4f} to {hi:+.4f}, {items} held-out items)"
+    span = f"{diff:+.4f} ({pct} CI {lo:+.4f} to {hi:+.4f}, {items} held-out {unit})"
     if not all(math.isfinite(v) for v in (diff, lo, hi)):
         return "no verdict: the held-out difference could not be estimated"
     if lo <= 0 <= hi:
@@ -268,6 +291,52 @@ def heldout_verdict(diff: float, lo: float, hi: float, higher_is_better: bool, i
     return f"{word} than the baseline on held-out data: {span}; the interval excludes 0"
 
 
+# -- the seen gain --------------------------------------------------------------------------------------
+# A fraction of the seen gain is only worth printing when that gain stands out of its own noise. The se
+# below is the keep rule's own (paired over the 5x5 folds), which understates the noise of overlapping folds
+# (Nadeau & Bengio 2003): two of those standard errors, not one, before the report divides by the gain.
+RATIO_MIN_SE = 2.0
+
+
+@dataclass
+class SeenGain:
+    """Final minus baseline on the ratchet's own scores (cv_seed 0, or the runs of a between-run rule)."""
+
+    gain: float  # sign as measured
+    se: float  # NaN when the scores give no estimate
+    how: str  # how the se was computed, for the report's reader
+
+    def clear(self, higher_is_better: bool) -> bool:
+        """Whether the gain is an improvement more than RATIO_MIN_SE standard errors from zero."""
+        sign = 1 if higher_is_better else -1
+        return math.isfinite(self.gain) and math.isfinite(self.se) and sign * self.gain > RATIO_MIN_SE * self.se
+
+    @property
+    def text(self) -> str:
+        if not math.isfinite(self.gain):
+            return "n/a"
+        se = f" ± {self.se:.4f}" if math.isfinite(self.se) else " (no standard error)"
+        return f"{self.gain:+.4f}{se} ({self.how})" if self.how else f"{self.gain:+.4f}{se}"
+
+
+def seen_gain(baseline: dict, final: dict, rows: list[dict], metric: str, keep_rule: str | None) -> SeenGain:
+    """The seen gain and its standard error, from the rows as the ledger holds them: paired fold by fold for
+    the paired rule (the same folds scored both), from the pooled between-run noise for the rerun rule."""
+    from autoresearch import decide, keeprules
+
+    gain = summary.parse_float(final.get(metric) or None) - summary.parse_float(baseline.get(metric) or None)
+    a, b = summary.parse_floats(baseline.get("fold_scores")), summary.parse_floats(final.get("fold_scores"))
+    if (keep_rule or keeprules.DEFAULT) == keeprules.RunToRun.name:
+        sd, _ = keeprules.noise(rows)
+        if a and b and math.isfinite(sd):
+            return SeenGain(gain, sd * math.sqrt(1 / len(a) + 1 / len(b)), "between-run noise of the run's rows")
+        return SeenGain(gain, math.nan, "")
+    if len(a) == len(b) and len(a) > 1:
+        delta, se, _ = decide.paired_test(b, a, higher_is_better=True)
+        return SeenGain(delta, se, f"paired over {len(a)} fold scores")
+    return SeenGain(gain, math.nan, "")
+
+
 # -- fresh folds ----------------------------------------------------------------------------------------
 @dataclass
 class FreshScore:
@@ -276,6 +345,7 @@ class FreshScore:
     value: float
     fold_scores: list[float]
     error: str = ""
+    dev_rows: int | None = None  # the development rows the folds split (the harness's n_dev_rows)
 
 
 def _run_harness(prepare: Path, args: list[str], data: str | None, env: dict | None, timeout: float):
@@ -284,6 +354,13 @@ def _run_harness(prepare: Path, args: list[str], data: str | None, env: dict | N
     out, err = io.BytesIO(), io.BytesIO()
     result = proc.run_in_group(cmd, timeout=timeout, stdout=out, stderr=err, cwd=prepare.parent, env=env)
     return result, out.getvalue(), err.getvalue()
+
+
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
 
 
 def score_on_fresh_folds(
@@ -322,6 +399,7 @@ def score_on_fresh_folds(
                     value=block.value if not error else math.nan,
                     fold_scores=block.fold_scores if not error else [],
                     error=error,
+                    dev_rows=_int_or_none(block.fields.get("n_dev_rows")),
                 )
             )
     return results
@@ -329,38 +407,152 @@ def score_on_fresh_folds(
 
 @dataclass
 class FreshGain:
-    seen: float  # final - baseline on the ratchet's own folds (cv_seed 0), sign as measured
-    fresh: float  # the same difference on fresh folds, paired fold by fold
-    fresh_se: float
-    folds: int
-    survived: float  # fresh / seen, in the improving direction; NaN when nothing was gained
+    """Final minus baseline re-scored on fresh folds OF THE SAME development rows. Each fold seed is one
+    reshuffle of those rows; the folds within a seed (and across seeds) overlap, so their scores are not
+    independent draws: the `±` is the spread between the seeds' mean gains, sd / sqrt(seeds)."""
+
+    seen: SeenGain
+    fresh: float  # mean over the seeds of each seed's mean paired difference (final - baseline)
+    fresh_se: float  # sd between the seeds' mean differences / sqrt(seeds); NaN with one seed
+    seeds: int  # fold seeds both commits scored on
+    folds: int  # paired fold scores in all
+    dev_rows: int | None  # how many development rows the folds reshuffle (None: the harness did not say)
+    fraction: float  # fresh / seen in the improving direction; NaN unless the seen gain is clear of its se
+    fraction_se: float
     higher_is_better: bool
+
+    @property
+    def survived(self) -> float:  # the name benchmarks/scripted_run.py reads
+        return self.fraction
 
     @property
     def verdict(self) -> str:
         return fresh_verdict(self)
 
 
-def fresh_gain(seen: float, baseline: list[FreshScore], final: list[FreshScore], higher_is_better: bool) -> FreshGain:
-    diffs: list[float] = []
+def fresh_gain(
+    seen: SeenGain | float, baseline: list[FreshScore], final: list[FreshScore], higher_is_better: bool
+) -> FreshGain:
+    if not isinstance(seen, SeenGain):
+        seen = SeenGain(float(seen), math.nan, "")
+    seed_means: list[float] = []
+    folds, rows = 0, None
     for a, b in zip(baseline, final, strict=False):  # a seed may be missing from one side
-        if not a.error and not b.error and len(a.fold_scores) == len(b.fold_scores):
-            diffs += [y - x for x, y in zip(a.fold_scores, b.fold_scores, strict=True)]
-    d = np.asarray(diffs)
-    fresh = float(d.mean()) if len(d) else math.nan
-    se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.nan
-    sign = 1 if higher_is_better else -1
-    survived = (sign * fresh) / (sign * seen) if math.isfinite(seen) and sign * seen > 0 else math.nan
-    return FreshGain(seen, fresh, se, len(d), survived, higher_is_better)
+        if not a.error and not b.error and a.fold_scores and len(a.fold_scores) == len(b.fold_scores):
+            diffs = [y - x for x, y in zip(a.fold_scores, b.fold_scores, strict=True)]
+            seed_means.append(sum(diffs) / len(diffs))
+            folds += len(diffs)
+            rows = rows or a.dev_rows or b.dev_rows
+    means = np.asarray(seed_means)
+    fresh = float(means.mean()) if len(means) else math.nan
+    fresh_se = float(means.std(ddof=1) / math.sqrt(len(means))) if len(means) > 1 else math.nan
+    fraction = fraction_se = math.nan
+    if seen.clear(higher_is_better) and math.isfinite(fresh):
+        fraction = fresh / seen.gain  # both in the metric's sign: the ratio is direction-free
+        fraction_se = fresh_se / abs(seen.gain)
+    return FreshGain(seen, fresh, fresh_se, len(means), folds, rows, fraction, fraction_se, higher_is_better)
+
+
+def plus_minus(value: float, se: float, why_none: str = "") -> str:
+    """`+0.0176 ± 0.0040`, or the value with the reason it has no ±."""
+    if math.isfinite(se):
+        return f"{value:+.4f} ± {se:.4f}"
+    return f"{value:+.4f}" + (f" ({why_none})" if why_none else "")
 
 
 def fresh_verdict(g: FreshGain) -> str:
-    if not g.folds:
+    """What the re-measure supports, in words: what it re-samples, its ±, and a fraction of the seen gain only
+    when that gain is clear of its own noise."""
+    if not g.seeds:
         return "no fresh-fold figures: the re-measure did not score"
+    rows = f"the same {g.dev_rows} development rows" if g.dev_rows else "the same development rows"
+    spread = (
+        f"sd between {g.seeds} fold seeds' mean gains / √{g.seeds}"
+        if g.seeds > 1
+        else "one fold seed: no spread between seeds to give a ±"
+    )
+    head = f"on fresh folds of {rows}: {plus_minus(g.fresh, g.fresh_se)} ({spread}, {g.folds} folds)"
     sign = 1 if g.higher_is_better else -1
-    if not (math.isfinite(g.seen) and sign * g.seen > 0):
-        return f"no gain was seen, so none can survive (fresh difference {g.fresh:+.4f} ± {g.fresh_se:.4f})"
-    head = f"seen gain {g.seen:+.4f} on the ratchet's folds, {g.fresh:+.4f} ± {g.fresh_se:.4f} on {g.folds} fresh folds"
-    if g.survived <= 0:
-        return f"{head}: none of the gain survived"
-    return f"{head}: {min(g.survived, 9.99):.0%} of the gain survived"
+    if not (math.isfinite(g.seen.gain) and sign * g.seen.gain > 0):
+        share = f"no gain was seen ({g.seen.gain:+.4f}), so there is no share of it to hold"
+    elif not math.isfinite(g.seen.se):
+        share = f"the seen gain {g.seen.gain:+.4f} has no standard error to weigh it by: too small to tell"
+    elif not g.seen.clear(g.higher_is_better):
+        share = (
+            f"the seen gain {plus_minus(g.seen.gain, g.seen.se)} is within {RATIO_MIN_SE:g} standard errors of "
+            "zero: too small to tell how much of it holds"
+        )
+    elif sign * g.fresh <= 0:
+        share = f"none of the seen gain {g.seen.gain:+.4f} holds there"
+    else:
+        pct = f"{g.fraction:.0%}" + (f" ± {g.fraction_se:.0%}" if math.isfinite(g.fraction_se) else "")
+        share = f"{pct} of the seen gain {g.seen.gain:+.4f} holds there"
+    caveat = "this catches lucky fold splits, not luck in which rows are in the development set"
+    return f"{head}; {share}. ({caveat})"
+
+
+# -- the true gain (a task whose data comes from a known generator) --------------------------------------
+TRUTH_FLAG = "--truth-out"  # hidden harness flag: {"true_<metric>": float, "truth_rows": int} to this file
+
+
+@dataclass
+class TrueScore:
+    value: float
+    rows: int
+    error: str = ""
+
+
+@dataclass
+class TrueGain:
+    """Final minus baseline on rows drawn fresh from the task's generator: what the run really gained."""
+
+    baseline: TrueScore
+    final: TrueScore
+
+    @property
+    def gain(self) -> float:
+        return self.final.value - self.baseline.value
+
+    @property
+    def text(self) -> str:
+        problem = self.baseline.error or self.final.error
+        if problem:
+            return f"no true gain: {problem}"
+        return f"{self.gain:+.4f} (baseline {self.baseline.value:.4f}, final {self.final.value:.4f})"
+
+    @property
+    def label(self) -> str:
+        return f"true gain ({self.final.rows} fresh rows)" if not self.final.error else "true gain"
+
+
+def read_truth(text: str, metric: str) -> TrueScore:
+    """The JSON a harness wrote to --truth-out; a TrueScore with an error when it is not that."""
+    try:
+        found = json.loads(text)
+        value, rows = float(found[f"true_{heldout_name(metric)}"]), int(found["truth_rows"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return TrueScore(math.nan, 0, f"the harness wrote no true_{heldout_name(metric)} and truth_rows")
+    return TrueScore(value, rows)
+
+
+def score_truth(
+    prepare: Path,
+    source: str,
+    metric: str,
+    data: str | None = None,
+    env: dict | None = None,
+    timeout: float = 3600,
+) -> TrueScore:
+    """`source`'s true score, by the frozen harness on fresh draws of its generator (`--truth-out`)."""
+    with tempfile.TemporaryDirectory(prefix="autoresearch-true-") as tmp:
+        train, path = Path(tmp) / "train.py", Path(tmp) / "truth.json"
+        train.write_text(source)
+        args = ["--train", str(train), TRUTH_FLAG, str(path), "--private-out", str(Path(tmp) / "discarded.json")]
+        result, _, err = _run_harness(prepare, args, data, env, timeout)
+        if result.timed_out:
+            return TrueScore(math.nan, 0, f"the harness ran past {timeout:g} s scoring the true gain")
+        text = path.read_text() if path.exists() else ""
+    if result.returncode != 0 or not text:
+        why = proc.last_line(err) or f"exit code {result.returncode}"
+        return TrueScore(math.nan, 0, f"the harness could not score the true gain ({why})")
+    return read_truth(text, metric)

@@ -4,9 +4,13 @@ the SessionStart hook and the report all read it from here. Held-out figures are
 
 from __future__ import annotations
 
+import ast
 import math
+import re
 import statistics
+import subprocess
 from datetime import datetime
+from pathlib import Path
 
 from autoresearch import keeprules, ledger, stopping
 from autoresearch.gitops import REF_PREFIX
@@ -16,10 +20,32 @@ from autoresearch.summary import parse_float
 LAST_ROWS = 5  # the recent history an agent needs to avoid repeating itself
 NEAR_MISSES = 5
 NEAR_MISS_SE = 1.0  # a discard whose mean is within this many standard errors of a gain is worth combining
+# Names whose value only seeds a random generator: a keyword argument, an assignment or a dict key so named
+# (random_state=, seed=, SEED = , "random_seed": , torch.manual_seed) changes a draw, not an idea.
+SEED_NAME = re.compile(r"(?i)^(random_state|.*seed)$")
+SEED_CALLS = frozenset({"default_rng", "RandomState", "Random", "PRNGKey"})  # whose positional argument is a seed
+BLANK = "<blanked>"
+HYPOTHESIS_NAME = "HYPOTHESIS"  # train.py's declared hypothesis: words about the code, not code
 
 
 def _num(row: dict, key: str) -> float:
     return parse_float(row.get(key) or None)
+
+
+def brief_row(row: dict, config: RunConfig) -> dict:
+    """The figures of one row that the digest shows."""
+    return {
+        "iter": int(row["iter"]),
+        "commit": row.get("commit"),
+        "status": row.get("status"),
+        config.metric: _num(row, config.metric),
+        "delta": _num(row, "delta"),
+        "delta_se": _num(row, "delta_se"),
+        "p_value": _num(row, "p_value"),
+        "description": row.get("description", ""),
+        "seconds": _num(row, "seconds"),
+        "ref": f"{REF_PREFIX}{config.tag}/{int(row['iter']):04d}",
+    }
 
 
 def _gain(row: dict, config: RunConfig) -> float:
@@ -37,25 +63,8 @@ def digest(config: RunConfig, rows: list[dict], repo=None) -> dict:
     baseline = next((r for r in rows if r.get("iter") == "0"), None)
 
     def brief(row: dict) -> dict:
-        return {
-            "iter": int(row["iter"]),
-            "commit": row.get("commit"),
-            "status": row.get("status"),
-            metric: _num(row, metric),
-            "delta": _num(row, "delta"),
-            "delta_se": _num(row, "delta_se"),
-            "p_value": _num(row, "p_value"),
-            "description": row.get("description", ""),
-            "seconds": _num(row, "seconds"),
-            "ref": f"{REF_PREFIX}{config.tag}/{int(row['iter']):04d}",
-        }
+        return brief_row(row, config)
 
-    near = [
-        r
-        for r in by_status["discard"]
-        if math.isfinite(_gain(r, config)) and _gain(r, config) > -NEAR_MISS_SE * _num(r, "delta_se")
-    ]
-    near.sort(key=lambda r: _num(r, "p_value"))
     crashes: dict[str, list[int]] = {}
     for r in by_status["crash"] + by_status["interrupted"]:
         crashes.setdefault(r.get("reason", "") or "unknown", []).append(int(r["iter"]))
@@ -85,7 +94,7 @@ def digest(config: RunConfig, rows: list[dict], repo=None) -> dict:
         "gain_over_baseline": gain_total,
         "last": [brief(r) for r in rows[-LAST_ROWS:]],
         "kept_chain": [brief(r) for r in kept],  # the baseline first, then every kept step in order
-        "near_misses": [brief(r) for r in near[:NEAR_MISSES]],
+        "near_misses": near_misses(config, rows, repo)[:NEAR_MISSES],
         "crash_causes": [
             {"reason": k, "count": len(v), "iters": v} for k, v in sorted(crashes.items(), key=lambda kv: -len(kv[1]))
         ],
@@ -101,6 +110,191 @@ def digest(config: RunConfig, rows: list[dict], repo=None) -> dict:
         "max_iters": config.max_iters,
         "stop_reason": stopping.stop_reason(config, rows, folder) if folder is not None else None,
     }
+
+
+# -- near misses ----------------------------------------------------------------------------------------
+def near_misses(config: RunConfig, rows: list[dict], repo=None) -> list[dict]:
+    """Discards within NEAR_MISS_SE standard errors of a gain over the best of their time, worth reading:
+    - seed-only edits left out (the code differs from the best it was measured against only in seed values,
+      docstrings, comments or the HYPOTHESIS text): a lucky draw, not an idea to combine;
+    - the same code shown once, with every iteration that tried it;
+    - each marked `stale` when the best it was measured against has since been replaced;
+    - the most promising first: those measured against the current best, by p-value (then gain / se), then
+      the stale ones in the same order.
+    `repo` (anything with `common_dir`, as runs.run_dir takes) lets the code be read from the run's refs;
+    without it, or for a ref that cannot be read, the code checks are skipped, never the row."""
+    kept_iters = [int(r["iter"]) for r in rows if r.get("status") == "keep"]
+    current_best = kept_iters[-1] if kept_iters else None
+    candidates = []
+    for r in rows:
+        if r.get("status") != "discard":
+            continue
+        gain, se = _gain(r, config), _num(r, "delta_se")
+        if not (math.isfinite(gain) and gain > -NEAR_MISS_SE * se):
+            continue
+        i = int(r["iter"])
+        against = max((k for k in kept_iters if k < i), default=None)
+        candidates.append((r, against))
+    wanted = {int(r["iter"]) for r, _ in candidates} | {a for _, a in candidates if a is not None}
+    sources = read_sources(repo, config, sorted(wanted)) if repo is not None and candidates else {}
+    shapes: dict[tuple[int, bool], str | None] = {}
+
+    def shape(i: int | None, blank_seeds: bool) -> str | None:
+        if i is None or sources.get(i) is None:
+            return None
+        if (i, blank_seeds) not in shapes:
+            shapes[i, blank_seeds] = code_shape(sources[i], blank_seeds=blank_seeds)
+        return shapes[i, blank_seeds]
+
+    by_code: dict[str, list[dict]] = {}  # the same program (up to docstrings and layout): one group
+    groups: list[list[dict]] = []
+    for r, against in candidates:
+        i = int(r["iter"])
+        mine = shape(i, blank_seeds=True)
+        if mine is not None and mine == shape(against, blank_seeds=True):
+            continue  # a seed-only edit of the best it was measured against: a draw, not an idea
+        entry = {**brief_row(r, config), "vs_iter": against, "stale": against not in (None, current_best)}
+        same = shape(i, blank_seeds=False)
+        if same is not None and same in by_code:
+            by_code[same].append(entry)
+            continue
+        groups.append([entry])
+        if same is not None:
+            by_code[same] = groups[-1]
+
+    def promise(entry: dict) -> tuple:
+        """Measured against the current best first; then the smallest p-value, then the largest gain / se."""
+        gain, se, p = _gain_of(entry, config), entry["delta_se"], entry["p_value"]
+        z = gain / se if math.isfinite(gain) and math.isfinite(se) and se > 0 else -math.inf
+        return (entry["stale"], p if math.isfinite(p) else math.inf, -z, entry["iter"])
+
+    shown = [{**min(group, key=promise), "iters": sorted(e["iter"] for e in group)} for group in groups]
+    return sorted(shown, key=promise)
+
+
+def _gain_of(entry: dict, config: RunConfig) -> float:
+    return entry["delta"] if config.higher_is_better else -entry["delta"]
+
+
+def train_rel(config: RunConfig) -> str:
+    return "train.py" if config.task in (".", "") else f"{config.task.rstrip('/')}/train.py"
+
+
+def read_sources(repo, config: RunConfig, iters: list[int]) -> dict[int, str | None]:
+    """train.py at each iteration's ref, in one `git cat-file --batch` (the hook is on the agent's clock);
+    None where a ref or the file is missing, or git cannot be run."""
+    names = [f"{REF_PREFIX}{config.tag}/{i:04d}:{train_rel(config)}" for i in iters]
+    try:
+        done = subprocess.run(
+            ["git", f"--git-dir={Path(repo.common_dir)}", "cat-file", "--batch"],
+            input="".join(f"{n}\n" for n in names).encode(),
+            capture_output=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return dict.fromkeys(iters)
+    out, pos, found = done.stdout, 0, {}
+    for i in iters:
+        end = out.find(b"\n", pos)
+        if end < 0:
+            found[i] = None
+            continue
+        header = out[pos:end].split()
+        pos = end + 1
+        if len(header) == 3 and header[1] == b"blob":
+            size = int(header[2])
+            found[i] = out[pos : pos + size].decode("utf-8", errors="replace")
+            pos += size + 1
+        else:
+            found[i] = None  # "<name> missing": the ref or the file is not there
+    return found
+
+
+class _Blank(ast.NodeTransformer):
+    """Blank what does not change a program's idea: docstrings, the HYPOTHESIS text and (when asked) the
+    values given to seed-like names."""
+
+    def __init__(self, blank_seeds: bool):
+        self.blank_seeds = blank_seeds
+
+    def _drop_docstring(self, node):
+        body = node.body
+        if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
+            if isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+        return self.generic_visit(node)
+
+    visit_Module = visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = _drop_docstring
+
+    def _names(self, targets) -> list[str]:
+        names = []
+        for t in targets:
+            if isinstance(t, ast.Name):
+                names.append(t.id)
+            elif isinstance(t, ast.Attribute):
+                names.append(t.attr)
+            elif isinstance(t, ast.Subscript) and isinstance(t.slice, ast.Constant) and isinstance(t.slice.value, str):
+                names.append(t.slice.value)  # params["seed"] = 3
+            else:
+                names.append("")
+        return names
+
+    def _seedlike(self, name: str | None) -> bool:
+        return self.blank_seeds and bool(name) and bool(SEED_NAME.match(name))
+
+    def _assigned(self, node, targets):
+        names = self._names(targets)
+        if names and (all(self._seedlike(n) for n in names) or names == [HYPOTHESIS_NAME]):
+            node.value = ast.Constant(BLANK)
+            return node
+        return self.generic_visit(node)
+
+    def visit_Assign(self, node):
+        return self._assigned(node, node.targets)
+
+    def visit_AnnAssign(self, node):
+        return self._assigned(node, [node.target]) if node.value is not None else self.generic_visit(node)
+
+    def visit_keyword(self, node):
+        if self._seedlike(node.arg):
+            node.value = ast.Constant(BLANK)
+            return node
+        return self.generic_visit(node)
+
+    def visit_Call(self, node):
+        func = node.func
+        name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+        if self.blank_seeds and name and (SEED_NAME.match(name) or name in SEED_CALLS):
+            node.args = [ast.Constant(BLANK) for _ in node.args]
+        return self.generic_visit(node)
+
+    def visit_Dict(self, node):
+        for k, key in enumerate(node.keys):
+            if isinstance(key, ast.Constant) and isinstance(key.value, str) and self._seedlike(key.value):
+                node.values[k] = ast.Constant(BLANK)
+        return self.generic_visit(node)
+
+
+def code_shape(source: str, blank_seeds: bool = False) -> str | None:
+    """A canonical text of `source`'s syntax tree, without comments, docstrings, the HYPOTHESIS text and
+    layout (and with seed values blanked if asked): equal shapes, the same program. None if it does not parse."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
+    return ast.dump(_Blank(blank_seeds).visit(tree), annotate_fields=False)
+
+
+def against_text(r: dict) -> str:
+    """Which best a near miss was measured against, for a table cell."""
+    if r.get("vs_iter") is None:
+        return "no best"
+    return f"iter {r['vs_iter']}'s best" + (", since replaced" if r.get("stale") else " (the current best)")
+
+
+def stale_note(r: dict) -> str:
+    """`, vs iter 3's best, since replaced` for a near miss measured against an older best; empty otherwise."""
+    return f", vs iter {r['vs_iter']}'s best, since replaced" if r.get("stale") and r.get("vs_iter") is not None else ""
 
 
 def render(d: dict) -> str:
@@ -130,10 +324,13 @@ def render(d: dict) -> str:
     lines += [f"  iter {r['iter']} {r['status']:<11} {m}={val(r[m])}{delta(r)} — {r['description']}" for r in d["last"]]
     if d["near_misses"]:
         lines.append("near misses (discarded within noise; worth combining — git show REF:train.py):")
-        lines += [
-            f"  iter {r['iter']} {r['ref']}{delta(r)} p={val(r['p_value'])} — {r['description']}"
-            for r in d["near_misses"]
-        ]
+        for r in d["near_misses"]:
+            also = [i for i in r.get("iters", [r["iter"]]) if i != r["iter"]]
+            same = f" (same code: iter {', '.join(map(str, also))})" if also else ""
+            stale = f" (vs iter {r['vs_iter']}'s best, since replaced)" if r.get("stale") else ""
+            lines.append(
+                f"  iter {r['iter']} {r['ref']}{delta(r)}{stale} p={val(r['p_value'])}{same} — {r['description']}"
+            )
     if d["crash_causes"]:
         lines.append("crash causes:")
         lines += [

@@ -58,6 +58,8 @@ class Report:
     fresh_final: list[audit.FreshScore] = field(default_factory=list)
     fresh: audit.FreshGain | None = None
     fresh_note: str = ""
+    seen: audit.SeenGain | None = None
+    truth: audit.TrueGain | None = None  # only for a harness that declares `truth` (a generator it can draw from)
 
     @property
     def name(self) -> str:
@@ -90,6 +92,14 @@ def build(
         report.heldout_note = report.fresh_note = "no edit was kept: the final commit is the baseline"
         return report
     first, last = chain[0], chain[-1]
+    by_iter = {str(r.get("iter")): r for r in rows}
+    report.seen = audit.seen_gain(
+        by_iter.get(str(first.entry["iter"]), {}),
+        by_iter.get(str(last.entry["iter"]), {}),
+        rows,
+        metric,
+        config.keep_rule,
+    )
     base_record, final_record = records.get(first.entry["iter"]), records.get(last.entry["iter"])
     try:
         base_record, final_record = audit.complete_records([base_record, final_record], metric, task.dir / "prepare.py")
@@ -116,8 +126,13 @@ def build(
         report.fresh_final = audit.score_on_fresh_folds(
             prepare, repo.show(last.sha, task.train_rel), last.sha, fresh_seeds
         )
-        seen = last.entry[metric] - first.entry[metric]
-        report.fresh = audit.fresh_gain(seen, report.fresh_baseline, report.fresh_final, config.higher_is_better)
+        report.fresh = audit.fresh_gain(report.seen, report.fresh_baseline, report.fresh_final, config.higher_is_better)
+    if remeasure and capabilities is not None and getattr(capabilities, "truth", False):
+        prepare = task.dir / "prepare.py"
+        report.truth = audit.TrueGain(
+            audit.score_truth(prepare, repo.show(first.sha, task.train_rel), metric),
+            audit.score_truth(prepare, repo.show(last.sha, task.train_rel), metric),
+        )
     return report
 
 
@@ -145,7 +160,7 @@ def progress_chart(report: Report, path: Path) -> Path:
     import matplotlib.ticker
     import numpy as np
 
-    d, metric, higher = report.digest, report.config.metric, report.config.higher_is_better
+    metric, higher = report.config.metric, report.config.higher_is_better
     sign = 1 if higher else -1
     points = [(int(r["iter"]), parse_float(r.get(metric) or None), r.get("status", "")) for r in report.rows]
     scored = [(i, v, s) for i, v, s in points if math.isfinite(v)]
@@ -233,15 +248,21 @@ def progress_chart(report: Report, path: Path) -> Path:
     ax.set_xlabel("iteration")
     direction = "higher is better" if higher else "lower is better — axis inverted, up is better"
     ax.set_ylabel(f"{metric} ({direction})")
-    ax.set_title(
-        f"{report.name} · run {report.config.tag}: {d['iterations']} experiments, {d['kept']} kept improvements"
-    )
+    ax.set_title(chart_title(report))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=9, framealpha=0.9)
     fig.tight_layout()
     fig.savefig(path, dpi=CHART_DPI)
     plt.close(fig)
     return path
+
+
+def chart_title(report: Report) -> str:
+    d = report.digest
+    return (
+        f"{report.name} · run {report.config.tag}: {plural(d['iterations'], 'experiment')},"
+        f" {plural(d['kept'], 'kept improvement')}"
+    )
 
 
 # -- text -----------------------------------------------------------------------------------------------
@@ -266,11 +287,49 @@ def _ci(ci: tuple[float, float]) -> str:
 
 
 def heldout_sentence(report: Report) -> str:
-    return report.heldout.verdict if report.heldout else report.heldout_note
+    """The audit's verdict and, beside it, the smallest difference its rows could have detected."""
+    if not report.heldout:
+        return report.heldout_note
+    return f"{report.heldout.verdict}. {report.heldout.detectable_text}"
 
 
 def fresh_sentence(report: Report) -> str:
     return report.fresh.verdict if report.fresh else report.fresh_note
+
+
+def seen_sentence(report: Report) -> str:
+    if report.seen is None:
+        return "no edit was kept: the final commit is the baseline"
+    return (
+        f"{report.seen.text} on the ratchet's own folds; inflated by selection: the ratchet kept exactly the "
+        "edits that scored well there"
+    )
+
+
+def gain_lines(report: Report) -> list[tuple[str, str]]:
+    """What the final commit's gain over the baseline is worth, one (label, sentence) per kind of evidence,
+    from the most optimistic to the most direct: seen, fresh folds, held-out rows, and (on a task with a known
+    generator) the true gain on fresh draws. Markdown and HTML both render exactly these."""
+    seeds = ", ".join(map(str, report.fresh_seeds)) or "-"
+    lines = [
+        ("Seen gain", seen_sentence(report)),
+        (f"Fresh folds (cv seeds {seeds})", fresh_sentence(report)),
+        ("Held-out audit", heldout_sentence(report)),
+    ]
+    if report.truth is not None:
+        lines.append((report.truth.label[:1].upper() + report.truth.label[1:], report.truth.text))
+    return lines
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def near_miss_text(r: dict) -> str:
+    """One near miss for the report: its iterations, Δ ± se against the best it was measured against."""
+    iters = r.get("iters") or [r["iter"]]
+    which = f"iter {iters[0]}" + (f" (same code: iters {', '.join(map(str, iters))})" if len(iters) > 1 else "")
+    return f"{which} ({_delta(r)}{digest.stale_note(r)}) {r['description']}"
 
 
 def summary_lines(report: Report) -> list[tuple[str, str]]:
@@ -309,20 +368,14 @@ def markdown(report: Report, files: dict[str, Path] | None = None) -> str:
     for step in report.chain:
         e = step.entry
         lines.append(f"{e['iter']}. `{e['commit']}` {m} {_v(e[m])} {_delta(e)} — {e['description']}")
-    lines += ["", f"**Held-out audit**: {heldout_sentence(report)}"]
-    if report.heldout:
-        h = report.heldout
-        lines.append(f"(baseline {_v(h.baseline)} {_ci(h.baseline_ci)}, final {_v(h.final)} {_ci(h.final_ci)})")
-    lines += [
-        "",
-        f"**Fresh folds** (cv seeds {', '.join(map(str, report.fresh_seeds)) or '-'}): {fresh_sentence(report)}",
-    ]
+    lines += ["", "**What the gain is worth** (final commit minus baseline)"]
+    for label, sentence in gain_lines(report):
+        lines += ["", f"**{label}**: {sentence}"]
+        if label == "Held-out audit" and report.heldout:
+            h = report.heldout
+            lines.append(f"(baseline {_v(h.baseline)} {_ci(h.baseline_ci)}, final {_v(h.final)} {_ci(h.final_ci)})")
     if d["near_misses"]:
-        lines += [
-            "",
-            "**Near misses worth combining**: "
-            + "; ".join(f"iter {r['iter']} ({_delta(r)}) {r['description']}" for r in d["near_misses"]),
-        ]
+        lines += ["", "**Near misses worth combining**: " + "; ".join(near_miss_text(r) for r in d["near_misses"])]
     if d["crash_causes"]:
         lines += ["", "**Crashes**: " + "; ".join(f"{c['count']}× {c['reason']}" for c in d["crash_causes"])]
     if files:
@@ -375,7 +428,7 @@ def _tone(sentence: str) -> str:
         return "same"
     if sentence.startswith("better"):
         return "better"
-    if sentence.startswith("worse") or "none of the gain" in sentence:
+    if sentence.startswith("worse") or "none of the seen gain" in sentence:
         return "worse"
     return "plain"
 
@@ -396,14 +449,17 @@ def render_html(report: Report, chart: Path) -> str:
     esc = html.escape
     image = base64.b64encode(chart.read_bytes()).decode("ascii")
     held, fresh = heldout_sentence(report), fresh_sentence(report)
+    evidence = "".join(
+        f'<div class="verdict {_tone(sentence)}"><b>{esc(label)}:</b> {esc(sentence)}</div>'
+        for label, sentence in gain_lines(report)
+    )
     parts = [
         f"<h1>autoresearch run {esc(report.config.tag)} — {esc(report.name)}</h1>",
         f'<p class="muted">branch autoresearch/{esc(report.config.tag)}'
         f" · started {esc(report.config.created)}"
         f" · base {esc(report.config.base[:7])}</p>",
         _table(None, [[k, v] for k, v in summary_lines(report)]),
-        f'<div class="verdict {_tone(held)}"><b>Held-out audit:</b> {esc(held)}</div>',
-        f'<div class="verdict {_tone(fresh)}"><b>Fresh folds:</b> {esc(fresh)}</div>',
+        evidence,
         f'<img class="chart" alt="progress chart" src="data:image/png;base64,{image}">',
         "<h2>Kept chain</h2>",
     ]
@@ -461,14 +517,22 @@ def render_html(report: Report, chart: Path) -> str:
     parts.append("<h2>Near misses worth combining</h2>")
     if d["near_misses"]:
         parts.append(
-            '<p class="muted">discarded, but within one standard error of a gain: '
+            '<p class="muted">discarded, but within one standard error of a gain over the best of their time; '
+            "seed-only edits left out, the same code shown once, the most promising first: "
             "<code>git show REF:train.py</code> to read one</p>"
         )
         parts.append(
             _table(
-                ["iter", "Δ ± se", "p", "ref", "hypothesis"],
+                ["iters", "Δ ± se", "p", "measured against", "ref", "hypothesis"],
                 [
-                    [str(r["iter"]), _delta(r), _v(r["p_value"], 3), r["ref"], r["description"]]
+                    [
+                        ", ".join(map(str, r.get("iters") or [r["iter"]])),
+                        _delta(r),
+                        _v(r["p_value"], 3),
+                        digest.against_text(r),
+                        r["ref"],
+                        r["description"],
+                    ]
                     for r in d["near_misses"]
                 ],
             )
