@@ -282,6 +282,7 @@ class Capabilities:
     seed_arg: bool  # `--seed N` scores another draw of the same code (the reruns of a between-run rule)
     budget_clocks: dict[str, str]  # device -> "cpu" or "wall": what the budget counts there
     devices: tuple[str, ...]  # where the candidate can run
+    truth: bool = False  # `--truth-out FILE` gets the true score on fresh rows (a task with a known generator)
 
     def to_json(self) -> dict:
         return {**asdict(self), "devices": list(self.devices)}
@@ -301,11 +302,15 @@ class Capabilities:
             "budget_clocks": dict,
             "devices": list,
         }
+        optional = {"truth": bool}  # fields added later: a record without them still reads
+        for name, kind in optional.items():
+            if name in value and not isinstance(value[name], kind):
+                raise ValueError(f"{name}: not a {kind.__name__}")
         for name, kind in kinds.items():
             if not isinstance(value.get(name), kind):
                 raise ValueError(f"{name}: missing or not a {kind.__name__}")
-        if set(value) - set(kinds):
-            raise ValueError(f"unknown fields {sorted(set(value) - set(kinds))}")
+        if set(value) - set(kinds) - set(optional):
+            raise ValueError(f"unknown fields {sorted(set(value) - set(kinds) - set(optional))}")
         if value["family"] not in FAMILIES[1:]:
             raise ValueError(f"family: {value['family']!r} is not one of {FAMILIES[1:]}")
         if not all(isinstance(d, str) for d in value["devices"]) or not all(

@@ -20,7 +20,7 @@ import pickle
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +93,9 @@ class TabularTask:
     cv_seed: int = CV_SEED
     metric: str | None = None  # overrides the problem type's default (e.g. "val_balanced_accuracy")
     memory_bytes: int | None = None  # cap on the candidate's address space (default: sandbox.MEMORY_FRACTION of RAM)
+    # A task with known truth (tasks/calibration): callable() -> (X, y), fresh rows from the data's generator.
+    # `--truth-out` then fits the candidate on the development rows and scores it on them: its true score.
+    truth: object = None
 
 
 def higher_is_better(metric: str) -> bool:
@@ -317,6 +320,7 @@ def evaluate(
     data: str | None = None,
     cv_seed: int | None = None,
     private_out: str | None = None,
+    truth_out: str | None = None,
     pgid_file: str | None = None,
     log=None,
 ) -> dict:
@@ -341,6 +345,11 @@ def evaluate(
         for k, (tr, ev) in enumerate(cv):  # one fold's rows: its training labels, never its evaluation labels
             yield _job(f"fold_{k}", x_dev.iloc[tr], parts["y_dev"][tr], x_dev.iloc[ev])
         yield _job("holdout", x_dev, parts["y_dev"], x_hold)  # features only: held-out labels stay here
+        if truth_out:  # the same fit on fresh rows from the generator: the true score, for the report only
+            x_truth, y_truth = task.truth()
+            y_truth = encode_target(task, y_truth)[0]
+            parts["y_truth"] = y_truth.to_numpy()
+            yield _job("truth", x_dev, parts["y_dev"], x_truth)
 
     def _job(name: str, x_train, y_train, x_eval) -> Job:
         payload = {
@@ -353,7 +362,11 @@ def evaluate(
         return Job(name, payload, (len(x_eval), n_classes) if task.problem == "multiclass" else (len(x_eval),))
 
     status, error, measured, fold_scores = "ok", "", Measured(), []
-    max_bytes = 8 * len(x) * max(n_classes, 1)  # no honest prediction array is larger than all rows' worth
+    if truth_out and task.truth is None:
+        raise DataError(f"the {task.name} task has no generator to draw fresh rows from: no true score")
+    truth_rows = len(task.truth()[1]) if truth_out else 0
+    # no honest prediction array is larger than all rows' worth
+    max_bytes = 8 * max(len(x), truth_rows) * max(n_classes, 1)
     try:
         predictions = run_candidate(
             task, train_path, make_jobs, max_bytes, log or sys.stderr.buffer, pgid_file, measured
@@ -374,6 +387,13 @@ def evaluate(
         )
         if private_out:
             write_private(private_out, metric, parts["y_hold"], holdout, classes, names)
+        if truth_out:
+            truth = predictions.get("truth")
+            _check_predictions(
+                truth if truth is not None else np.empty(0), len(parts["y_truth"]), task.problem, n_classes
+            )
+            true_score = score(metric, parts["y_truth"], truth, classes)
+            _write_json(truth_out, {f"true_{metric.removeprefix('val_')}": true_score, "truth_rows": truth_rows})
     except CandidateError as exc:
         status, error, fold_scores = exc.status, str(exc), []
     except ValueError as exc:  # sklearn refuses the predictions (e.g. probabilities of the wrong kind)
@@ -444,13 +464,14 @@ def main(task: TabularTask, default_train: Path, argv: list[str] | None = None) 
     parser.add_argument("--private-out", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--pgid-file", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--heldout-truth", default=None, metavar="OUT", help=argparse.SUPPRESS)  # for the report
+    parser.add_argument("--truth-out", default=None, metavar="OUT", help=argparse.SUPPRESS)  # calibration only
     parser.add_argument("--check-data", action="store_true", help="fetch and check the data, then exit")
     parser.add_argument(contract.CAPABILITIES_FLAG, action="store_true", help="print what this harness supports")
     args = parser.parse_args(argv)
     proc.hide_from_peers()
     try:
         if args.capabilities:
-            print(CAPABILITIES.dumps())
+            print(replace(CAPABILITIES, truth=task.truth is not None).dumps())
             return 0
         if args.check_data:
             x, y = task.load(args.data)
@@ -468,6 +489,7 @@ def main(task: TabularTask, default_train: Path, argv: list[str] | None = None) 
             data=args.data,
             cv_seed=args.cv_seed,
             private_out=args.private_out,
+            truth_out=args.truth_out,
             pgid_file=args.pgid_file,
         )
     except DataError as exc:
