@@ -12,8 +12,9 @@ How you are scored (the whole contract; program.md says how the loop runs):
   machine does not eat it), and 240 s of wall time for one that sleeps or hangs. Past either: CRASH.
 - Allowed: anything in the declared dependencies (scikit-learn, LightGBM, XGBoost CPU, FLAML). The candidate
   has no network, no file but its own private /tmp, and half the machine's memory.
-- Kept when the paired test over the 25 fold scores says the gain is beyond noise, or the score is equal
-  within noise with fewer lines of code (the keep rule: README.md, "The keep rule"). Otherwise the ratchet
+- Kept when the paired test over the 25 fold scores, corrected for their overlap, says the gain is beyond
+  noise, or the score is equal within noise and the code smaller in syntax nodes (docstrings, comments and
+  formatting do not count): the keep rule `corrected`, README.md, "The keep rule". Otherwise the ratchet
   puts train.py back to the best.
 
     uv run prepare.py --check-data     fetch (or find) the data, check it, cache it

@@ -2,9 +2,10 @@
 
 Null edits: a stochastic model (random forest) whose only change is its seed, scored on the heart task's
 25 repeated-CV folds exactly as the harness scores it. Each seed in turn is the candidate against the seed
-before it as the best. Compared: the ratchet's paired t-test (decide.py) and karpathy's strict `>` on the
-mean of a single 5-fold CV. Power: the same null pairs with a true gain of K standard errors added to every
-fold of the candidate (the paired noise stays as measured).
+before it as the best. Compared: the plain paired t-test, the corrected repeated-CV t (the default rule
+since issue 11; decide.py) and karpathy's strict `>` on the mean of a single 5-fold CV. Power: the same null
+pairs with a true gain of K standard errors added to every fold of the candidate (the paired noise stays as
+measured).
 
     AUTORESEARCH_DATA_MIRROR=../shared/data uv run benchmarks/decision_rule.py [--seeds 41] [--trees 100]
 """
@@ -63,6 +64,9 @@ def main() -> None:
     se = statistics.median(ses)
     shifted = [([s + POWER_EFFECT_SE * se for s in c], b) for c, b in pairs]
     power_keeps = sum(decide(c, b, True, lines, lines).keep for c, b in shifted)
+    k = task.n_folds  # the corrected rule (Nadeau-Bengio): the same pairs, the variance widened for overlap
+    corrected_keeps = sum(decide(c, b, True, lines, lines, cv_folds=k).keep for c, b in pairs)
+    corrected_power = sum(decide(c, b, True, lines, lines, cv_folds=k).keep for c, b in shifted)
     n = len(pairs)
     print("---")
     print(f"null_edits:              {n}")
@@ -72,6 +76,8 @@ def main() -> None:
     print(f"median_paired_se:        {se:.5f}")
     gain = POWER_EFFECT_SE * se
     print(f"keep_rate_at_{POWER_EFFECT_SE:g}se_gain:   {power_keeps / n:.3f}  ({power_keeps}/{n}, gain {gain:.4f} AUC)")
+    print(f"corrected_t_false_keep:  {corrected_keeps / n:.3f}  ({corrected_keeps}/{n})")
+    print(f"corrected_keep_rate_at_{POWER_EFFECT_SE:g}se: {corrected_power / n:.3f}  ({corrected_power}/{n})")
     print(f"seconds:                 {time.monotonic() - started:.1f}")
 
 

@@ -242,7 +242,7 @@ def test_prepare_py_declares_its_capabilities():
     )
     assert out.returncode == 0, out.stderr
     caps = contract.parse_capabilities(out.stdout)
-    assert caps.family == "tabular" and caps.keep_rule == "paired" and caps.fresh_folds
+    assert caps.family == "tabular" and caps.keep_rule == "corrected" and caps.fresh_folds
 
 
 def test_a_record_from_before_capabilities_reads_with_defaults():

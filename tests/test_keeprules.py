@@ -80,13 +80,13 @@ def chain(cv_folds: int | None = None) -> tuple[list[float], list[float]]:
 @pytest.mark.parametrize("rule_name", ["paired", "corrected"])
 def test_the_loss_cap_stops_a_chain_of_simpler_keeps(rule_name):
     rule = keeprules.rule_named(rule_name, cv_folds=5)
-    first, second = chain(rule.correction())
+    first, second = chain()  # both rules measure "within noise" by the plain paired se
     baseline = {"status": "keep", "fold_scores": scores_text(BEST_EVER)}
     step1 = rule.judge(first, BEST_EVER, higher_is_better=True, history=[baseline], candidate_size=90, best_size=100)
     assert step1.keep and step1.simpler
     rows = [baseline, {"status": "keep", "fold_scores": scores_text(first)}]
     # The second step is within noise of the best it would replace: alone, it would be kept.
-    delta, se, _ = paired_test(second, first, True, rule.correction())
+    delta, se, _ = paired_test(second, first, True)
     assert -delta <= decide.SIMPLER_TOLERANCE_SE * se
     alone = rule.judge(second, first, higher_is_better=True, history=rows[1:], candidate_size=80, best_size=90)
     assert alone.keep
@@ -94,6 +94,18 @@ def test_the_loss_cap_stops_a_chain_of_simpler_keeps(rule_name):
     step2 = rule.judge(second, first, higher_is_better=True, history=rows, candidate_size=80, best_size=90)
     assert not step2.keep and "below the best score kept in this run" in step2.reason
     assert "simpler (90 -> 80 syntax nodes)" in step2.reason
+
+
+def test_the_corrected_rule_is_stricter_on_gains_and_no_laxer_on_simpler_losses():
+    """The correction widens the se by sqrt(1 + J/(k-1)) (2.7x on 5x5, 1.7x on these 8 folds): used for "equal within noise" too, it
+    would keep a simpler edit 1.5 plain se worse. Judged by the plain se, it is not kept."""
+    step = 1.5 * paired_test([b + e for b, e in zip(BEST_EVER, NOISE_1, strict=True)], BEST_EVER, True)[1]
+    worse = [b - step + e for b, e in zip(BEST_EVER, NOISE_1, strict=True)]
+    corrected_se = paired_test(worse, BEST_EVER, True, 5)[1]
+    assert step < corrected_se  # within one corrected se: the laxer tolerance would have kept it
+    rule = keeprules.rule_named("corrected", cv_folds=5)
+    judged = rule.judge(worse, BEST_EVER, higher_is_better=True, history=[], candidate_size=80, best_size=100)
+    assert not judged.keep
 
 
 def test_the_loss_cap_minds_the_direction_and_ignores_other_rows():

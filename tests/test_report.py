@@ -633,3 +633,16 @@ def test_a_crash_cannot_quote_the_heldout_labels(project, data_mirror):
     for where, text in visible.items():
         assert y_hold not in text, f"held-out labels in {where}"
     assert project.status() == ""
+
+
+def test_the_seen_gain_of_a_corrected_run_carries_the_overlap_of_its_folds():
+    """A run judged by the corrected rule reports its seen gain with the same se the rule used (2.7x on 5x5)."""
+    base = [0.80 + 0.01 * (i % 5) for i in range(25)]
+    final = [b + 0.01 + 0.004 * ((-1) ** i) for i, b in enumerate(base)]
+    rows = [{"fold_scores": ",".join(map(str, base)), "val_auc": sum(base) / 25}]
+    rows.append({"fold_scores": ",".join(map(str, final)), "val_auc": sum(final) / 25})
+    plain = audit.seen_gain(rows[0], rows[1], rows, "val_auc", "paired")
+    corrected = audit.seen_gain(rows[0], rows[1], rows, "val_auc", "corrected", 5)
+    assert corrected.gain == plain.gain
+    assert corrected.se / plain.se == pytest.approx((1 + 25 / 4) ** 0.5)
+    assert "corrected for their overlap" in corrected.how

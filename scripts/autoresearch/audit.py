@@ -319,9 +319,12 @@ class SeenGain:
         return f"{self.gain:+.4f}{se} ({self.how})" if self.how else f"{self.gain:+.4f}{se}"
 
 
-def seen_gain(baseline: dict, final: dict, rows: list[dict], metric: str, keep_rule: str | None) -> SeenGain:
+def seen_gain(
+    baseline: dict, final: dict, rows: list[dict], metric: str, keep_rule: str | None, cv_folds: int | None = None
+) -> SeenGain:
     """The seen gain and its standard error, from the rows as the ledger holds them: paired fold by fold for
-    the paired rule (the same folds scored both), from the pooled between-run noise for the rerun rule."""
+    the paired rule (the same folds scored both), with the Nadeau-Bengio correction for overlapping folds for
+    the corrected rule, from the pooled between-run noise for the rerun rule."""
     from autoresearch import decide, keeprules
 
     gain = summary.parse_float(final.get(metric) or None) - summary.parse_float(baseline.get(metric) or None)
@@ -332,6 +335,10 @@ def seen_gain(baseline: dict, final: dict, rows: list[dict], metric: str, keep_r
             return SeenGain(gain, sd * math.sqrt(1 / len(a) + 1 / len(b)), "between-run noise of the run's rows")
         return SeenGain(gain, math.nan, "")
     if len(a) == len(b) and len(a) > 1:
+        if keep_rule == keeprules.CorrectedFolds.name:
+            k = cv_folds or keeprules.DEFAULT_CV_FOLDS
+            delta, se, _ = decide.paired_test(b, a, higher_is_better=True, cv_folds=k)
+            return SeenGain(delta, se, f"paired over {len(a)} fold scores, corrected for their overlap")
         delta, se, _ = decide.paired_test(b, a, higher_is_better=True)
         return SeenGain(delta, se, f"paired over {len(a)} fold scores")
     return SeenGain(gain, math.nan, "")

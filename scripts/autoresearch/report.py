@@ -99,6 +99,7 @@ def build(
         rows,
         metric,
         config.keep_rule,
+        config.cv_folds,
     )
     base_record, final_record = records.get(first.entry["iter"]), records.get(last.entry["iter"])
     try:

@@ -28,8 +28,9 @@ How you are scored (the whole contract; program.md says how the loop runs, READM
   fresh sandboxed process that gets that fold's training rows with labels and its evaluation rows without.
 - Budget: $budget s of CPU time for the whole evaluation ($n_fits fits, all they start; a busy machine does
   not eat it), and $wall_cap s of wall time for one that sleeps or hangs. Past either: CRASH.
-- Kept when the paired test over the fold scores says the gain is beyond noise, or the score is equal within
-  noise with fewer lines of code (the keep rule `paired`: the project README, "The keep rule").
+- Kept when the paired test over the fold scores, corrected for their overlap, says the gain is beyond noise,
+  or the score is equal within noise and the code smaller in syntax nodes (docstrings, comments and
+  formatting do not count): the keep rule `corrected`, the project README, "The keep rule".
 
     uv run $rel/prepare.py --check-data     check the data file
     uv run $rel/prepare.py                  score train.py and print the summary block (same as `uv run $rel/train.py`)

@@ -18,7 +18,8 @@ How you are scored (the whole contract; program.md says how the loop runs):
 - Budget: as the heart task: 60 s of CPU time for the whole evaluation (a 240 s wall cap for sleeps). Past it: CRASH.
 - Allowed: anything in the declared dependencies (scikit-learn, LightGBM, XGBoost CPU, FLAML). No network, no
   file but its own private /tmp, half the machine's memory.
-- Kept by the run's keep rule (README.md, "The keep rule"). Otherwise the ratchet puts train.py back to the best.
+- Kept when the run's keep rule (by default `corrected`: README.md, "The keep rule") says the gain over the 25
+  fold scores is beyond noise, or equal within noise and smaller. Otherwise train.py goes back to the best.
 
     uv run tasks/calibration/train.py                                   score train.py, print the summary block
     uv run scripts/ratchet.py start TAG --task tasks/calibration        start a run on it

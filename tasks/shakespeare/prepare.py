@@ -10,8 +10,8 @@ How you are scored (the whole contract; program.md says how the loop runs, the c
 - Budget: 60 s on a CPU as process CPU time over the threads (300 s of wall time on CUDA, 60 s on MPS),
   start-up and the export included: return before `clock.left()` reaches 0. Past it: CRASH.
 - Kept when the mean over runs beats the best beyond the run-to-run noise, measured from three baseline runs
-  at `start`; a candidate better within noise is run again (at most three runs); equal within noise with
-  fewer lines is kept too (the keep rule `rerun`: README.md, "The keep rule").
+  at `start`; a candidate better within noise is run again (at most three runs); equal within noise and
+  smaller in syntax nodes is kept too (the keep rule `rerun`: README.md, "The keep rule").
 - Allowed: anything in torch. The child has no network, no text but `data`, and no file but its /tmp.
 
     uv run --extra lm tasks/shakespeare/prepare.py --check-data   fetch (or find) the text, check it, cache it

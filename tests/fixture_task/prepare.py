@@ -60,6 +60,9 @@ FIXTURE = TabularTask(
     n_folds=N_FOLDS,
     n_repeats=N_REPEATS,
     cv_seed=CV_SEED,
+    # 4 folds leave the corrected rule (the library's default) almost no power: se x2.2 on 3 degrees of freedom.
+    # The fixture's gains are judged by the plain paired test; the corrected rule has its own tests.
+    keep_rule="paired",
 )
 
 if __name__ == "__main__":
