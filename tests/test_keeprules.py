@@ -97,8 +97,8 @@ def test_the_loss_cap_stops_a_chain_of_simpler_keeps(rule_name):
 
 
 def test_the_corrected_rule_is_stricter_on_gains_and_no_laxer_on_simpler_losses():
-    """The correction widens the se by sqrt(1 + J/(k-1)) (2.7x on 5x5, 1.7x on these 8 folds): used for "equal within noise" too, it
-    would keep a simpler edit 1.5 plain se worse. Judged by the plain se, it is not kept."""
+    """The correction widens the se by sqrt(1 + J/(k-1)) (2.7x on 5x5, 1.7x on these 8 folds): used for "equal
+    within noise" too, it would keep a simpler edit 1.5 plain se worse. Judged by the plain se, it is not kept."""
     step = 1.5 * paired_test([b + e for b, e in zip(BEST_EVER, NOISE_1, strict=True)], BEST_EVER, True)[1]
     worse = [b - step + e for b, e in zip(BEST_EVER, NOISE_1, strict=True)]
     corrected_se = paired_test(worse, BEST_EVER, True, 5)[1]
