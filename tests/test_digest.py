@@ -143,3 +143,18 @@ def test_lower_is_better_orders_by_gain_and_reads_a_task_folder(tmp_path):
     assert [m["iter"] for m in shown] == [2, 1]
     missing = SimpleNamespace(common_dir=tmp_path / "no-repo")  # git cannot read it: nothing is left out
     assert [m["iter"] for m in digest.near_misses(config, rows, missing)] == [2, 1]
+
+
+def test_status_names_the_budget_clock_and_the_confirm_step():
+    """A CPU-time budget reads "CPU-s", a wall-clock one "s"; a run started with --confirm says so."""
+    from autoresearch import lm, tabular
+
+    base = [{"iter": "0", "status": "keep", "val_auc": "0.8", "fold_scores": "0.8,0.8", "description": "baseline"}]
+    cpu = RunConfig("t", ".", "0" * 40, "val_auc", True, 60.0, "2026-11-30T00:00:00")
+    cpu.extra.update(capabilities=tabular.CAPABILITIES.to_json(), keep_rule="corrected", confirm=True)
+    text = digest.render(digest.digest(cpu, base))
+    assert "budget 60 CPU-s | keep rule corrected, confirmed on fresh folds" in text
+    wall = RunConfig("t", ".", "0" * 40, "val_bpb", False, 300.0, "2026-11-30T00:00:00")
+    wall.extra.update(capabilities=lm.CAPABILITIES.to_json(), device="cuda", keep_rule="rerun")
+    text = digest.render(digest.digest(wall, base))
+    assert "budget 300 s | keep rule rerun\n" in text + "\n" and "confirmed" not in text

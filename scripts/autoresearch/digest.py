@@ -28,6 +28,13 @@ BLANK = "<blanked>"
 HYPOTHESIS_NAME = "HYPOTHESIS"  # train.py's declared hypothesis: words about the code, not code
 
 
+def budget_unit(config: RunConfig) -> str:
+    """ "CPU-s" where the run's harness declared a CPU-time budget on its device, else "s" (wall time)."""
+    caps = config.capabilities
+    device = config.extra.get("device") or "cpu"
+    return "CPU-s" if caps and caps.budget_clocks.get(device) == "cpu" else "s"
+
+
 def _num(row: dict, key: str) -> float:
     return parse_float(row.get(key) or None)
 
@@ -81,7 +88,9 @@ def digest(config: RunConfig, rows: list[dict], repo=None) -> dict:
         "metric": metric,
         "direction": "higher" if config.higher_is_better else "lower",
         "budget_seconds": config.budget_seconds,
+        "budget_unit": budget_unit(config),
         "keep_rule": config.keep_rule or keeprules.DEFAULT,
+        "confirm": config.confirm,
         # what the harness declared at start (None: a run recorded before harnesses declared anything)
         "capabilities": config.capabilities.to_json() if config.capabilities else None,
         "iterations": len(tried),
@@ -308,8 +317,10 @@ def render(d: dict) -> str:
         return "" if not math.isfinite(r["delta"]) else f" (Δ {r['delta']:+.4f} ± {val(r['delta_se'])})"
 
     lines = [
-        f"run {d['tag']} | task {d['task']} | {m} ({d['direction']} is better) | budget {d['budget_seconds']:g} s"
-        + (f" | keep rule {d['keep_rule']}" if d.get("keep_rule") else ""),
+        f"run {d['tag']} | task {d['task']} | {m} ({d['direction']} is better)"
+        + f" | budget {d['budget_seconds']:g} {d.get('budget_unit', 's')}"
+        + (f" | keep rule {d['keep_rule']}" if d.get("keep_rule") else "")
+        + (", confirmed on fresh folds" if d.get("confirm") else ""),
         f"iterations: {d['iterations']} | kept {d['kept']} | discarded {d['discarded']} | crashed {d['crashed']}"
         + (f" | interrupted {d['interrupted']}" if d["interrupted"] else "")
         + (f" | {d['iterations_per_hour']} per hour" if d["iterations_per_hour"] else ""),

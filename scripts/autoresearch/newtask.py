@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from autoresearch import data, proc, summary, taskfiles
-from autoresearch.contract import Block
+from autoresearch.contract import WALL_CAP_FACTOR, Block
 from autoresearch.gitops import Repo
 from autoresearch.harness import HARNESS_GRACE_SECONDS
 from autoresearch.runs import RunError
@@ -399,16 +399,18 @@ def write_files(repo: Repo, plan: Plan, block: dict | None = None) -> Path:
 def run_baseline(folder: Path, budget: float) -> tuple[Block, str]:
     """Run the new harness once on the baseline; (block, error) where error is empty when it scored."""
     out, err = io.BytesIO(), io.BytesIO()
+    # The harness's own clocks stop the candidate (CPU budget, wall cap); this only bounds a harness that hangs.
+    wall = budget * WALL_CAP_FACTOR + HARNESS_GRACE_SECONDS
     result = proc.run_in_group(
         [sys.executable, str(folder / "prepare.py")],
-        timeout=budget + HARNESS_GRACE_SECONDS,
+        timeout=wall,
         stdout=out,
         stderr=err,
         cwd=folder,
     )
     block = Block.parse(out.getvalue().decode("utf-8", errors="replace"))
     if result.timed_out:
-        return block, f"the harness ran past {budget + HARNESS_GRACE_SECONDS:g} s"
+        return block, f"the harness ran past {wall:g} s"
     if not block:
         return block, proc.last_line(err.getvalue()) or f"the harness exited with code {result.returncode}"
     if not block.ok:

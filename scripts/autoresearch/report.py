@@ -340,7 +340,7 @@ def summary_lines(report: Report) -> list[tuple[str, str]]:
         ("task", f"{report.name} ({d['metric']}, {d['direction']} is better)"),
         ("device", d.get("device") or "cpu (not reported)"),
         ("candidate sandbox", d.get("sandbox") or "not recorded"),
-        ("budget", f"{d['budget_seconds']:g} s per experiment"),
+        ("budget", f"{d['budget_seconds']:g} {d.get('budget_unit', 's')} per experiment"),
         ("iterations", str(d["iterations"])),
         ("kept / discarded / crashed", f"{d['kept']} / {d['discarded']} / {d['crashed'] + d['interrupted']}"),
         ("iterations per hour", str(d["iterations_per_hour"] or "n/a")),
