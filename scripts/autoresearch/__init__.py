@@ -20,7 +20,8 @@ Layer 0, foundations: know nothing of runs, tasks or the contract
 Layer 1, the contract between the ratchet and a task's harness
     contract       the block's schema (keys, types, families), its writer and its reader (`Block`);
                    what a harness supports (`Capabilities`, `prepare.py --capabilities`)
-    keeprules      keep rules as objects (paired folds, run to run): calibration runs and judge()
+    keeprules      keep rules as objects (corrected and paired folds, run to run): calibration runs, judge(),
+                   confirm() on fresh folds
 
 Layer 2, the task families: the frozen harnesses and the candidate's side of each
     tabular        the tabular harness: split, repeated CV, scoring; the split and fold defaults, metric

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autoresearch import contract, keeprules, proc, sandbox
+from autoresearch import contract, keeprules, proc, sandbox, supervise
 from autoresearch.data import DataError
 from autoresearch.lm_child import BUDGET_TOO_SMALL_EXIT
 
@@ -373,12 +373,7 @@ def run_candidate(train_path: Path, io_dir: Path, job: dict, log, pgid_file: str
 def _supervisor_report(raw: bytes) -> dict:
     """The supervisor's line (autoresearch.supervise); {} when it did not write one (killed, or unsandboxed
     code paths): the caller then falls back on its own measurements."""
-    try:
-        report = json.loads(raw.decode())
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return {}
-    ok = isinstance(report, dict) and isinstance(report.get("returncode"), int)
-    return report if ok and isinstance(report.get("cpu_seconds"), (int, float)) else {}
+    return supervise.parse_report(raw)
 
 
 def reported_count(report: dict, key: str) -> int:
