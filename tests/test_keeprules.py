@@ -219,7 +219,7 @@ def test_start_options_the_harness_cannot_do_are_refused_in_one_line():
         no_seed = Capabilities("tabular", "paired", True, True, False, True, {"cpu": "wall"}, ("cpu",))
         starting.check_capabilities(TASK, no_seed, None, "rerun", True)
     default = starting.check_capabilities(TASK, tabular.CAPABILITIES, None)
-    assert default[0].name == "paired" and default[1] is keeprules.DEFAULT_CONFIRM
+    assert default[0].name == tabular.KEEP_RULE == "corrected" and default[1] is keeprules.DEFAULT_CONFIRM
 
 
 # -- the confirm step's verdicts in the loop -------------------------------------------------------------------
