@@ -330,6 +330,8 @@ def evaluate(
     log=None,
 ) -> dict:
     """Score `train_path` on the task; return the summary block as a dict (never raises for candidate faults)."""
+    if truth_out and task.truth is None:  # before the data is looked for: nothing to find, nothing to run
+        raise DataError(f"the {task.name} task has no generator to draw fresh rows from: no true score")
     started = time.monotonic()
     metric, higher = metric_of(task)
     cv_seed = task.cv_seed if cv_seed is None else cv_seed
@@ -367,8 +369,6 @@ def evaluate(
         return Job(name, payload, (len(x_eval), n_classes) if task.problem == "multiclass" else (len(x_eval),))
 
     status, error, measured, fold_scores = "ok", "", Measured(), []
-    if truth_out and task.truth is None:
-        raise DataError(f"the {task.name} task has no generator to draw fresh rows from: no true score")
     truth_rows = len(task.truth()[1]) if truth_out else 0
     # no honest prediction array is larger than all rows' worth
     max_bytes = 8 * max(len(x), truth_rows) * max(n_classes, 1)
