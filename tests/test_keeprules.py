@@ -143,16 +143,16 @@ def test_corrected_t_by_hand():
     s2 = 10 * 0.01**2 / 9
     se = math.sqrt((1 / 10 + 1 / (5 - 1)) * s2)  # J = 10 fold differences of a 5-fold CV, repeated twice
     assert se == pytest.approx(0.006236, abs=1e-6)
-    delta, got_se, p = decide.corrected_test(candidate, best, True, cv_folds=5)
+    delta, got_se, p = decide.paired_test(candidate, best, True, cv_folds=5)
     assert delta == pytest.approx(0.02) and got_se == pytest.approx(se)
     assert p == pytest.approx(scipy.stats.t.sf(0.02 / se, df=9))
     assert p == pytest.approx(0.005354, abs=1e-6)
     _, plain_se, plain_p = paired_test(candidate, best, True)
     assert plain_se == pytest.approx(math.sqrt(s2 / 10)) and plain_p < p
-    lower = decide.corrected_test([-c for c in candidate], [-b for b in best], False, cv_folds=5)
+    lower = decide.paired_test([-c for c in candidate], [-b for b in best], False, cv_folds=5)
     assert lower[2] == pytest.approx(p)
     with pytest.raises(ValueError):
-        decide.corrected_test(candidate, best, True, cv_folds=1)
+        decide.paired_test(candidate, best, True, cv_folds=1)
 
 
 def test_a_gain_the_paired_t_keeps_the_corrected_t_does_not():
@@ -252,7 +252,7 @@ def test_a_failure_while_confirming_is_the_harness_s_unless_the_candidate_failed
         "MemoryError",
     )
     better = scored(0.9, [0.9, 0.91, 0.92])
-    passed = Confirmation(1002, better, fine, decide.confirm([0.9, 0.91, 0.92], [0.8, 0.8, 0.8], True))
+    passed = Confirmation(1002, better, fine, decide.beyond_noise([0.9, 0.91, 0.92], [0.8, 0.8, 0.8], True))
     assert _confirmed(screen, passed)[0] == "keep" and passed.seconds == 2.0
     assert passed.record("val_auc")["candidate"] == {"val_auc": 0.9, "fold_scores": [0.9, 0.91, 0.92]}
     assert "Autoresearch-Confirm-Seed: 1002\nAutoresearch-Confirm-Candidate: 0.900000" in passed.trailers()

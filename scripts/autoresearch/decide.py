@@ -4,7 +4,7 @@ Both were scored on the same folds, so the test is paired: fold by fold differen
 Measured on the heart task (benchmarks/decision_rule.py): strict `>` on the mean keeps about half of the
 edits that change only a random seed; this rule keeps about 5%, the chance its significance level allows.
 The folds of a repeated k-fold CV overlap (each training set shares most rows with the others), so the plain
-paired t understates the variance of the mean difference; `corrected_test` is the Nadeau-Bengio correction
+paired t understates the variance of the mean difference; `paired_test(..., cv_folds=k)` is the Nadeau-Bengio correction
 for it (the "corrected" keep rule).
 
 "Simpler" is measured on the syntax tree (`code_size`), never on lines: comments, docstrings and formatting
@@ -79,13 +79,6 @@ def paired_test(
     return delta, se, float(stdtr(n - 1, -gain / se))
 
 
-def corrected_test(
-    candidate: list[float], best: list[float], higher_is_better: bool, cv_folds: int
-) -> tuple[float, float, float]:
-    """The corrected repeated-CV t-test (see paired_test): (mean difference, its se, one-sided p)."""
-    return paired_test(candidate, best, higher_is_better, cv_folds=cv_folds)
-
-
 def beyond_noise(
     candidate: list[float],
     best: list[float],
@@ -149,18 +142,6 @@ def _below_cap(candidate: list[float], best_ever: list[float] | None, higher_is_
     if loss <= SIMPLER_LOSS_CAP_SE * se:
         return ""
     return f"{loss:.4f} below the best score kept in this run (more than {SIMPLER_LOSS_CAP_SE:g} se, {se:.4f})"
-
-
-def confirm(
-    candidate: list[float],
-    best: list[float],
-    higher_is_better: bool,
-    alpha: float = ALPHA,
-    cv_folds: int | None = None,
-) -> Decision:
-    """The confirm step: the candidate and the best scored again on fresh folds; kept only if better beyond
-    noise there too (the screen's test, no simpler branch)."""
-    return beyond_noise(candidate, best, higher_is_better, alpha, cv_folds)
 
 
 def code_lines(source: str) -> int:

@@ -83,7 +83,7 @@ class FoldRule(KeepRule):
         )
 
     def confirm(self, candidate, best, *, higher_is_better) -> Decision:
-        return decide.confirm(candidate, best, higher_is_better, cv_folds=self.correction())
+        return decide.beyond_noise(candidate, best, higher_is_better, cv_folds=self.correction())
 
 
 class PairedFolds(FoldRule):
