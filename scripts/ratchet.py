@@ -4,6 +4,7 @@
                                         [--keep-rule paired|corrected|rerun] [--confirm|--no-confirm]
     uv run scripts/ratchet.py try "HYPOTHESIS"      commit train.py, score it, keep or reset; prints one line
     uv run scripts/ratchet.py status [--json] [--tag TAG]
+    uv run scripts/ratchet.py watch [--tag TAG] [--interval S] [--once]   a live view of the run, Ctrl-C quits
     uv run scripts/ratchet.py stop ["REASON"]       ask the active run to stop after the current iteration
     uv run scripts/ratchet.py report [--tag TAG ...|--all] [--out DIR] [--no-remeasure]   the morning review
     uv run scripts/ratchet.py new-task DATA.csv --target COLUMN [--name NAME] [--metric M] [--budget S]
@@ -16,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from autoresearch import cli, keeprules
+from autoresearch import cli, keeprules, watch
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("status", help="a digest of the run: best, recent rows, near misses, crashes")
     p.add_argument("--json", action="store_true")
     p.add_argument("--tag", help="a run other than the checked-out one")
+    p = sub.add_parser("watch", help="a live view of the run in the terminal, redrawn as rows arrive")
+    p.add_argument("--tag", help="a run other than the checked-out one")
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=watch.INTERVAL_SECONDS,
+        help=f"seconds between redraws (default {watch.INTERVAL_SECONDS:g})",
+    )
+    p.add_argument("--once", action="store_true", help="print one frame and exit")
     p = sub.add_parser("stop", help="ask the active run to stop")
     p.add_argument("reason", nargs="?", default="")
     p.add_argument("--tag", help="a run other than the checked-out one")

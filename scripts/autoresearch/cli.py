@@ -9,7 +9,7 @@ import sys
 
 import git
 
-from autoresearch import digest, ledger, loop, proc, starting
+from autoresearch import digest, ledger, loop, proc, starting, watch
 from autoresearch.data import DataError
 from autoresearch.gitops import GitError, Repo
 from autoresearch.recovery import recover_if_idle
@@ -63,6 +63,8 @@ def dispatch(args) -> int:
                 print(note, file=sys.stderr if args.json else sys.stdout)
             d = digest.digest(config, rows, repo)
             print(json.dumps(d, indent=1, default=_json_default) if args.json else digest.render(d))
+        elif args.verb == "watch":
+            return watch.watch(repo, args.tag, interval=args.interval, once=args.once)
         elif args.verb == "stop":
             config, _, _ = run_for(repo, args.tag)
             (run_dir(repo, config.tag) / STOP_FILE).write_text(args.reason + "\n")
@@ -73,7 +75,13 @@ def dispatch(args) -> int:
             seeds = tuple(range(1, args.fresh_seeds + 1))
             print(
                 report.generate(
-                    repo, args.tag, all_runs=args.all, out=args.out, remeasure=not args.no_remeasure, fresh_seeds=seeds
+                    repo,
+                    args.tag,
+                    all_runs=args.all,
+                    out=args.out,
+                    remeasure=not args.no_remeasure,
+                    fresh_seeds=seeds,
+                    echo=lambda line: print(line, file=sys.stderr, flush=True),  # stdout: the markdown alone
                 ),
                 end="",
             )

@@ -19,7 +19,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from autoresearch import keeprules, ledger, sandbox, stopping, trust
+from autoresearch import keeprules, ledger, sandbox, stopping, trust, watch
 from autoresearch.contract import Block
 from autoresearch.decide import Decision, code_lines, code_size, preload_t_distribution
 from autoresearch.gitops import REF_PREFIX, Repo
@@ -128,6 +128,7 @@ def try_edit(repo: Repo, hypothesis: str | None) -> str:
         shown = line(config, row, hypothesis)
         if state["kept_later_edit"]:
             notes.append(f"{task.train_rel} was edited while this iteration ran: your edit is left in place, untried")
+    watch.refresh(repo, config.tag)  # the live page, for a person watching; never raises
     tail = log_tail(task) if row["status"] == "crash" and row["reason"] != EDITED_WHILE_SCORED else []
     # The iteration's line comes first, so that an agent (or a grep) finds `iter N |` at the top.
     return "\n".join([shown] + [note for note in notes if note] + [f"  | {t}" for t in tail])
