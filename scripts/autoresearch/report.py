@@ -14,10 +14,12 @@ import base64
 import html
 import math
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autoresearch import audit, digest
+from autoresearch import audit, digest, watch
 from autoresearch.contract import CAPABILITIES_FLAG, Capabilities
 from autoresearch.gitops import REF_PREFIX, Repo
 from autoresearch.harness import ask_capabilities
@@ -29,7 +31,14 @@ from autoresearch.taskdir import Task, find_task
 CHART_INCHES = (12, 6.5)
 CHART_DPI = 100  # 1200 x 650 px: readable on a laptop screen and in a pull request without zooming
 LABEL_CHARS = 46  # kept-step labels longer than this are cut; the HTML has the full hypothesis
-WORST_QUANTILE = 10  # the axis shows discards down to this percentile; worse ones sit on the edge as ▼
+WORST_QUANTILE = 10  # the axis shows discards down to this percentile; worse ones sit in a lane under it as ▼
+# Under the scale, inside the axes, two lanes (in fractions of the scale's span): discards off the scale (▼),
+# then crashes (×), which have no score to place them by. Inside, so neither the axis nor the legend hides them.
+FLOOR_GAP = 0.04  # from the worst point shown to the dashed line where the scale ends
+OFF_LANE = 0.05  # from that line down to the ▼ lane
+CRASH_LANE = 0.11  # from that line down to the × lane
+LANES_HEIGHT = 0.16  # from that line down to the bottom of the axes
+LEGEND_BELOW = -0.1  # the legend's top, in axes heights under the axes: clear of the points and of the x label
 REPORT_DIR = "report"  # in the repository root; gitignored
 
 
@@ -74,7 +83,9 @@ def build(
     *,
     remeasure: bool = True,
     fresh_seeds: tuple[int, ...] = audit.FRESH_CV_SEEDS,
+    echo: Callable[[str], None] = lambda _line: None,
 ) -> Report:
+    """The report's figures; `echo` is told of each slow step (a harness run) as it ends."""
     rows = ledger_for(repo, config, task).rows(config.tag)
     d = digest.digest(config, rows, repo)
     metric = config.metric
@@ -103,6 +114,7 @@ def build(
     )
     base_record, final_record = records.get(first.entry["iter"]), records.get(last.entry["iter"])
     try:
+        echo("held-out audit: the harness recomputes the held-out labels")
         base_record, final_record = audit.complete_records([base_record, final_record], metric, task.dir / "prepare.py")
     except audit.TruthError as exc:
         report.heldout_note = f"no held-out audit: {exc}"
@@ -120,21 +132,37 @@ def build(
         report.fresh_note = "this task's harness declares no fresh folds (--cv-seed), so there are none to score on"
     else:
         report.fresh_seeds = tuple(fresh_seeds)
-        prepare = task.dir / "prepare.py"
-        report.fresh_baseline = audit.score_on_fresh_folds(
-            prepare, repo.show(first.sha, task.train_rel), first.sha, fresh_seeds
+        echo(
+            f"re-measure: the baseline and the final commit on fresh folds of {plural(len(fresh_seeds), 'cv seed')}"
+            f" ({plural(2 * len(fresh_seeds), 'scoring')})"
         )
-        report.fresh_final = audit.score_on_fresh_folds(
-            prepare, repo.show(last.sha, task.train_rel), last.sha, fresh_seeds
-        )
+        report.fresh_baseline = _fresh_scores(repo, task, first.sha, "baseline", fresh_seeds, metric, echo)
+        report.fresh_final = _fresh_scores(repo, task, last.sha, "final", fresh_seeds, metric, echo)
         report.fresh = audit.fresh_gain(report.seen, report.fresh_baseline, report.fresh_final, config.higher_is_better)
     if remeasure and capabilities is not None and getattr(capabilities, "truth", False):
         prepare = task.dir / "prepare.py"
-        report.truth = audit.TrueGain(
-            audit.score_truth(prepare, repo.show(first.sha, task.train_rel), metric),
-            audit.score_truth(prepare, repo.show(last.sha, task.train_rel), metric),
-        )
+        scores = []
+        for which, step in (("baseline", first), ("final", last)):
+            started = time.monotonic()
+            scores.append(audit.score_truth(prepare, repo.show(step.sha, task.train_rel), metric))
+            echo(f"re-measure: {which} {step.sha[:7]} on fresh draws: done in {time.monotonic() - started:.1f} s")
+        report.truth = audit.TrueGain(*scores)
     return report
+
+
+def _fresh_scores(
+    repo: Repo, task: Task, sha: str, which: str, seeds: tuple[int, ...], metric: str, echo: Callable[[str], None]
+) -> list[audit.FreshScore]:
+    """`sha`'s train.py scored on the fresh folds of each seed, one scoring at a time, each said as it ends."""
+    scores = []
+    source = repo.show(sha, task.train_rel)
+    for seed in seeds:
+        started = time.monotonic()
+        [score] = audit.score_on_fresh_folds(task.dir / "prepare.py", source, sha, (seed,))
+        result = f"error: {score.error}" if score.error else f"{metric} {_v(score.value)}"
+        echo(f"re-measure: {which} {sha[:7]}, cv seed {seed}: {result} ({time.monotonic() - started:.1f} s)")
+        scores.append(score)
+    return scores
 
 
 def capabilities_of(repo: Repo, config: RunConfig, task: Task) -> tuple[Capabilities | None, str]:
@@ -152,8 +180,20 @@ def capabilities_of(repo: Repo, config: RunConfig, task: Task) -> tuple[Capabili
 
 # -- the chart ------------------------------------------------------------------------------------------
 def progress_chart(report: Report, path: Path) -> Path:
-    """karpathy's progress.png: grey discards, green kept steps with their hypotheses, the frontier as a step
-    line. The y axis always puts better up: inverted (and said so) when lower is better."""
+    """Draw the chart (draw_chart) into `path`."""
+    import matplotlib.pyplot as plt
+
+    fig = draw_chart(report)
+    fig.savefig(path, dpi=CHART_DPI)
+    plt.close(fig)
+    return path
+
+
+def draw_chart(report: Report):
+    """karpathy's progress.png as a matplotlib Figure: grey discards, green kept steps with their hypotheses,
+    the frontier as a step line in a band of ±1 standard error (each row's Δ ± se: the noise its verdict was
+    judged against), crashes as red × in a lane of their own at the bottom of the axes. The y axis always
+    puts better up: inverted (and said so) when lower is better. The legend sits under the axes, on no point."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -168,42 +208,66 @@ def progress_chart(report: Report, path: Path) -> Path:
     kept = [(s.entry["iter"], s.entry[metric]) for s in report.chain if math.isfinite(s.entry[metric])]
     failed = [i for i, v, s in points if s in ("crash", "interrupted") or (s != "keep" and not math.isfinite(v))]
     last_iter = max((i for i, _, _ in points), default=0)
+    best_so_far = np.array(watch.frontier(report.config, report.rows))
+    se = np.array(watch.noise_band(report.config, report.rows))
+    band = np.isfinite(best_so_far) & np.isfinite(se)
 
     fig, ax = plt.subplots(figsize=CHART_INCHES, dpi=CHART_DPI)
     goodness = np.array([sign * v for _, v, _ in scored]) if scored else np.array([0.0])
     kept_good = np.array([sign * v for _, v in kept]) if kept else goodness
-    worst = min(kept_good.min(), np.percentile(goodness, WORST_QUANTILE))
-    best = max(goodness.max(), kept_good.max())  # a discard can score above the frontier: keep it in view
+    band_good = np.concatenate([sign * (best_so_far - se), sign * (best_so_far + se)])[np.tile(band, 2)]
+    worst = min(kept_good.min(), np.percentile(goodness, WORST_QUANTILE), *band_good)
+    best = max(goodness.max(), kept_good.max(), *band_good)  # a discard can score above the frontier: in view
     span = max(best - worst, 1e-6)
-    bad_edge, good_edge = worst - 0.08 * span, best + 0.35 * span  # room above the frontier for the labels
-    bad_edge_value = sign * bad_edge
+    floor = worst - FLOOR_GAP * span  # the scale ends here; under it, the lanes for what is off it or unscored
+    off_lane, crash_lane = floor - OFF_LANE * span, floor - CRASH_LANE * span
+    bad_edge, good_edge = floor - LANES_HEIGHT * span, best + 0.35 * span  # room above the frontier for labels
 
-    inside = [(i, v) for i, v, s in scored if s != "keep" and sign * v >= bad_edge]
-    outside = [i for i, v, s in scored if s != "keep" and sign * v < bad_edge]
+    inside = [(i, v) for i, v, s in scored if s != "keep" and sign * v >= floor]
+    outside = [i for i, v, s in scored if s != "keep" and sign * v < floor]
     if inside:
         label = f"discarded ({len(inside) + len(outside)})"
         ax.scatter(*zip(*inside, strict=True), s=22, color="#b0b0b0", zorder=2, label=label)
     if outside:
         ax.scatter(
             outside,
-            [bad_edge_value] * len(outside),
+            [sign * off_lane] * len(outside),
             marker="v",
             s=30,
             color="#909090",
             zorder=2,
-            clip_on=False,
-            label="discarded, off the scale" if not inside else None,
+            label="discarded, off the scale" if not inside else "off the scale (▼)",
         )
     if failed:
         ax.scatter(
             failed,
-            [bad_edge_value] * len(failed),
+            [sign * crash_lane] * len(failed),
             marker="x",
             s=46,
             color="#d62728",
             zorder=3,
-            clip_on=False,
             label=f"crashed ({len(failed)})",
+            gid="crashed",
+        )
+    if outside or failed:
+        ax.axhline(sign * floor, color="#cccccc", lw=0.8, ls="--", zorder=1)
+    if band.any():
+        xs = np.array([i for i, _, _ in points] + [last_iter], dtype=float)
+        mid = np.append(best_so_far, best_so_far[-1])
+        width = np.append(se, se[-1])
+        ok = np.append(band, band[-1])
+        ax.fill_between(
+            xs,
+            mid - width,
+            mid + width,
+            where=ok,
+            step="post",
+            color="#2ca02c",
+            alpha=0.15,
+            lw=0,
+            zorder=1,
+            label="±1 se (each row's Δ ± se)",
+            gid="noise band",
         )
     if kept:
         xs, ys = [i for i, _ in kept], [v for _, v in kept]
@@ -251,11 +315,9 @@ def progress_chart(report: Report, path: Path) -> Path:
     ax.set_ylabel(f"{metric} ({direction})")
     ax.set_title(chart_title(report))
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=9, framealpha=0.9)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, LEGEND_BELOW), ncol=6, fontsize=9, frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=CHART_DPI)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def chart_title(report: Report) -> str:
@@ -333,12 +395,22 @@ def near_miss_text(r: dict) -> str:
     return f"{which} ({_delta(r)}{digest.stale_note(r)}) {r['description']}"
 
 
+def device_text(d: dict) -> str:
+    """Where the candidate ran: as its harness reported it at start, else as far as its declared devices say."""
+    if d.get("device"):
+        return d["device"]
+    devices = (d.get("capabilities") or {}).get("devices") or []
+    if len(devices) == 1:
+        return f"{devices[0]} (the only device its harness runs on)"
+    return f"not reported (its harness runs on {', '.join(devices)})" if devices else "not recorded"
+
+
 def summary_lines(report: Report) -> list[tuple[str, str]]:
     d = report.digest
     per_iter = d["seconds_per_iteration"]
     return [
         ("task", f"{report.name} ({d['metric']}, {d['direction']} is better)"),
-        ("device", d.get("device") or "cpu (not reported)"),
+        ("device", device_text(d)),
         ("candidate sandbox", d.get("sandbox") or "not recorded"),
         ("budget", f"{d['budget_seconds']:g} {d.get('budget_unit', 's')} per experiment"),
         ("iterations", str(d["iterations"])),
@@ -443,6 +515,27 @@ def _table(header: list[str] | None, rows: list[list[str]], numeric: set[int] = 
 
     body = "".join("<tr>" + "".join(cell(i, c) for i, c in enumerate(row)) + "</tr>" for row in rows)
     return f"<table>{head}{body}</table>"
+
+
+def experiments_table(rows: list[dict], metric: str) -> str:
+    """Every row as a table (the report's and the live page's)."""
+    return _table(
+        ["iter", "status", metric, "Δ ± se", "seconds", "hypothesis"],
+        [
+            [
+                r.get("iter", ""),
+                r.get("status", ""),
+                _v(parse_float(r.get(metric) or None)),
+                _delta(
+                    {"delta": parse_float(r.get("delta") or None), "delta_se": parse_float(r.get("delta_se") or None)}
+                ),
+                r.get("seconds", ""),
+                r.get("description", ""),
+            ]
+            for r in rows
+        ],
+        {2, 4},
+    )
 
 
 def render_html(report: Report, chart: Path) -> str:
@@ -551,28 +644,7 @@ def render_html(report: Report, chart: Path) -> str:
     else:
         parts.append("<p>none</p>")
     parts.append("<h2>Every experiment</h2>")
-    parts.append(
-        _table(
-            ["iter", "status", m, "Δ ± se", "seconds", "hypothesis"],
-            [
-                [
-                    r.get("iter", ""),
-                    r.get("status", ""),
-                    _v(parse_float(r.get(m) or None)),
-                    _delta(
-                        {
-                            "delta": parse_float(r.get("delta") or None),
-                            "delta_se": parse_float(r.get("delta_se") or None),
-                        }
-                    ),
-                    r.get("seconds", ""),
-                    r.get("description", ""),
-                ]
-                for r in report.rows
-            ],
-            {2, 4},
-        )
-    )
+    parts.append(experiments_table(report.rows, m))
     body = "\n".join(parts)
     title = f"autoresearch {report.config.tag}"
     return (
@@ -624,8 +696,10 @@ def generate(
     out: str | None = None,
     remeasure: bool = True,
     fresh_seeds: tuple[int, ...] = audit.FRESH_CV_SEEDS,
+    echo: Callable[[str], None] = lambda _line: None,
 ) -> str:
-    """Write the report of each chosen run; return the markdown summaries for the terminal."""
+    """Write the report of each chosen run; return the markdown summaries for the terminal. `echo` hears of
+    the slow steps as they end, and of each run's live page (rewritten here too, from the same rows)."""
     runs = runs_to_report(repo, tags, all_runs)
     texts = []
     for config, task in runs:
@@ -633,7 +707,10 @@ def generate(
             folder = Path(out) / config.tag if all_runs or len(runs) > 1 else Path(out)
         else:
             folder = repo.root / REPORT_DIR / config.tag
-        report = build(repo, config, task, remeasure=remeasure, fresh_seeds=fresh_seeds)
+        report = build(repo, config, task, remeasure=remeasure, fresh_seeds=fresh_seeds, echo=echo)
         files = write(report, folder.resolve())
         texts.append(markdown(report, files))
+        page = watch.refresh(repo, config.tag)
+        if page is not None:
+            echo(f"live page (rewritten after each try): {page}")
     return "\n".join(texts)
