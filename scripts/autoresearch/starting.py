@@ -6,6 +6,7 @@ or resume an existing run. A start killed at any point is completed by the next 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -173,6 +174,11 @@ def _fresh_start(repo, tag, task_arg, deadline, max_iters, budget, keep_rule, co
     for seed in range(1, rule.calibration_runs):  # the rule's first estimate of the noise
         if not harness.scored:
             break
+        print(
+            f"start: baseline scored, {seed} of the {rule.calibration_runs} scorings the noise estimate needs",
+            file=sys.stderr,
+            flush=True,
+        )
         harness = run_again(
             repo, task, folder, BASELINE_TIMEOUT_SECONDS, harness, [*harness_args, "--seed", str(seed)], record_harness
         )
