@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -309,8 +310,10 @@ def reported_run(tmp_path_factory, data_mirror):
     project.edit("def build_pipeline():\n", crash)
     assert "CRASH" in ratchet("try", "a pipeline that raises")
     out_dir = base / "out"
-    terminal = ratchet("report", "--out", str(out_dir), "--fresh-seeds", "1")
-    return project, out_dir, terminal
+    done = project.ratchet("report", "--out", str(out_dir), "--fresh-seeds", "1")
+    assert done.returncode == 0, done.stderr
+    project.report_stderr = done.stderr  # the progress lines; stdout is the markdown alone
+    return project, out_dir, done.stdout
 
 
 @pytest.mark.slow
@@ -318,6 +321,15 @@ def test_report_counts_chain_diffs_and_intervals(reported_run):
     project, out_dir, terminal = reported_run
     md = (out_dir / "report.md").read_text()
     assert terminal.strip() == md.strip()
+    # the slow steps said as they ended, on stderr: the labels, then one line per fresh-fold scoring
+    progress = project.report_stderr.splitlines()
+    assert progress[0] == "held-out audit: the harness recomputes the held-out labels"
+    assert progress[1] == "re-measure: the baseline and the final commit on fresh folds of 1 cv seed (2 scorings)"
+    assert re.fullmatch(r"re-measure: baseline [0-9a-f]{7}, cv seed 1: val_auc 0\.\d{4} \(\d+\.\d s\)", progress[2])
+    assert progress[3].startswith("re-measure: final ") and ", cv seed 1: val_auc 0." in progress[3]
+    live = project.path / project.git("rev-parse", "--git-common-dir") / "autoresearch" / "r1" / "live.html"
+    assert progress[4:] == [f"live page (rewritten after each try): {live}"] and live.is_file()
+    assert "**device**: cpu (the only device its harness runs on)" in md
     assert "**kept / discarded / crashed**: 1 / 1 / 1" in md
     assert "**iterations**: 3" in md
     chain = md.split("**Kept chain**")[1].split("**Held-out audit**")[0]
@@ -646,3 +658,71 @@ def test_the_seen_gain_of_a_corrected_run_carries_the_overlap_of_its_folds():
     assert corrected.gain == plain.gain
     assert corrected.se / plain.se == pytest.approx((1 + 25 / 4) ** 0.5)
     assert "corrected for their overlap" in corrected.how
+
+
+# -- the chart's noise band and crash lane, the device line, progress as the re-measure goes ----------------
+@pytest.mark.parametrize("higher_is_better", [True, False])
+def test_chart_has_a_noise_band_and_its_crashes_inside_the_axes_clear_of_the_legend(higher_is_better):
+    import matplotlib.pyplot as plt
+
+    r = constructed_report(higher_is_better)
+    for row in r.rows:
+        if row["status"] != "crash" and row["iter"] != "0":
+            row.update(delta="0.01", delta_se="0.01")
+    fig = report.draw_chart(r)
+    try:
+        [ax] = fig.axes
+        fig.canvas.draw()
+        low, high = sorted(ax.get_ylim())
+        [crashes] = [c for c in ax.collections if c.get_gid() == "crashed"]
+        ys = crashes.get_offsets()[:, 1]
+        assert len(ys) == 1 and crashes.get_clip_on() and low < ys.min() and ys.max() < high  # inside the axes
+        kept_values = [s.entry[r.config.metric] for s in r.chain]
+        sign = 1 if higher_is_better else -1
+        assert all(sign * y < sign * v for y in ys for v in kept_values)  # in the lane under every score
+        # the legend sits wholly under the axes: no marker is hidden under it
+        legend, axes = ax.get_legend().get_window_extent(), ax.get_window_extent()
+        assert legend.y1 < axes.y0
+        assert "crashed (1)" in [t.get_text() for t in ax.get_legend().get_texts()]
+        # the band: ±1 se (each row's 0.01, back-filled to the baseline) around the best so far, 1.0 -> 1.05 -> 1.12
+        [band] = [c for c in ax.collections if c.get_gid() == "noise band"]
+        vertices = np.concatenate([p.vertices for p in band.get_paths()])
+        at = {round(float(x), 6): [] for x in vertices[:, 0]}
+        for x, y in vertices:
+            at[round(float(x), 6)].append(float(y))
+        assert min(at[0.0]) == pytest.approx(1.0 - 0.01) and max(at[0.0]) == pytest.approx(1.0 + 0.01)
+        assert min(at[2.0]) == pytest.approx(1.0 + 0.05 * sign - 0.01)
+        assert max(at[2.0]) == pytest.approx(1.0 + 0.05 * sign + 0.01)
+    finally:
+        plt.close(fig)
+
+
+def test_device_line_says_what_is_known():
+    assert report.device_text({"device": "cuda"}) == "cuda"
+    assert report.device_text({"capabilities": {"devices": ["cpu"]}}) == "cpu (the only device its harness runs on)"
+    assert report.device_text({"capabilities": {"devices": ["cpu", "cuda"]}}) == (
+        "not reported (its harness runs on cpu, cuda)"
+    )
+    assert report.device_text({"capabilities": None}) == "not recorded"
+
+
+def test_the_remeasure_says_each_scoring_as_it_ends(monkeypatch, tmp_path):
+    said, scored = [], []
+
+    def score(prepare, source, commit, seeds):
+        [seed] = seeds  # one scoring per call: its line is printed before the next begins
+        scored.append(seed)
+        assert len(said) == len(scored) - 1
+        error = "boom" if seed == 3 else ""
+        return [audit.FreshScore(commit, seed, math.nan if error else 0.8 + seed / 100, [], error=error)]
+
+    monkeypatch.setattr(audit, "score_on_fresh_folds", score)
+    repo = type("R", (), {"show": lambda self, sha, rel: "source"})()
+    task = type("T", (), {"dir": tmp_path, "train_rel": "train.py"})()
+    out = report._fresh_scores(repo, task, "abcdef0123", "final", (1, 2, 3), "val_auc", said.append)
+    assert [s.cv_seed for s in out] == [1, 2, 3]
+    assert [line.split(" (")[0] for line in said] == [
+        "re-measure: final abcdef0, cv seed 1: val_auc 0.8100",
+        "re-measure: final abcdef0, cv seed 2: val_auc 0.8200",
+        "re-measure: final abcdef0, cv seed 3: error: boom",
+    ]

@@ -172,7 +172,8 @@ def frame(view: View, now: float | None = None, width: int | None = None) -> str
     ]
     if d["best"]:
         b, base = d["best"], d["baseline"]
-        gain = f" ({d['gain_over_baseline']:+.4f} over baseline {fmt(base[m])})" if base else ""
+        gain = d["gain_over_baseline"]
+        gain = f" ({gain:+.4f} over baseline {fmt(base[m])})" if base and math.isfinite(gain) else ""
         lines.append(f"best: {fmt(b[m])} at iter {b['iter']}{gain} — {b['description']}")
     rate = f"{d['iterations_per_hour']} per hour" if d["iterations_per_hour"] else "per hour: n/a"
     crashed = d["crashed"] + d["interrupted"]
@@ -295,7 +296,7 @@ def render_page(view: View, now: float | None = None) -> str:
     if flying:
         parts.append(f"<p><b>{esc(flying)}</b></p>")
     parts += ["<h2>Every experiment, the latest first</h2>", report.experiments_table(view.rows[::-1], c.metric)]
-    title = f"{c.tag} (live) · {d['iterations']} iterations"
+    title = f"{c.tag} (live) · {report.plural(d['iterations'], 'iteration')}"
     return (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8">{refresh_tag}<title>{esc(title)}</title>'
         f"<style>{report.STYLE}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n"
