@@ -698,12 +698,14 @@ def test_chart_has_a_noise_band_and_its_crashes_inside_the_axes_clear_of_the_leg
 
 
 def test_device_line_says_what_is_known():
-    assert report.device_text({"device": "cuda"}) == "cuda"
-    assert report.device_text({"capabilities": {"devices": ["cpu"]}}) == "cpu (the only device its harness runs on)"
-    assert report.device_text({"capabilities": {"devices": ["cpu", "cuda"]}}) == (
+    from autoresearch import digest
+
+    assert digest.device_text({"device": "cuda"}) == "cuda"
+    assert digest.device_text({"capabilities": {"devices": ["cpu"]}}) == "cpu (the only device its harness runs on)"
+    assert digest.device_text({"capabilities": {"devices": ["cpu", "cuda"]}}) == (
         "not reported (its harness runs on cpu, cuda)"
     )
-    assert report.device_text({"capabilities": None}) == "not recorded"
+    assert digest.device_text({"capabilities": None}) == "not recorded"
 
 
 def test_the_remeasure_says_each_scoring_as_it_ends(monkeypatch, tmp_path):

@@ -45,6 +45,7 @@ Layer 4, the ratchet: start and try
     recovery       state.json, and finishing or rolling back an iteration whose ratchet died
     starting       `start`: capabilities, baseline and calibration, the run record; resume
     loop           `try`: the iteration's state machine
+    watch          the live view of a run: `watch`'s terminal frame, live.html (rewritten after each try)
 
 Layer 5, the morning review and new tasks
     audit          held-out audit and fresh-fold re-measure (statistics and harness calls)

@@ -35,6 +35,17 @@ def budget_unit(config: RunConfig) -> str:
     return "CPU-s" if caps and caps.budget_clocks.get(device) == "cpu" else "s"
 
 
+def device_text(d: dict) -> str:
+    """Where a digest's run scored its candidates: as its harness reported at start, else as far as the devices
+    the harness declared say (a tabular harness runs on the CPU alone and reports no device)."""
+    if d.get("device"):
+        return d["device"]
+    devices = (d.get("capabilities") or {}).get("devices") or []
+    if len(devices) == 1:
+        return f"{devices[0]} (the only device its harness runs on)"
+    return f"not reported (its harness runs on {', '.join(devices)})" if devices else "not recorded"
+
+
 def _num(row: dict, key: str) -> float:
     return parse_float(row.get(key) or None)
 

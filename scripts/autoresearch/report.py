@@ -395,22 +395,12 @@ def near_miss_text(r: dict) -> str:
     return f"{which} ({_delta(r)}{digest.stale_note(r)}) {r['description']}"
 
 
-def device_text(d: dict) -> str:
-    """Where the candidate ran: as its harness reported it at start, else as far as its declared devices say."""
-    if d.get("device"):
-        return d["device"]
-    devices = (d.get("capabilities") or {}).get("devices") or []
-    if len(devices) == 1:
-        return f"{devices[0]} (the only device its harness runs on)"
-    return f"not reported (its harness runs on {', '.join(devices)})" if devices else "not recorded"
-
-
 def summary_lines(report: Report) -> list[tuple[str, str]]:
     d = report.digest
     per_iter = d["seconds_per_iteration"]
     return [
         ("task", f"{report.name} ({d['metric']}, {d['direction']} is better)"),
-        ("device", device_text(d)),
+        ("device", digest.device_text(d)),
         ("candidate sandbox", d.get("sandbox") or "not recorded"),
         ("budget", f"{d['budget_seconds']:g} {d.get('budget_unit', 's')} per experiment"),
         ("iterations", str(d["iterations"])),
