@@ -86,6 +86,8 @@ def test_watch_once_shows_a_row_appended_after_the_first_frame_and_try_rewrites_
 
     ok(run.ratchet("stop", "enough"))
     assert "STOP: stop requested by the person: enough" in ok(run.ratchet("watch", "--once"))
+    piped = ok(run.ratchet("watch", "--interval", "0.1"))  # not a terminal: frames until the run is over
+    assert piped.count("run w1 |") == 1 and "STOP: stop requested" in piped
     assert watch.refresh(repo_of(run), "w1") == page
     assert '<meta http-equiv="refresh"' not in page.read_text()  # the run is over: no more reloading
 
@@ -202,7 +204,7 @@ def test_the_sparkline_puts_better_up_and_the_strip_marks_each_row(tmp_path, hig
     view = view_of(tmp_path, higher_is_better)
     text = watch.frame(view, now=0)
     [spark, strip] = [x for x in text.splitlines() if x.startswith("best so far")] + [
-        x for x in text.splitlines() if x.endswith("K kept · x crash")
+        x for x in text.splitlines() if x.endswith(watch.STRIP_KEY)
     ]
     assert spark.split()[3:] == ["▁▄▄▄██", "iters", "0–5"]  # the best so far, taller when better
     assert strip.split()[0] == "KK·xK!"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from autoresearch import digest, ledger, stopping
+from autoresearch import digest, stopping
 from autoresearch.messages import VERDICTS, fmt
 from autoresearch.recovery import START_FILE, STATE_FILE
 from autoresearch.refs import ledger_for, read_refs
@@ -29,11 +29,12 @@ from autoresearch.runs import RunConfig, RunError, load_config, read_json, run_d
 from autoresearch.summary import parse_float
 from autoresearch.taskdir import Task, find_task
 
-INTERVAL_SECONDS = 2.0  # `watch`'s default redraw period: one git call and a digest, a few ms each
+INTERVAL_SECONDS = 2.0  # `watch`'s default redraw period; a redraw (one git call, a digest) costs tens of ms
 LAST_ROWS = 10  # rows the frame lists: what a glance needs, fits a laptop terminal with the header
 SPARK_WIDTH = 60  # iterations the sparkline shows (the latest ones when there are more)
 SPARKS = "▁▂▃▄▅▆▇█"  # eight levels, worst to best
 STRIP = {"keep": "K", "discard": "·", "crash": "x", "interrupted": "!"}  # one character per row under the sparkline
+STRIP_KEY = "K kept, · discarded, x crashed, ! interrupted"
 CLEAR = "\x1b[H\x1b[2J"  # ANSI: cursor home, clear screen (plain: any terminal emulator has these)
 LIVE_FILE = "live.html"  # in the run's folder, .git/autoresearch/<tag>/: never in the work tree nor in a commit
 PAGE_REFRESH_SECONDS = 30  # the page reloads itself this often while the run goes on
@@ -196,7 +197,8 @@ def frame(view: View, now: float | None = None, width: int | None = None) -> str
         first, last = window[0].get("iter"), window[-1].get("iter")
         spark = sparkline(frontier(c, view.rows)[-SPARK_WIDTH:], c.higher_is_better)
         lines.append(f"best so far  {spark}  iters {first}–{last}")
-        lines.append(f"             {''.join(STRIP.get(r.get('status', ''), '?') for r in window)}  K kept · x crash")
+        strip = "".join(STRIP.get(r.get("status", ""), "?") for r in window)
+        lines.append(f"             {strip}  {STRIP_KEY}")
     lines.append(f"last {min(LAST_ROWS, len(view.rows))}:")
     lines += [f"  {row_line(c, r)}" for r in view.rows[-LAST_ROWS:]]
     flying = in_flight_line(view, now)
@@ -249,8 +251,8 @@ def watch(
             time.sleep(interval)
             try:
                 view = read_view(repo, tag)
-            except (RunError, ledger.LedgerError, OSError) as exc:  # e.g. a ref being rewritten: try again
-                out.write(f"(could not read run {tag} just now: {exc})\n")
+            except Exception as exc:  # noqa: BLE001 - a ref mid-write, a git killed by the same ^C: try again
+                out.write(f"(could not read run {tag} just now: {type(exc).__name__}: {exc})\n")
     except KeyboardInterrupt:  # the way out of a terminal view: not an error
         out.write("\n")
         out.flush()
