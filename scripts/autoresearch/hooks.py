@@ -573,16 +573,22 @@ def stop(event: dict, state: RunState) -> dict:
 
 # -- SessionStart ---------------------------------------------------------------------------------------
 def session_start(event: dict, state: RunState) -> dict:
-    """The digest as context: best, last rows, near misses, crashes, next iteration; no held-out figure."""
-    from autoresearch import digest
-
-    config, rows = _load(state)
-    text = digest.render(digest.digest(config, rows, state))
+    """Where the run stands, once per session. A new or resumed session will call `start`, which prints the
+    digest itself: the hook then says one line, so the agent does not read the digest twice. After a compact
+    or a clear the agent goes on without a `start`: the hook gives the digest (no held-out figure)."""
     intro = (
         f"An autoresearch run is checked out (branch autoresearch/{state.tag}). Follow program.md: edit "
         f'{state.train_rel} with one idea, then `uv run scripts/ratchet.py try "HYPOTHESIS"`; '
         "never stop on your own."
     )
+    if event.get("source") in ("startup", "resume"):
+        task = "" if state.task == "." else f" --task {state.task}"
+        intro += f" `ratchet.py start {state.tag}{task}` goes on with it and prints where it stands."
+        return {"hookSpecificOutput": {"hookEventName": "SessionStart", "additionalContext": intro}}
+    from autoresearch import digest
+
+    config, rows = _load(state)
+    text = digest.render(digest.digest(config, rows, state))
     return {"hookSpecificOutput": {"hookEventName": "SessionStart", "additionalContext": f"{intro}\n{text}"}}
 
 
