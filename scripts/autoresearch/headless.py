@@ -170,11 +170,12 @@ def how_it_ended(result: dict) -> str:
 
 
 def what_it_said(result: dict, log_path: Path) -> str:
-    """The session's last text, on one line; with what to do when it says the client is not logged in."""
+    """The session's last text, on one line (with what to do when it says the client is not logged in), or
+    where to look when it said nothing."""
     said = " ".join(str(result.get("result") or "").split())[:300]
     if any(word in said for word in LOGIN_WORDS):
         said += f" ({NOT_LOGGED_IN.split(': ', 1)[1]})"
-    return said or f"see {log_path}"
+    return said or f"no result from the client; see {log_path}"
 
 
 def cost_text(root: Path, tag: str) -> str:
@@ -235,7 +236,7 @@ def headless(
             if idle > RELAUNCHES_WITHOUT_PROGRESS:
                 return 1, (
                     f"autoresearch {tag}: claude ended {ended}, with no stop condition and no new "
-                    f"iteration; see {log_path}: {said}{cost_text(root, tag)}"
+                    f"iteration: {said}{cost_text(root, tag)} (session log: {log_path})"
                 )
             print(
                 f"autoresearch {tag}: claude ended {ended} before a stop condition; relaunching",
