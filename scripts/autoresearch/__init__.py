@@ -35,6 +35,7 @@ Layer 3, the run record: what a run is, when it stops, how it reads
     runs           a run's identity, its config (run.json) and private folder, the checkout lock
     taskdir        task discovery: a folder with a committed prepare.py and train.py
     stopping       the stop conditions
+    cost           the model's tokens and dollars per iteration, from Claude Code's logs
     digest         the status digest (status, the SessionStart hook, the report)
 
 Layer 4, the ratchet: start and try
