@@ -16,6 +16,7 @@ import io
 import math
 import re
 import sys
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -256,7 +257,8 @@ def plan(
 ) -> Plan:
     """Read `csv` and run every check; nothing is written. Raises RunError with a one-line reason."""
     csv = Path(csv).expanduser()
-    name = name or re.sub(r"[^A-Za-z0-9_-]+", "_", csv.stem).strip("_-").lower() or "task"
+    stem = unicodedata.normalize("NFKD", csv.stem).encode("ascii", "ignore").decode()  # régions -> regions
+    name = name or re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_-").lower() or "task"
     if not NAME_PATTERN.match(name):
         raise RunError(f"task name {name!r}: use letters, digits, '_' or '-' (at most 64), e.g. --name churn")
     folder = repo.root / TASKS_DIR / name

@@ -176,7 +176,7 @@ DATE_CODE = """
     for column in df.select_dtypes(include=["datetime", "datetimetz"]).columns:
         when = df.pop(column)  # a date as year, month, day and weekday numbers; a missing date is NaN in each
         df[f"{column}_year"], df[f"{column}_month"] = when.dt.year, when.dt.month
-        df[f"{column}_day"], df[f"{column}_weekday"] = when.dt.day, when.dt.dayofweek"""
+        df[f"{column}_day"], df[f"{column}_weekday"] = when.dt.day, when.dt.day_of_week"""
 
 # The call that reads the data in prepare.py, per format: the same as tablefile.read (keep the two the same).
 READER_CALLS = {
