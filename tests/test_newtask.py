@@ -390,6 +390,16 @@ def test_semicolon_tab_and_pipe_separated_files_become_tasks(project, tmp_path, 
     assert f"read as:   {note}" in (folder / "README.md").read_text()
 
 
+def test_names_quoted_with_apostrophes_lose_their_quotes(project, tmp_path):
+    """As statsmodels' anes96.csv: tab-separated, every name in 'quotes'."""
+    path = tmp_path / "anes.csv"
+    body = frame_of().to_csv(sep="\t", index=False).split("\n", 1)[1]
+    path.write_text("'age'\t'score'\t'colour'\t'outcome'\n" + body)
+    plan, _, (x, _) = written_task(project, path)
+    assert plan.source.options["quotechar"] == "'" and plan.source.note == "tab-separated, names quoted with '"
+    assert list(x.columns) == ["age", "score", "colour"]
+
+
 def test_a_comma_file_stays_comma_separated_with_semicolons_in_its_text(project, tmp_path):
     frame = frame_of().assign(colour=lambda f: f["colour"] + ";dark")  # unquoted by pandas: ';' needs no quotes
     csv = tmp_path / "plain.csv"
@@ -399,12 +409,15 @@ def test_a_comma_file_stays_comma_separated_with_semicolons_in_its_text(project,
     assert "Read as: comma-separated UTF-8." in newtask.taskfiles.prepare_py(plan)
 
 
-def test_a_utf8_bom_file_has_no_bom_in_its_first_column_name(project, tmp_path):
-    csv = tmp_path / "excel_export.csv"
-    frame_of().to_csv(csv, index=False, encoding="utf-8-sig")
-    assert csv.read_bytes().startswith(b"\xef\xbb\xbfage,")
+@pytest.mark.parametrize(
+    ("encoding", "sep", "bom"), [("utf-8-sig", ",", b"\xef\xbb\xbfage,"), ("utf-16", "\t", b"\xff\xfea\x00g\x00")]
+)
+def test_a_file_with_a_bom_has_none_in_its_first_column_name(project, tmp_path, encoding, sep, bom):
+    csv = tmp_path / "excel_export.csv"  # UTF-16 and tabs: Excel's "Unicode text"
+    frame_of().to_csv(csv, index=False, sep=sep, encoding=encoding)
+    assert csv.read_bytes().startswith(bom)
     plan, _, (x, _) = written_task(project, csv)
-    assert plan.source.options["encoding"] == "utf-8-sig" and plan.numeric == ["age", "score"]
+    assert plan.source.options["encoding"] == encoding and plan.numeric == ["age", "score"]
     assert list(x.columns) == ["age", "score", "colour"]
 
 

@@ -41,6 +41,7 @@ ZIP_MAGIC = b"PK\x03\x04"
 OLE_MAGIC = b"\xd0\xcf\x11\xe0"  # the old binary Office formats: .xls (and .doc)
 PARQUET_MAGIC = b"PAR1"
 GZIP_MAGIC = b"\x1f\x8b"
+SINGLE_QUOTED = re.compile(r"^'[^']*'$")  # 'vote': a header written by a tool that quotes with apostrophes
 XLSX_PART = "xl/workbook.xml"  # present in every .xlsx/.xlsm, absent from other zips
 
 # A date as people write them: 2020-01-31, 31/01/2020, 1.31.20, 31 Jan 2020, January 31, 2020, 2020-01, with an
@@ -168,6 +169,7 @@ def sniff(path: Path) -> Source:
     sample = sample.lstrip("\ufeff")
     separator = sniff_separator(sample, truncated)
     decimal = sniff_decimal(sample, separator, truncated)
+    options = {"sep": separator, "decimal": decimal, "encoding": encoding}
     notes = []
     if separator != ",":
         notes.append(f"{SEPARATORS[separator]}-separated")
@@ -175,7 +177,12 @@ def sniff(path: Path) -> Source:
         notes.append("decimal comma")
     if encoding != "utf-8":
         notes.append(ENCODING_NAMES[encoding])
-    return Source("csv", {"sep": separator, "decimal": decimal, "encoding": encoding}, ", ".join(notes))
+    header = next(iter(_records(sample, separator, truncated)), [])
+    if len(header) > 1 and all(SINGLE_QUOTED.match(f.strip()) for f in header):
+        # Every name in 'quotes': read ' as the quote character, or the target would be "'vote'", not vote.
+        options["quotechar"] = "'"
+        notes.append("names quoted with '")
+    return Source("csv", options, ", ".join(notes))
 
 
 def excel_source(path: Path) -> Source:
