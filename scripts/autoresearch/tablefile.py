@@ -224,6 +224,8 @@ def parse_dates(values: pd.Series, date_format: str) -> pd.Series:
 
 @dataclass
 class DateColumn:
+    """How a column of dates is read, and what a person should know about it."""
+
     format: str | None  # the strptime format its text is parsed with; None for cells a workbook already holds as dates
     unparsed: int = 0  # values that do not fit the format and are read as missing
     ambiguous: str = ""  # another format that reads every value too (day and month both 12 or less)
