@@ -50,6 +50,7 @@ Layer 4, the ratchet: start and try
 Layer 5, the morning review and new tasks
     audit          held-out audit and fresh-fold re-measure (statistics and harness calls)
     report         `report`: progress.png, report.html, report.md
+    tablefile      a person's data file as a table: format by content, encoding, separator, decimal mark, dates
     taskfiles      the files `new-task` writes (prepare.py, train.py, the task card)
     newtask        `new-task`: a task from a CSV
 
