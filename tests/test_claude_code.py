@@ -140,6 +140,9 @@ def test_headless_run_with_the_real_client(tmp_path, env):
     assert proc.returncode == 0, report
     assert "stopped: iteration cap reached (2 of 2)" in stdout.splitlines()[-1], report
     assert "| KEPT |" in stdout and "| DISCARDED |" in stdout, report
+    # what the model cost, from the client's own logs: the fake answers 10 input and 5 output tokens a request
+    assert f"; model: {len(requests)} requests, {15 * len(requests)} tokens, $" in stdout.splitlines()[-1], report
+    assert "per iteration" in stdout.splitlines()[-1] and "per kept improvement" in stdout.splitlines()[-1]
 
     sessions = [i for i, r in enumerate(requests) if turn_index(r) == 0] + [len(requests)]
     assert len(sessions) == 3, f"expected two sessions, got {len(sessions) - 1}\n{report}"
