@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-remeasure", action="store_true", help="skip the fresh-fold re-measure")
     p.add_argument("--fresh-seeds", type=int, default=3, help="fresh CV seeds to re-measure on (default 3)")
     p = sub.add_parser("new-task", help="make tasks/NAME/ (frozen harness, baseline, card) from a CSV file")
-    p.add_argument("csv", help="the data: a CSV file with a header row (referenced by path and sha256, not copied)")
+    p.add_argument(
+        "csv", help="the data: a CSV (, ; tab or | separated) or .xlsx file with a header row (referenced, not copied)"
+    )
     p.add_argument("--target", required=True, help="the column to predict")
     p.add_argument("--name", help="the task folder's name (default: the file's name)")
     p.add_argument(

@@ -3,8 +3,9 @@
 `scripts/headless.py t1 --max-iters 2` runs `claude -p "/autoresearch t1 --max-iters 2"` in a copy of the
 project with its real .claude/ settings, slash command and hooks, and an untrusted workspace (the allow
 rules apply through --settings), on the suite's fixture task (a baseline in about a second). The agent starts
-the run, keeps one edit, has an edit of prepare.py denied by the hook, is refused a stop, discards a second
-edit, and is let go at the iteration cap.
+the run, keeps one edit, has an edit of prepare.py denied by the hook, is refused a stop and is cut by the turn
+limit; the runner relaunches it, the new session resumes the run within 3 requests, discards a second edit,
+and is let go at the iteration cap.
 Needs the e2e dependency group (`uv sync --all-groups`): claude-agent-sdk bundles the client.
 """
 
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 from claude_runner import _kill_run, clean_env, find_claude
 from conftest import FIXTURE_TASK, make_project
-from fake_anthropic import FakeAnthropic, Text, ToolUse, all_text, tool_results
+from fake_anthropic import FakeAnthropic, Text, ToolUse, all_text, tool_results, turn_index
 from test_ratchet import BETTER_EDIT, WORSE_EDIT, weaken_baseline
 
 pytest.importorskip("claude_agent_sdk", reason="the e2e group is not installed: uv sync --all-groups")
@@ -41,29 +42,58 @@ PROJECT_FILES = [  # prepare.py and train.py are the fixture task's
 TIMEOUT_SECONDS = 300  # three fixture scorings and ~12 hook calls on a busy 2-core machine, plus the client's start-up
 
 
-def agent_script(repo: Path) -> list:
-    """One tool call per turn, chosen by the number of assistant turns so far."""
-    train, prepare = str(repo / "train.py"), str(repo / "prepare.py")
+RESUME_REQUESTS_MAX = 3  # issue 13: a resumed session reaches its first new edit within this many requests
+MAX_TURNS = 6  # cuts the first session after the refused stop, so the runner relaunches it: a resume
 
-    def edit(old_new):
-        return ToolUse("Edit", {"file_path": train, "old_string": old_new[0], "new_string": old_new[1]})
+
+def requests_to_first_edit(last_request: dict) -> int:
+    """How many requests a session sent up to the one answered with its first Edit (from its last request)."""
+    replies = [m for m in last_request["messages"] if m.get("role") == "assistant"]
+    for k, message in enumerate(replies):
+        content = message.get("content") if isinstance(message.get("content"), list) else []
+        if any(b.get("type") == "tool_use" and b.get("name") == "Edit" for b in content):
+            return k + 1
+    raise AssertionError("the session made no edit")
+
+
+def agent_script(repo: Path):
+    """The agent, following program.md literally, one turn per request, chosen by the session and the number of
+    assistant turns so far. The first session starts the run, keeps an edit, has an edit of prepare.py denied,
+    is refused a stop and is cut by the turn limit; the second resumes the run, discards an edit and is let go
+    at the iteration cap."""
+    train, prepare = str(repo / "train.py"), str(repo / "prepare.py")
+    sessions = []  # one entry per session: a request with no assistant turn yet opens one
 
     def bash(command):
         return ToolUse("Bash", {"command": command, "description": "autoresearch"})
 
-    return [
-        bash("uv run scripts/ratchet.py start t1 --max-iters 2"),
-        ToolUse("Read", {"file_path": train}),
-        edit(BETTER_EDIT),
-        bash('uv run scripts/ratchet.py try "all features, not age alone"'),
+    setup = [  # program.md's set-up: one turn, three calls
         ToolUse("Read", {"file_path": prepare}),
+        ToolUse("Read", {"file_path": train}),
+        bash("uv run scripts/ratchet.py start t1 --max-iters 2"),
+    ]
+    first = [
+        setup,
+        ToolUse("Edit", {"file_path": train, "old_string": BETTER_EDIT[0], "new_string": BETTER_EDIT[1]}),
+        bash('uv run scripts/ratchet.py try "all features, not age alone"'),
         ToolUse("Edit", {"file_path": prepare, "old_string": "N_REPEATS = 2", "new_string": "N_REPEATS = 1"}),
         Text("Iteration 1 is done; stopping here."),  # the Stop hook must refuse this
-        ToolUse("Read", {"file_path": train}),
-        edit(WORSE_EDIT),
+    ]
+    second = [
+        setup,
+        ToolUse("Edit", {"file_path": train, "old_string": WORSE_EDIT[0], "new_string": WORSE_EDIT[1]}),
         bash('uv run scripts/ratchet.py try "much stronger regularisation"'),
         Text("The run is over."),  # the cap is reached: the Stop hook lets it end
     ]
+
+    def script(request: dict):
+        turn = turn_index(request)
+        if turn == 0:
+            sessions.append(len(sessions))
+        turns = first if len(sessions) == 1 else second
+        return turns[turn] if turn < len(turns) else Text("Nothing more to do.")
+
+    return script
 
 
 @pytest.mark.slow
@@ -90,7 +120,7 @@ def test_headless_run_with_the_real_client(tmp_path, env):
                 "--max-iters",
                 "2",
                 "--max-turns",
-                "30",
+                str(MAX_TURNS),
             ],
             cwd=repo,
             env=run_env,
@@ -110,17 +140,31 @@ def test_headless_run_with_the_real_client(tmp_path, env):
     assert proc.returncode == 0, report
     assert "stopped: iteration cap reached (2 of 2)" in stdout.splitlines()[-1], report
     assert "| KEPT |" in stdout and "| DISCARDED |" in stdout, report
+    # what the model cost, from the client's own logs: the fake answers 10 input and 5 output tokens a request
+    assert f"; model: {len(requests)} requests, {15 * len(requests)} tokens, $" in stdout.splitlines()[-1], report
+    assert "per iteration" in stdout.splitlines()[-1] and "per kept improvement" in stdout.splitlines()[-1]
 
-    first = all_text(requests[0])
-    assert "AUTORESEARCH-LOOP:" in first and "t1 --max-iters 2" in first  # the slash command, expanded
-    results = tool_results(requests[-1])
-    assert len(results) == 9, [r["text"][:80] for r in results]
+    sessions = [i for i, r in enumerate(requests) if turn_index(r) == 0] + [len(requests)]
+    assert len(sessions) == 3, f"expected two sessions, got {len(sessions) - 1}\n{report}"
+    first, second = requests[sessions[0] : sessions[1]], requests[sessions[1] :]
+    opening = all_text(first[0])
+    assert "AUTORESEARCH-LOOP:" in opening and "t1 --max-iters 2" in opening  # the slash command, expanded
+    assert "## The loop (two tool calls per iteration)" in opening  # program.md inlined: no request to read it
+    results = tool_results(first[5])
+    assert len(results) == 6, [r["text"][:80] for r in results]
     assert not any(r["is_error"] for i, r in enumerate(results) if i != 5), [r["text"][:200] for r in results]
-    assert "run t1 started" in results[0]["text"]
+    assert "run t1 started" in results[2]["text"]
     denied = results[5]
     assert denied["is_error"] and "only train.py may change" in denied["text"]
-    stop_refused = all_text(requests[7])
+    stop_refused = all_text(first[5])
     assert "Stop hook" in stop_refused and "not over (next: iter 2" in stop_refused
+    assert "relaunching" in stdout, report  # the turn limit cut the first session: the runner went on
+
+    # the resume: the digest arrives with `start`, not twice, and the first new edit is within 3 requests
+    resumed = tool_results(second[1])
+    assert "run t1 resumed" in resumed[2]["text"] and "best: iter 1" in resumed[2]["text"]
+    assert all_text(second[1]).count("best: iter 1") == 1  # the SessionStart hook did not inject it too
+    assert requests_to_first_edit(second[-1]) <= RESUME_REQUESTS_MAX
 
     assert project.git("rev-parse", "--abbrev-ref", "HEAD") == "autoresearch/t1"
     assert project.git("log", "--format=%s", "-2").splitlines() == [

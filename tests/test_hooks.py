@@ -122,7 +122,7 @@ def prescribed_commands() -> list[str]:
 def test_every_prescribed_shape_is_allowed(run):
     project, state = run
     commands = prescribed_commands()
-    assert len(commands) >= 7 and any("--extra lm" in c for c in commands), commands
+    assert len(commands) >= 6 and any("--extra lm" in c for c in commands), commands
     for command in [
         *commands,
         'uv run scripts/ratchet.py try "a > b; c && d || e"',  # operators inside quotes are text
@@ -469,6 +469,15 @@ def test_session_start_injects_the_digest_without_heldout(run):
     assert "autoresearch/t1" in context and "program.md" in context
     assert "next: iter 1" in context and "best: iter 0" in context and "cap 3 iterations" in context
     assert "heldout" not in context and f"{heldout[0]['heldout_auc']:.4f}" not in context
+
+
+def test_session_start_of_a_new_session_leaves_the_digest_to_start(run):
+    """A new session calls `start`, which prints the digest: the hook must not put it in the context twice."""
+    project, _ = run
+    out = call_shim("session-start", {"source": "startup", "cwd": str(project.path)}, project.path)
+    context = json.loads(out.stdout)["hookSpecificOutput"]["additionalContext"]
+    assert "autoresearch/t1" in context and "ratchet.py start t1` goes on with it" in context
+    assert "best: iter 0" not in context and "\n" not in context
 
 
 def test_shim_denies_as_claude_code_expects(run):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -343,3 +344,200 @@ def test_a_class_missing_from_a_fit_gets_probability_zero():
 def test_balanced_accuracy_of_binary_probabilities():
     y = np.array([0, 0, 1, 1])
     assert tabular.score("val_balanced_accuracy", y, np.array([0.1, 0.6, 0.7, 0.9]), np.arange(2)) == 0.75
+
+
+# -- the file as people have it: separators, encodings, Excel, formats that are not tables, dates --------------
+def generated_prepare(folder: Path):
+    """The task's frozen prepare.py as a module: its load() is what the harness reads at score time."""
+    spec = importlib.util.spec_from_file_location(f"prepare_{folder.name}", folder / "prepare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def written_task(project, path: Path, target: str = "outcome", **options):
+    """plan + write_files, no baseline scoring: the plan and the frozen harness's (features, target)."""
+    repo = Repo(project.path)
+    plan = newtask.plan(repo, path, target, **options)
+    folder = newtask.write_files(repo, plan)
+    return plan, folder, generated_prepare(folder).load()
+
+
+def with_dates(frame: pd.DataFrame, fmt: str = "%d/%m/%Y") -> pd.DataFrame:
+    """A visit date per row, all distinct (what an identifier looks like too), written in `fmt`."""
+    return frame.assign(visit=pd.date_range("2021-01-05", periods=len(frame), freq="D").strftime(fmt))
+
+
+def accented(frame: pd.DataFrame) -> pd.DataFrame:
+    regions = {"red": "Île-de-France", "green": "Bretagne", "blue": "Provence-Alpes-Côte d'Azur"}
+    return frame.assign(colour=frame["colour"].map(regions)).rename(columns={"outcome": "résultat"})
+
+
+@pytest.mark.parametrize(
+    ("sep", "decimal", "note"),
+    [(";", ",", "';'-separated, decimal comma"), ("\t", ".", "tab-separated"), ("|", ".", "'|'-separated")],
+)
+def test_semicolon_tab_and_pipe_separated_files_become_tasks(project, tmp_path, sep, decimal, note):
+    frame = frame_of()
+    csv = tmp_path / "measures.csv"
+    frame.to_csv(csv, sep=sep, decimal=decimal, index=False)
+    plan, folder, (x, y) = written_task(project, csv)
+    assert plan.source.options == {"sep": sep, "decimal": decimal, "encoding": "utf-8"} and plan.source.note == note
+    assert plan.numeric == ["age", "score"] and plan.categorical == ["colour"]  # 0,53 read as a number, not text
+    np.testing.assert_allclose(x["score"].to_numpy(), frame["score"].to_numpy())
+    assert y.tolist() == frame["outcome"].tolist()
+    assert f"Read as: {note}." in (folder / "prepare.py").read_text()
+    assert f"read as:   {note}" in (folder / "README.md").read_text()
+
+
+def test_names_quoted_with_apostrophes_lose_their_quotes(project, tmp_path):
+    """As statsmodels' anes96.csv: tab-separated, every name in 'quotes'."""
+    path = tmp_path / "anes.csv"
+    body = frame_of().to_csv(sep="\t", index=False).split("\n", 1)[1]
+    path.write_text("'age'\t'score'\t'colour'\t'outcome'\n" + body)
+    plan, _, (x, _) = written_task(project, path)
+    assert plan.source.options["quotechar"] == "'" and plan.source.note == "tab-separated, names quoted with '"
+    assert list(x.columns) == ["age", "score", "colour"]
+
+
+def test_a_comma_file_stays_comma_separated_with_semicolons_in_its_text(project, tmp_path):
+    frame = frame_of().assign(colour=lambda f: f["colour"] + ";dark")  # unquoted by pandas: ';' needs no quotes
+    csv = tmp_path / "plain.csv"
+    frame.to_csv(csv, index=False)
+    plan = newtask.plan(Repo(project.path), csv, "outcome")
+    assert plan.source.options["sep"] == "," and plan.source.note == ""
+    assert "Read as: comma-separated UTF-8." in newtask.taskfiles.prepare_py(plan)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "sep", "bom"), [("utf-8-sig", ",", b"\xef\xbb\xbfage,"), ("utf-16", "\t", b"\xff\xfea\x00g\x00")]
+)
+def test_a_file_with_a_bom_has_none_in_its_first_column_name(project, tmp_path, encoding, sep, bom):
+    csv = tmp_path / "excel_export.csv"  # UTF-16 and tabs: Excel's "Unicode text"
+    frame_of().to_csv(csv, index=False, sep=sep, encoding=encoding)
+    assert csv.read_bytes().startswith(bom)
+    plan, _, (x, _) = written_task(project, csv)
+    assert plan.source.options["encoding"] == encoding and plan.numeric == ["age", "score"]
+    assert list(x.columns) == ["age", "score", "colour"]
+
+
+def test_a_latin1_file_with_accents_reads_them_right(project, tmp_path):
+    frame = accented(frame_of())
+    csv = tmp_path / "régions.csv"
+    frame.to_csv(csv, sep=";", decimal=",", index=False, encoding="cp1252")
+    with pytest.raises(UnicodeDecodeError):
+        csv.read_text(encoding="utf-8")
+    plan, folder, (x, y) = written_task(project, csv, target="résultat")
+    assert plan.source.note == "';'-separated, decimal comma, Windows-1252 (Latin-1) text"
+    assert set(x["colour"]) == {"Île-de-France", "Bretagne", "Provence-Alpes-Côte d'Azur"}
+    assert set(y) == {"yes", "no"} and plan.target == "résultat" and plan.name == "regions"
+    assert 'READ_OPTIONS = {"sep": ";", "decimal": ",", "encoding": "cp1252"}' in (folder / "prepare.py").read_text()
+
+
+def test_an_xlsx_saved_as_csv_becomes_a_task_the_harness_reads(project, tmp_path):
+    frame = with_dates(frame_of()).assign(visit=lambda f: pd.to_datetime(f["visit"], format="%d/%m/%Y"))
+    book = tmp_path / "book.xlsx"
+    with pd.ExcelWriter(book) as writer:
+        frame.to_excel(writer, sheet_name="data", index=False)
+        frame.head(3).to_excel(writer, sheet_name="notes", index=False)
+    csv = tmp_path / "book.csv"
+    book.rename(csv)  # the name says CSV; the bytes are a workbook
+    plan, folder, (x, y) = written_task(project, csv)
+    assert plan.source.kind == "excel" and plan.source.options == {"sheet_name": "data"}
+    assert plan.source.note == "an Excel workbook (sheet 'data', the first of 2; the others are not read)"
+    assert plan.numeric == ["age", "score"] and plan.categorical == ["colour"] and list(plan.dates) == ["visit"]
+    assert plan.dates["visit"].format is None  # the workbook holds dates, not text: nothing to parse
+    assert pd.api.types.is_datetime64_any_dtype(x["visit"]) and len(x) == len(y) == len(frame)
+    assert "pd.read_excel(source, na_values=MISSING_VALUES, **READ_OPTIONS)" in (folder / "prepare.py").read_text()
+    out = subprocess.run(
+        [sys.executable, str(folder / "prepare.py"), "--check-data"],
+        capture_output=True,
+        text=True,
+        env=project.env,
+    )
+    assert out.returncode == 0, out.stderr  # a fresh harness process reads the workbook and its checksum
+
+
+NOT_TABLES = {
+    "parquet": (b"PAR1\x15\x04\x15\x10" + bytes(64), "is a Parquet file, not a CSV: write it as CSV"),
+    "xls": (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(64), "is an old Excel workbook (.xls), not a CSV: open it"),
+    "gzip": (b"\x1f\x8b\x08\x00" + bytes(64), "is gzip-compressed, not a CSV: decompress it"),
+    "zip": (None, "is a zip archive, not a CSV: unzip it"),
+    "binary": (b"age,score\x00\x01\x02\n" * 4, "is binary (it has NUL bytes), not a CSV"),
+    "one column": (b"age score outcome\n1 2 yes\n3 4 no\n", "1 column(s) (no separator among comma, ';', tab and '|'"),
+}
+
+
+@pytest.mark.parametrize("case", list(NOT_TABLES))
+def test_a_file_that_is_not_a_table_gets_one_line_naming_its_format(case, project, tmp_path, monkeypatch, capsys):
+    content, message = NOT_TABLES[case]
+    path = tmp_path / "data.csv"
+    if content is None:
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("data/part-1.csv", "age,outcome\n1,yes\n")
+    else:
+        path.write_bytes(content)
+    before = project.status()
+    monkeypatch.chdir(project.path)
+    assert ratchet.main(["new-task", str(path), "--target", "outcome"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    assert not (project.path / "tasks").exists() and project.status() == before
+
+
+def test_a_date_column_is_kept_as_dates_and_noted_in_the_card(project, tmp_path):
+    frame = with_dates(frame_of())
+    frame.loc[[4, 9], "visit"] = ["soon", "31/02/2021"]  # not dates in the format: read as missing, with a warning
+    frame["band"] = np.where(frame["age"] < 50, "20-49", "50-79")  # a range, not a date
+    frame["year"] = 2000 + np.arange(len(frame)) % 20  # numbers stay numbers
+    frame["code"] = np.arange(len(frame))  # a row number stays an identifier
+    csv = tmp_path / "visits.csv"
+    frame.to_csv(csv, index=False)
+    plan, folder, (x, _) = written_task(project, csv)
+    assert list(plan.dates) == ["visit"] and plan.dates["visit"].format == "%d/%m/%Y"
+    assert "visit" not in plan.dropped and plan.dropped["code"].startswith("identifier-like")
+    assert plan.categorical == ["colour", "band"] and plan.numeric == ["age", "score", "year"]
+    assert "2 value(s) of date column 'visit' do not fit %d/%m/%Y: read as missing" in plan.warnings
+    assert x["visit"].isna().sum() == 2 and x["visit"].iloc[0] == pd.Timestamp("2021-01-05")
+    prepare = (folder / "prepare.py").read_text()
+    assert 'DATE_COLUMNS = {\n    "visit": "%d/%m/%Y",\n}' in prepare
+    card = (folder / "README.md").read_text()
+    assert "date:      visit (text in %d/%m/%Y), handed to train.py as datetime64" in card
+    assert "features:  3 numeric, 2 categorical and 1 date" in card and "not cut by time" in card
+
+    # The baseline uses the dates as numbers and fits (the harness runs this same code in each fold).
+    train = generated_train(folder)
+    features = train.feature_fn(x.copy())
+    assert {"visit_year", "visit_month", "visit_day", "visit_weekday"} <= set(features.columns)
+    assert "visit" not in features.columns
+    pipeline = train.build_pipeline().fit(features, (generated_prepare(folder).load()[1] == "yes").astype(int))
+    assert pipeline.predict_proba(features).shape == (len(x), 2)
+
+
+def generated_train(folder: Path):
+    spec = importlib.util.spec_from_file_location(f"train_{folder.name}", folder / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dates_whose_day_and_month_could_swap_are_flagged(project, tmp_path):
+    frame = frame_of(60).assign(visit=[f"{m:02d}/{d:02d}/2021" for m in range(1, 13) for d in range(1, 6)])
+    plan = plan_of(project, frame, tmp_path, "outcome")
+    assert plan.dates["visit"].format == "%m/%d/%Y" and plan.dates["visit"].ambiguous == "%d/%m/%Y"
+    assert any("%d/%m/%Y fits every value too (no day above 12)" in w for w in plan.warnings)
+    unambiguous = frame_of(60).assign(visit=[f"{d:02d}/{m:02d}/2021" for m in range(1, 13) for d in range(9, 14)])
+    assert plan_of(project, unambiguous, tmp_path, "outcome").dates["visit"].format == "%d/%m/%Y"
+
+
+@pytest.mark.slow
+def test_a_european_file_with_dates_scores_its_baseline(project, tmp_path):
+    csv = tmp_path / "régions.csv"
+    with_dates(accented(frame_of(150))).to_csv(csv, sep=";", decimal=",", index=False, encoding="cp1252")
+    out = new_task(project, csv, "--target", "résultat", "--name", "regions")
+    assert out.returncode == 0, out.stderr
+    assert "read régions.csv as ';'-separated, decimal comma, Windows-1252 (Latin-1) text" in out.stdout
+    assert "date column(s) kept as dates: visit (%d/%m/%Y)" in out.stdout
+    assert "2 numeric, 1 categorical and 1 date features" in out.stdout
+    block = block_of(out.stdout)
+    assert block["status"] == "ok" and 0.6 < float(block["val_auc"]) < 1.0

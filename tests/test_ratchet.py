@@ -107,10 +107,16 @@ def test_start_creates_branch_baseline_row_and_ignores_results(started, run):
     assert project.status() == ""  # results.tsv and run.log are ignored, nothing else changed
 
 
-def test_start_refuses_existing_tag_unless_resumed(run):
+def test_start_on_an_existing_run_resumes_it_in_one_call_unless_the_task_differs(run):
     project = run
-    again = project.ratchet("start", "t1")
-    assert again.returncode == 2 and "--resume" in again.stderr
+    again = project.ratchet("start", "t1", "--max-iters", "9")
+    assert again.returncode == 0, again.stderr
+    first, *digest_lines = again.stdout.splitlines()
+    assert "run t1 resumed" in first and "next iter 1" in first
+    assert "--max-iters 9 ignored: the run keeps its own (none)" in first  # options are frozen at the start
+    assert any("best: iter 0" in line for line in digest_lines)  # where it stands: no `status` call needed
+    other = project.ratchet("start", "t1", "--task", "tasks/elsewhere")
+    assert other.returncode == 2 and "exists on task ." in other.stderr and "pick a new tag" in other.stderr
     resumed = project.ratchet("start", "t1", "--resume")
     assert resumed.returncode == 0 and "next iter 1" in resumed.stdout
     assert len(project.rows()) == 1

@@ -35,6 +35,7 @@ Layer 3, the run record: what a run is, when it stops, how it reads
     runs           a run's identity, its config (run.json) and private folder, the checkout lock
     taskdir        task discovery: a folder with a committed prepare.py and train.py
     stopping       the stop conditions
+    cost           the model's tokens and dollars per iteration, from Claude Code's logs
     digest         the status digest (status, the SessionStart hook, the report)
 
 Layer 4, the ratchet: start and try
@@ -50,6 +51,7 @@ Layer 4, the ratchet: start and try
 Layer 5, the morning review and new tasks
     audit          held-out audit and fresh-fold re-measure (statistics and harness calls)
     report         `report`: progress.png, report.html, report.md
+    tablefile      a person's data file as a table: format by content, encoding, separator, decimal mark, dates
     taskfiles      the files `new-task` writes (prepare.py, train.py, the task card)
     newtask        `new-task`: a task from a CSV
 

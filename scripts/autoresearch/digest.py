@@ -12,6 +12,7 @@ import subprocess
 from datetime import datetime
 from pathlib import Path
 
+from autoresearch import cost as model_cost
 from autoresearch import keeprules, ledger, stopping
 from autoresearch.gitops import REF_PREFIX
 from autoresearch.runs import RunConfig, run_dir
@@ -71,8 +72,9 @@ def _gain(row: dict, config: RunConfig) -> float:
     return delta if config.higher_is_better else -delta
 
 
-def digest(config: RunConfig, rows: list[dict], repo=None) -> dict:
-    """A JSON-ready summary of one run's rows."""
+def digest(config: RunConfig, rows: list[dict], repo=None, *, cost: bool = True) -> dict:
+    """A JSON-ready summary of one run's rows (and, with `repo` and `cost`, what the model cost, read from the
+    Claude Code logs in the run folder)."""
     metric = config.metric
     by_status = {s: [r for r in rows if r.get("status") == s] for s in ("keep", "discard", "crash", "interrupted")}
     tried = [r for r in rows if r.get("iter") != "0"]
@@ -129,6 +131,9 @@ def digest(config: RunConfig, rows: list[dict], repo=None) -> dict:
         "deadline": config.deadline,
         "max_iters": config.max_iters,
         "stop_reason": stopping.stop_reason(config, rows, folder) if folder is not None else None,
+        "model_cost": model_cost.figures(folder, len(tried), len(kept) - (1 if baseline in kept else 0))
+        if folder is not None and cost
+        else None,
     }
 
 
@@ -366,4 +371,6 @@ def render(d: dict) -> str:
     lines.append(f"next: iter {d['next_iter']}" + (f" | {', '.join(limits)}" if limits else ""))
     if d["stop_reason"]:
         lines.append(f"STOP: {d['stop_reason']}")
+    if d.get("model_cost"):
+        lines.append(f"model: {d['model_cost']['line']}")
     return "\n".join(lines)

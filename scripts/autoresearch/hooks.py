@@ -25,7 +25,10 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from autoresearch import data  # standard library only: the data folders' locations
+from autoresearch import (
+    cost,  # standard library only: a transcript path is remembered on every call
+    data,  # standard library only: the data folders' locations
+)
 
 BRANCH_REF = "ref: refs/heads/autoresearch/"  # .git/HEAD of a checkout on a run branch (gitops.BRANCH_PREFIX)
 RUNS_FOLDER = "autoresearch"  # under the git common dir: runs.run_dir
@@ -557,7 +560,7 @@ def stop(event: dict, state: RunState) -> dict:
             f"{STOP_BLOCKS_WITHOUT_PROGRESS} times without a new iteration; look at the session, then resume"
         }
     write_json(state.folder / STOP_BLOCKS_FILE, {"rows": len(rows), "blocks": blocks})
-    d = digest.digest(config, rows, state)
+    d = digest.digest(config, rows, state, cost=False)  # the agent needs the next step, not the bill
     best = d["best"]
     shown = f"best {d['metric']}={best[d['metric']]:.4f} at iter {best['iter']}" if best else "no kept row yet"
     return {
@@ -573,16 +576,22 @@ def stop(event: dict, state: RunState) -> dict:
 
 # -- SessionStart ---------------------------------------------------------------------------------------
 def session_start(event: dict, state: RunState) -> dict:
-    """The digest as context: best, last rows, near misses, crashes, next iteration; no held-out figure."""
-    from autoresearch import digest
-
-    config, rows = _load(state)
-    text = digest.render(digest.digest(config, rows, state))
+    """Where the run stands, once per session. A new or resumed session will call `start`, which prints the
+    digest itself: the hook then says one line, so the agent does not read the digest twice. After a compact
+    or a clear the agent goes on without a `start`: the hook gives the digest (no held-out figure)."""
     intro = (
         f"An autoresearch run is checked out (branch autoresearch/{state.tag}). Follow program.md: edit "
         f'{state.train_rel} with one idea, then `uv run scripts/ratchet.py try "HYPOTHESIS"`; '
         "never stop on your own."
     )
+    if event.get("source") in ("startup", "resume"):
+        task = "" if state.task == "." else f" --task {state.task}"
+        intro += f" `ratchet.py start {state.tag}{task}` goes on with it and prints where it stands."
+        return {"hookSpecificOutput": {"hookEventName": "SessionStart", "additionalContext": intro}}
+    from autoresearch import digest
+
+    config, rows = _load(state)
+    text = digest.render(digest.digest(config, rows, state, cost=False))
     return {"hookSpecificOutput": {"hookEventName": "SessionStart", "additionalContext": f"{intro}\n{text}"}}
 
 
@@ -595,6 +604,7 @@ def handle(event_name: str, event: dict, project_dir: str | None) -> dict | None
     state = run_state(project_dir or event.get("cwd") or ".")
     if state is None:
         return None
+    cost.record_transcript(state.folder, event.get("transcript_path"))  # what the model cost, for interactive runs
     if event_name == "pre-tool-use":
         reason = pre_tool_use(event, state)
         if reason is None:

@@ -1,6 +1,7 @@
 """Your own CSV as a task: check it, infer the problem, write a frozen prepare.py, a baseline train.py and a card.
 
-`plan(...)` reads the file and runs every check before anything is written; a fault is a RunError naming the
+`plan(...)` reads the file (`tablefile.py` finds its format, encoding, separator and date columns) and runs every
+check before anything is written; a fault is a RunError naming the
 column(s). What is certainly broken (no target, one class, too few rows, mixed types, a text target for
 regression) refuses; what is only suspicious (identifier-like columns, perfect predictors of the target) and
 what carries no information (constant or all-missing columns) is left out of the features, with a warning
@@ -15,6 +16,7 @@ import io
 import math
 import re
 import sys
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -23,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from autoresearch import data, proc, summary, taskfiles
+from autoresearch import data, proc, summary, tablefile, taskfiles
 from autoresearch.contract import WALL_CAP_FACTOR, Block
 from autoresearch.gitops import Repo
 from autoresearch.harness import HARNESS_GRACE_SECONDS
@@ -71,6 +73,8 @@ class Plan:
     numeric: list[str]
     categorical: list[str]
     classes: list = field(default_factory=list)  # the labels in sorted order: code k stands for classes[k]
+    source: tablefile.Source = field(default_factory=lambda: tablefile.Source("csv"))  # how the file is read
+    dates: dict[str, tablefile.DateColumn] = field(default_factory=dict)  # feature columns read as datetimes
     dropped: dict[str, str] = field(default_factory=dict)  # column -> why it is not a feature
     warnings: list[str] = field(default_factory=list)
     created: str = field(default_factory=lambda: date.today().isoformat())
@@ -95,17 +99,19 @@ def _split_list(values: list[str] | None) -> list[str]:
     return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
 
 
-def read_table(path: Path, missing_values: list[str]) -> pd.DataFrame:
-    """Read the CSV exactly as the generated prepare.py will (same call, same options)."""
+def read_table(path: Path, missing_values: list[str]) -> tuple[pd.DataFrame, tablefile.Source]:
+    """The table and how it was read: the same call, with the same options, as the generated prepare.py."""
     if not path.is_file():
         raise RunError(f"{path}: no such file")
+    source = tablefile.sniff(path)
     try:
-        frame = pd.read_csv(path, na_values=missing_values, low_memory=False)
+        frame = tablefile.read(path, source, missing_values)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
-        raise RunError(f"{path}: not a readable CSV with a header row ({' '.join(str(exc).split())})") from exc
+        raise RunError(f"{path}: not a readable table with a header row ({' '.join(str(exc).split())})") from exc
     if frame.shape[1] < 2:
-        raise RunError(f"{path}: {frame.shape[1]} column(s); a task needs a target and at least one feature")
-    return frame
+        tried = "" if source.kind == "excel" else " (no separator among comma, ';', tab and '|' splits its header)"
+        raise RunError(f"{path}: {frame.shape[1]} column(s){tried}; a task needs a target and at least one feature")
+    return frame, source
 
 
 def is_text(values: pd.Series) -> bool:
@@ -251,7 +257,8 @@ def plan(
 ) -> Plan:
     """Read `csv` and run every check; nothing is written. Raises RunError with a one-line reason."""
     csv = Path(csv).expanduser()
-    name = name or re.sub(r"[^A-Za-z0-9_-]+", "_", csv.stem).strip("_-").lower() or "task"
+    stem = unicodedata.normalize("NFKD", csv.stem).encode("ascii", "ignore").decode()  # régions -> regions
+    name = name or re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_-").lower() or "task"
     if not NAME_PATTERN.match(name):
         raise RunError(f"task name {name!r}: use letters, digits, '_' or '-' (at most 64), e.g. --name churn")
     folder = repo.root / TASKS_DIR / name
@@ -263,9 +270,8 @@ def plan(
     if not (budget > 0 and math.isfinite(budget)):
         raise RunError(f"--budget {budget}: give the seconds a candidate may take, e.g. --budget 60")
     missing_values, drop, keep = _split_list(missing), _split_list(drop), _split_list(keep)
-    frame = read_table(csv, missing_values)
-    columns = [str(c) for c in frame.columns]
-    frame.columns = columns
+    frame, source = read_table(csv, missing_values)
+    columns = list(frame.columns)
     if target not in columns:
         close = difflib.get_close_matches(target, columns, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
@@ -287,6 +293,10 @@ def plan(
             f"mixed types in column(s) {_names(mixed)} ({first}: {mixed[first]}); clean them, name a "
             f"missing-value marker with --missing, or leave them out with --drop"
         )
+    dates = tablefile.find_dates(frame, [c for c in columns if c != target and c not in drop])
+    for column, found in dates.items():
+        if found.format:  # as prepare.py does: the checks below see the dates the harness will hand to train.py
+            frame[column] = tablefile.parse_dates(frame[column], found.format)
     y = frame[target].dropna()
     n_missing_target = len(frame) - len(y)
     if y.empty:
@@ -333,7 +343,9 @@ def plan(
         elif values.nunique(dropna=False) == 1:
             dropped[column] = f"constant ({_show(values.iloc[0])} in every row)"
         elif column not in keep:
-            why = identifier_like(column, values) or perfect_predictor(values, y, problem)
+            # every value distinct is what a column of dates looks like too: a date is never taken for a key
+            key = None if column in dates else identifier_like(column, values)
+            why = key or perfect_predictor(values, y, problem)
             if why:
                 dropped[column] = why
     for reason_kind in ("all missing", "constant", "identifier-like", "likely leakage"):
@@ -344,10 +356,12 @@ def plan(
     kept = features.drop(columns=list(dropped))
     if kept.shape[1] == 0:
         raise RunError(f"no feature column left (left out: {_names(dropped)})")
+    dates = {c: d for c, d in dates.items() if c in kept.columns}
+    warnings += date_warnings(dates)
     numeric = [
         c for c in kept.columns if pd.api.types.is_numeric_dtype(kept[c]) and not pd.api.types.is_bool_dtype(kept[c])
     ]
-    categorical = [c for c in kept.columns if c not in numeric]
+    categorical = [c for c in kept.columns if c not in numeric and c not in dates]
     data_ref, inside = data_reference(repo, csv)
     return Plan(
         name=name,
@@ -369,7 +383,23 @@ def plan(
         dropped=dropped,
         warnings=warnings,
         classes=[] if problem == "regression" else [_plain(v) for v in np.unique(y.to_numpy())],
+        source=source,
+        dates=dates,
     )
+
+
+def date_warnings(dates: Mapping[str, tablefile.DateColumn]) -> list[str]:
+    """What a person should check about the columns read as dates."""
+    found = []
+    for column, how in dates.items():
+        if how.unparsed:
+            found.append(f"{how.unparsed} value(s) of date column {column!r} do not fit {how.format}: read as missing")
+        if how.ambiguous:
+            found.append(
+                f"date column {column!r} is read as {how.format}; {how.ambiguous} fits every value too (no day "
+                "above 12): if the file writes them so, rewrite the column as YYYY-MM-DD and make the task anew"
+            )
+    return found
 
 
 def ignore_data_file(repo: Repo, plan: Plan) -> str | None:
@@ -446,12 +476,17 @@ def new_task(repo: Repo, csv: str, target: str, *, echo=print, **options) -> int
     ignored_note = ignore_data_file(repo, p)
     if ignored_note:
         echo(ignored_note)
+    if p.source.note:
+        echo(f"read {p.csv.name} as {p.source.note}")
+    if p.dates:
+        shown = ", ".join(f"{c} ({d.format or 'dates in the workbook'})" for c, d in p.dates.items())
+        echo(f"date column(s) kept as dates: {shown}; the baseline uses their year, month, day and weekday")
     folder = write_files(repo, p)
     rel = repo.rel(folder)
     echo(f"wrote {rel}/prepare.py (frozen harness), {rel}/train.py (baseline), {rel}/README.md (task card)")
     echo(
-        f"task {p.name}: {p.problem} ({p.problem_reason}), {p.n_rows} rows, {len(p.numeric)} numeric and "
-        f"{len(p.categorical)} categorical features, metric {p.metric}; scoring the baseline…"
+        f"task {p.name}: {p.problem} ({p.problem_reason}), {p.n_rows} rows, {taskfiles.feature_counts(p)} "
+        f"features, metric {p.metric}; scoring the baseline…"
     )
     block, error = run_baseline(folder, p.budget)
     if error:

@@ -412,6 +412,7 @@ def summary_lines(report: Report) -> list[tuple[str, str]]:
             f"median {_v(per_iter['median'], 1)} s, slowest {_v(per_iter['max'], 1)} s,"
             f" {per_iter['total'] / 60:.1f} min scoring in all",
         ),
+        ("model", (d.get("model_cost") or {}).get("line") or "no Claude Code session recorded for this run"),
         ("baseline", f"{_v(d['baseline'][d['metric']]) if d['baseline'] else 'n/a'}"),
         (
             "best (seen)",

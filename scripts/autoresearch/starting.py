@@ -10,7 +10,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from autoresearch import keeprules, ledger, sandbox, stopping, trust
+from autoresearch import digest, keeprules, ledger, sandbox, stopping, trust
 from autoresearch.contract import Capabilities
 from autoresearch.decide import code_lines
 from autoresearch.gitops import BRANCH_PREFIX, Repo
@@ -84,8 +84,9 @@ def start(
             task_arg, deadline, max_iters, budget = (options[k] for k in START_OPTIONS)
             keep_rule, confirm = (options.get(k) for k in LATER_START_OPTIONS)
         elif repo.branch_exists(branch) or refs.config is not None:
-            if not resume:
-                raise RunError(f"run {tag} exists (branch {branch}); pass --resume to go on with it, or pick a new tag")
+            if not resume:  # the same tag and task: a session that starts again means to go on (one call)
+                _check_same_task(repo, tag, refs.config, task_arg)
+                notes += _frozen_options_notes(refs.config, deadline, max_iters, budget, keep_rule, confirm)
             if refs.config is not None and not repo.branch_exists(branch):
                 return _complete_start(repo, refs.config, None, notes + [f"branch {branch} made again"])
             return _resume(repo, tag, branch, notes)
@@ -306,6 +307,39 @@ def _complete_start(
     )
 
 
+def _check_same_task(repo: Repo, tag: str, config: RunConfig | None, task_arg: str) -> None:
+    """Refuse to go on with run `tag` under a `start` that names another task: a tag reused by mistake."""
+    config = config or open_config(repo, tag)[0]
+    if config is not None and config.task != task_rel(repo, task_arg):
+        raise RunError(
+            f"run {tag} exists on task {config.task}, not {task_rel(repo, task_arg)}; pick a new tag, or go on "
+            f"with it: `start {tag} --task {config.task}`"
+        )
+
+
+def _frozen_options_notes(config: RunConfig | None, deadline, max_iters, budget, keep_rule, confirm) -> list[str]:
+    """One note per start option given again with another value: a run's options are frozen at its start."""
+    if config is None:
+        return []
+    if deadline:
+        try:
+            deadline = stopping.parse_time(deadline).isoformat(timespec="seconds")
+        except ValueError:
+            pass  # shown as given: the run's own deadline stands either way
+    given = {
+        "deadline": (deadline, config.deadline),
+        "max-iters": (max_iters, config.max_iters),
+        "budget": (budget, config.budget_seconds),
+        "keep-rule": (keep_rule, config.keep_rule),
+        "confirm": (confirm, config.confirm),
+    }
+    return [
+        f"--{name} {value} ignored: the run keeps its own ({'none' if own is None else own}), frozen at its start"
+        for name, (value, own) in given.items()
+        if value is not None and value != own
+    ]
+
+
 def _resume(repo: Repo, tag: str, branch: str, notes: list[str]) -> str:
     config, more = open_config(repo, tag)
     if config is None:
@@ -323,6 +357,7 @@ def _resume(repo: Repo, tag: str, branch: str, notes: list[str]) -> str:
         notes.append(convert_legacy(repo, config, task))
     rows, more = verified_rows(repo, config, task)
     notes += more
-    return f"run {tag} resumed on {branch} | {len(rows)} rows, next iter {next_iter(rows, refs)}" + "".join(
+    line = f"run {tag} resumed on {branch} | {len(rows)} rows, next iter {next_iter(rows, refs)}" + "".join(
         f" | {n}" for n in notes if n
     )
+    return line + "\n" + digest.render(digest.digest(config, rows, repo))  # where it stands: no `status` needed

@@ -22,6 +22,7 @@ How you are scored (the whole contract; program.md says how the loop runs, READM
 - Data: $file, target `$target` ($problem). A fixed, seeded $holdout_pct% is held out: train.py never sees its
   labels, and its score goes only to the person's morning report. The data is read where it lies
   (DATA_PATH), checked against DATA_SHA256 and never copied into git.
+  Read as: $read_note.
 - Metric: $metric ($direction is better) by ${folds}x$repeats repeated$stratified k-fold CV on the other rows,
   the same folds for every candidate.$companions
 - What train.py gives: `feature_fn(df)` and `build_pipeline()` (train.py's docstring). Each fold runs in a
@@ -50,7 +51,9 @@ TASK = $name_lit
 ROOT = Path(__file__).resolve().parents[2]  # the repository root: this file is $rel/prepare.py
 DATA_PATH = $data_path  # $data_path_why
 DATA_SHA256 = $sha256  # the file when the task was made
+READ_OPTIONS = $read_options  # found from the file's content
 MISSING_VALUES = $missing  # read as missing on top of pandas' defaults (empty, NA, NaN, ...)
+DATE_COLUMNS = {$date_columns}  # text read as datetimes in this format; a value that does not fit is missing
 TARGET = $target_lit  # $target_summary
 PROBLEM = $problem_lit  # $problem_reason
 METRIC = $metric_lit
@@ -70,7 +73,11 @@ def load(path: str | None = None) -> tuple[pd.DataFrame, pd.Series]:
         raise data.DataError(f"{source}: no such file; this task reads its data there (or pass --data PATH)")
     if data.sha256_of(source) != DATA_SHA256:
         raise data.DataError(f"{source} changed since the task was made (sha256 differs); new data needs a new task")
-    frame = pd.read_csv(source, na_values=MISSING_VALUES, low_memory=False).dropna(subset=[TARGET])
+    frame = $reader_call
+    frame.columns = [str(c) for c in frame.columns]  # a workbook's header may hold numbers; columns are named
+    for column, date_format in DATE_COLUMNS.items():
+        frame[column] = pd.to_datetime(frame[column], format=date_format, errors="coerce")
+    frame = frame.dropna(subset=[TARGET])
     return frame.drop(columns=[TARGET, *DROP_COLUMNS]), frame[TARGET]
 
 
@@ -117,7 +124,7 @@ HYPOTHESIS = "baseline: $model_desc on median-imputed scaled numbers and one-hot
 $model_constants
 
 
-def feature_fn(df: pd.DataFrame) -> pd.DataFrame:
+def feature_fn(df: pd.DataFrame) -> pd.DataFrame:$date_code
     text = df.select_dtypes(exclude="number").columns
     df[text] = df[text].astype(str)  # one type per column for the encoder; a missing value becomes the category "nan"
     return df
@@ -164,6 +171,28 @@ def _lit(value) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+# The baseline's use of date columns (datetime64 from prepare.py): numbers a linear model can take.
+DATE_CODE = """
+    for column in df.select_dtypes(include=["datetime", "datetimetz"]).columns:
+        when = df.pop(column)  # a date as year, month, day and weekday numbers; a missing date is NaN in each
+        df[f"{column}_year"], df[f"{column}_month"] = when.dt.year, when.dt.month
+        df[f"{column}_day"], df[f"{column}_weekday"] = when.dt.day, when.dt.day_of_week"""
+
+# The call that reads the data in prepare.py, per format: the same as tablefile.read (keep the two the same).
+READER_CALLS = {
+    "csv": "pd.read_csv(source, na_values=MISSING_VALUES, low_memory=False, **READ_OPTIONS)",
+    "excel": "pd.read_excel(source, na_values=MISSING_VALUES, **READ_OPTIONS)",
+}
+
+
+def feature_counts(plan) -> str:
+    """ "5 numeric and 1 categorical", with the date columns when there are some."""
+    counts = [f"{len(plan.numeric)} numeric", f"{len(plan.categorical)} categorical"]
+    if plan.dates:
+        counts.append(f"{len(plan.dates)} date")
+    return ", ".join(counts[:-1]) + " and " + counts[-1]
+
+
 def _common(plan) -> dict:
     classification = plan.problem != "regression"
     return dict(
@@ -198,8 +227,14 @@ def prepare_py(plan) -> str:
         if plan.inside_repo
         else "absolute: the file lies outside the repository"
     )
+    options = ", ".join(f"{_lit(k)}: {_lit(v)}" for k, v in plan.source.options.items())
+    date_columns = "".join(f"\n    {_lit(c)}: {_lit(d.format)}," for c, d in plan.dates.items() if d.format)
     return PREPARE.substitute(
         _common(plan),
+        read_note=plan.source.note or "comma-separated UTF-8",
+        read_options="{" + options + "}",
+        reader_call=READER_CALLS[plan.source.kind],
+        date_columns=date_columns + ("\n" if date_columns else ""),
         name_lit=_lit(plan.name),
         data_path=_lit(plan.data_ref),
         data_path_why=why,
@@ -219,6 +254,10 @@ def train_py(plan) -> str:
     classification = plan.problem != "regression"
     columns = f"{len(plan.numeric)} numeric and {len(plan.categorical)} categorical (text) columns"
     columns_note = f"It sees {columns}; missing values are NaN."
+    if plan.dates:
+        columns_note += (
+            f"\n  Also {len(plan.dates)} date column(s), as datetime64 (NaT when missing): {', '.join(plan.dates)}."
+        )
     if classification:
         codes = ", ".join(f"{k} = {label!r}" for k, label in enumerate(plan.classes[:10]))
         codes += ", …" if len(plan.classes) > 10 else ""
@@ -233,7 +272,14 @@ def train_py(plan) -> str:
         labels = "Labels are the target's values as floats; `predict` returns one number per row."
         predict = "`predict(X)`"
     model = MODELS["classification" if classification else "regression"]
-    return TRAIN.substitute(_common(plan), columns_note=columns_note, labels_note=labels, predict=predict, **model)
+    return TRAIN.substitute(
+        _common(plan),
+        columns_note=columns_note,
+        labels_note=labels,
+        predict=predict,
+        date_code=DATE_CODE if plan.dates else "",
+        **model,
+    )
 
 
 def card(plan, block: Block | None = None) -> str:
@@ -256,8 +302,13 @@ def card(plan, block: Block | None = None) -> str:
         f"metric:    {plan.metric}, {'higher' if plan.higher_is_better else 'lower'} is better; {cv}, {held_out}",
         f"budget:    {plan.budget:g} CPU-s for the whole evaluation of a candidate "
         f"({tabular.wall_cap_seconds(plan.budget):g} s of wall time at most)",
-        f"features:  {len(plan.numeric)} numeric, {len(plan.categorical)} categorical",
+        f"features:  {feature_counts(plan)}",
     ]
+    if plan.source.note:
+        lines.insert(lines.index("```") + 2, f"read as:   {plan.source.note}")
+    for column, date in plan.dates.items():
+        written = f"text in {date.format}" if date.format else "dates in the workbook"
+        lines.append(f"date:      {column} ({written}), handed to train.py as datetime64")
     for column, why in plan.dropped.items():
         lines.append(f"left out:  {column}: {why}")
     if block:
@@ -266,6 +317,14 @@ def card(plan, block: Block | None = None) -> str:
     lines += ["```", ""]
     if plan.warnings:
         lines += ["Warnings when the task was made:", ""] + [f"- {w}" for w in plan.warnings] + [""]
+    if plan.dates:
+        lines += [
+            f"Date columns ({', '.join(plan.dates)}) reach train.py as datetime64 (prepare.py's DATE_COLUMNS parses",
+            "text dates in the format found). The baseline turns each into year, month, day and weekday numbers.",
+            "The folds and the held-out part are random rows, not cut by time: a model scored here has seen rows",
+            "from after the ones it predicts, which a forecast in production never has.",
+            "",
+        ]
     lines += [
         "Start a run (after committing this folder):",
         "",
