@@ -258,3 +258,18 @@ def test_the_noise_band_carries_each_rows_se_forward(tmp_path):
     assert watch.frontier(view.config, view.rows) == pytest.approx([1.0, 1.05, 1.05, 1.05, 1.12, 1.12])
     svg = watch.svg_chart(view)
     assert svg.count('class="crash"') == 2 and svg.count('class="kept"') == 3 and 'class="noise-band"' in svg
+
+
+def test_the_models_cost_so_far_is_a_line_of_the_frame_and_the_page(tmp_path, monkeypatch):
+    from autoresearch import cost
+    from test_cost import a_run, result_event, write_jsonl
+
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(tmp_path / "claude-config"))  # no real transcripts
+    monkeypatch.delenv(cost.PRICES_ENV, raising=False)
+    view = view_of(tmp_path, True)
+    assert not [x for x in watch.frame(view, now=0).splitlines() if x.startswith("model:")]  # no session logged
+    write_jsonl(tmp_path / cost.HEADLESS_LOG, [*a_run(), result_event(output=50)])
+    view.rows = view.rows[:-1]  # a row less: the cost is read again (it is read once per row count)
+    [line] = [x for x in watch.frame(view, now=0).splitlines() if x.startswith("model:")]
+    assert line.startswith("model: 5 requests, 105.5 k tokens, $0.048 (")
+    assert line in watch.render_page(view, now=0)

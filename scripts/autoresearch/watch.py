@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from autoresearch import cost as model_cost
 from autoresearch import digest, stopping
 from autoresearch.messages import VERDICTS, fmt
 from autoresearch.recovery import START_FILE, STATE_FILE
@@ -48,10 +49,6 @@ PAGE_STYLE = (  # the report's look, in brief
 )
 CRASH_LANE = 0.06  # crashes (no score) sit in a lane this fraction of the plot height above its bottom edge
 
-# Hook point for lines another module wants in the frame and on the page (the cost module's spend, say):
-# each is called with the View and returns one line, or None to add nothing. A hook that raises is skipped.
-EXTRA_LINES: list[Callable[[View], str | None]] = []
-
 
 @dataclass
 class View:
@@ -67,6 +64,25 @@ class View:
     @property
     def over(self) -> bool:
         return bool(self.digest["stop_reason"]) and self.in_flight is None
+
+
+def model_cost_line(view: View) -> str | None:
+    """What the model has cost so far (cost.py, from Claude Code's logs in the run folder), as of the last row:
+    read again only when a row arrives, since the logs can be large and `watch` redraws every few seconds."""
+    key = (str(view.folder), len(view.rows))
+    if key not in _cost_seen:
+        _cost_seen.clear()
+        d = view.digest
+        figures = model_cost.figures(view.folder, d["iterations"], d["kept"])
+        _cost_seen[key] = f"model: {figures['line']}" if figures else None
+    return _cost_seen[key]
+
+
+_cost_seen: dict[tuple[str, int], str | None] = {}  # model_cost_line's one entry: (run folder, rows) -> line
+
+# Hook point for lines another module wants in the frame and on the page: each is called with the View and
+# returns one line, or None to add nothing. A hook that raises costs its line only.
+EXTRA_LINES: list[Callable[[View], str | None]] = [model_cost_line]
 
 
 # -- reading ------------------------------------------------------------------------------------------
