@@ -248,8 +248,6 @@ def test_extra_lines_hook_adds_to_the_frame_and_a_broken_hook_costs_only_its_lin
     text = watch.frame(view_of(tmp_path, True), now=0)
     assert "cost so far: $1.25 over 5 iterations" in text
     assert "(broken failed: ValueError)" in text
-    page = watch.render_page(view_of(tmp_path, True), now=0)
-    assert "cost so far: $1.25 over 5 iterations" in page
 
 
 def test_the_noise_band_carries_each_rows_se_forward(tmp_path):
@@ -260,7 +258,7 @@ def test_the_noise_band_carries_each_rows_se_forward(tmp_path):
     assert svg.count('class="crash"') == 2 and svg.count('class="kept"') == 3 and 'class="noise-band"' in svg
 
 
-def test_the_models_cost_so_far_is_a_line_of_the_frame_and_the_page(tmp_path, monkeypatch):
+def test_the_models_cost_so_far_is_a_line_of_the_frame(tmp_path, monkeypatch):
     from autoresearch import cost
     from test_cost import a_run, result_event, write_jsonl
 
@@ -272,4 +270,4 @@ def test_the_models_cost_so_far_is_a_line_of_the_frame_and_the_page(tmp_path, mo
     view.rows = view.rows[:-1]  # a row less: the cost is read again (it is read once per row count)
     [line] = [x for x in watch.frame(view, now=0).splitlines() if x.startswith("model:")]
     assert line.startswith("model: 5 requests, 105.5 k tokens, $0.048 (")
-    assert line in watch.render_page(view, now=0)
+    assert "requests" not in watch.render_page(view, now=0)  # the page each try rewrites does not read the logs

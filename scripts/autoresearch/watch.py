@@ -80,8 +80,8 @@ def model_cost_line(view: View) -> str | None:
 
 _cost_seen: dict[tuple[str, int], str | None] = {}  # model_cost_line's one entry: (run folder, rows) -> line
 
-# Hook point for lines another module wants in the frame and on the page: each is called with the View and
-# returns one line, or None to add nothing. A hook that raises costs its line only.
+# Hook point for lines another module wants in `watch`'s frame (not on the page, which each `try` pays for):
+# each is called with the View and returns one line, or None to add nothing. A hook that raises costs its line.
 EXTRA_LINES: list[Callable[[View], str | None]] = [model_cost_line]
 
 
@@ -319,8 +319,7 @@ def render_page(view: View, now: float | None = None) -> str:
         ["iterations", f"{d['iterations']} ({d['iterations_per_hour'] or 'n/a'} per hour)"],
         ["kept / discarded / crashed", f"{d['kept']} / {d['discarded']} / {d['crashed'] + d['interrupted']}"],
         ["best so far", f"{fmt(best[m])} at iter {best['iter']} — {best['description']}" if best else "n/a"],
-        *([x, ""] for x in extra_lines(view)),
-    ]
+    ]  # no EXTRA_LINES: the model's cost reads logs (half a second on a night's 20 MB), each `try` would pay it
     flying = in_flight_line(view, now)
     rows = [
         [
