@@ -285,6 +285,7 @@ SHELL_ATTACKS = [
     ("uv run --extra lm scripts/ratchet.py stop", "the person's"),
     ("uv run scripts/ratchet.py report --all", "held-out"),
     ("uv run scripts/ratchet.py new-task data.csv --target y", "not part of a run"),
+    ("uv run scripts/ratchet.py watch --once", "never ends on its own"),
     ("uv run scripts/ratchet.py --help", "the agent's verbs"),
     ("cat run.log", "tail -n 50 run.log"),
     ("tail -n 5000 run.log", "tail -n 50 run.log"),

@@ -365,7 +365,7 @@ def render(d: dict) -> str:
         ]
     limits = [
         f"deadline {d['deadline']}" if d["deadline"] else "",
-        f"cap {d['max_iters']} iterations" if d["max_iters"] else "",
+        f"cap {d['max_iters']} iteration{'' if d['max_iters'] == 1 else 's'}" if d["max_iters"] else "",
     ]
     limits = [x for x in limits if x]
     lines.append(f"next: iter {d['next_iter']}" + (f" | {', '.join(limits)}" if limits else ""))

@@ -56,6 +56,8 @@ PERSON_VERBS = {
     "report": "the report holds the held-out figures, kept for the person's morning review; "
     "`uv run scripts/ratchet.py status` has what the agent needs",
     "new-task": "new tasks are not part of a run; the task was fixed at `start`",
+    "watch": "it is the person's live view and never ends on its own; the line `try` prints is all the agent "
+    "needs, and `uv run scripts/ratchet.py status` the rest",
 }
 READERS = ("cat", "head", "tail", "grep", "wc", "ls", "find", "pwd")  # print files or names, write nothing
 PIPE_FILTERS = ("head", "tail", "grep", "wc")  # what may read the output of the command before it

@@ -357,7 +357,8 @@ def _resume(repo: Repo, tag: str, branch: str, notes: list[str]) -> str:
         notes.append(convert_legacy(repo, config, task))
     rows, more = verified_rows(repo, config, task)
     notes += more
-    line = f"run {tag} resumed on {branch} | {len(rows)} rows, next iter {next_iter(rows, refs)}" + "".join(
+    counted = f"{len(rows)} row{'' if len(rows) == 1 else 's'}"
+    line = f"run {tag} resumed on {branch} | {counted}, next iter {next_iter(rows, refs)}" + "".join(
         f" | {n}" for n in notes if n
     )
     return line + "\n" + digest.render(digest.digest(config, rows, repo))  # where it stands: no `status` needed
