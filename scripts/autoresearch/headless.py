@@ -94,19 +94,7 @@ def claude_command(claude: str, root: Path, tag: str, start_args: list[str], max
 
 def echo_lines(event: dict) -> list[str]:
     """The ratchet's lines in one stream-json event (tool results of the agent's Bash calls)."""
-    if event.get("type") != "user":
-        return []
-    out = []
-    for block in (event.get("message") or {}).get("content") or []:
-        if isinstance(block, dict) and block.get("type") == "tool_result":
-            content = block.get("content")
-            text = (
-                content
-                if isinstance(content, str)
-                else "\n".join(c.get("text", "") for c in content or [] if isinstance(c, dict))
-            )
-            out += [line for line in text.splitlines() if line.startswith(ECHOED)]
-    return out
+    return [line for line in cost.tool_result_lines(event) if line.startswith(ECHOED)]
 
 
 def relay_stderr(stream: TextIO, err: TextIO) -> None:
