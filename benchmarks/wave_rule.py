@@ -17,7 +17,7 @@ Printed, per rule (the tabular default `corrected`, and `paired`): the wave rule
 keep, and of gain waves where the gain (or something else) was kept; the same without the confirm step; and
 sequential `try` per edit (every candidate against its parent), with and without `start --confirm`.
 
-    AUTORESEARCH_DATA_MIRROR=../shared/data uv run benchmarks/wave_rule.py [--pool 41] [--workers 2]
+    AUTORESEARCH_DATA_MIRROR=../shared/data uv run benchmarks/wave_rule.py [--pool 121] [--workers 2]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from autoresearch import data, harness, keeprules, tabular
 from autoresearch.decide import paired_test
 from autoresearch.keeprules import WaveCandidate, judge_wave
 
-POOL = 41  # random-forest seeds 0..POOL-1, each scored on the screen's folds and on fresh ones: POOL waves
+POOL = 121  # random-forest seeds 0..POOL-1, each scored on both sets of folds: POOL waves (27 min uncached)
 WAVE_SIZE = 8  # candidates per wave (the issue's)
 TREES = 100  # decision_rule.py's default forest
 POWER_EFFECT_SE = decision_rule.POWER_EFFECT_SE  # the real gain, in plain standard errors (3)
