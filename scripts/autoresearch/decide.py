@@ -101,6 +101,20 @@ def beyond_noise(
     return Decision(False, delta, se, p, "not better")
 
 
+def not_worse(candidate: list[float], best: list[float], higher_is_better: bool) -> Decision:
+    """The confirm step of an "equal within noise and simpler" winner (keeprules.judge_wave): on fresh folds its
+    mean may be at most SIMPLER_TOLERANCE_SE plain standard errors below the best's, the screen's own tolerance.
+    No gain is claimed, so none is tested; what is tested is that the screen's "equal" was not luck."""
+    if len(candidate) != len(best) or not candidate:
+        raise ValueError(f"cannot pair {len(candidate)} scores with {len(best)}")
+    delta, se, p = paired_test(candidate, best, higher_is_better)
+    gain = delta if higher_is_better else -delta
+    tolerance = SIMPLER_TOLERANCE_SE * se if len(candidate) >= 2 else 0.0
+    if gain >= -tolerance:
+        return Decision(True, delta, se, p, "equal within noise", simpler=True)
+    return Decision(False, delta, se, p, f"{-gain:.4f} worse (more than {SIMPLER_TOLERANCE_SE:g} se, {se:.4f})")
+
+
 def decide(
     candidate: list[float],
     best: list[float],
