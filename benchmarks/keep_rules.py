@@ -270,18 +270,19 @@ def summarise(rule_name: str, runs: list[dict]) -> str:
     )
 
 
-def load_cache() -> dict:
+def load_cache(path: Path = CACHE) -> dict:
     try:
-        return json.loads(CACHE.read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
 
 
-def save_cache(cache: dict) -> None:
-    CACHE.parent.mkdir(parents=True, exist_ok=True)
-    tmp = CACHE.with_suffix(".tmp")
+def save_cache(cache: dict, path: Path = CACHE) -> None:
+    """Written whole and renamed into place: a benchmark killed mid-write keeps the cache it had."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(cache))
-    os.replace(tmp, CACHE)
+    os.replace(tmp, path)
 
 
 def stream_job(args: tuple) -> tuple[int, dict, dict]:

@@ -23,14 +23,13 @@ sequential `try` per edit (every candidate against its parent), with and without
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 
 import decision_rule  # the heart task and its random forest, scored as the harness scores it
+import keep_rules  # its score cache
 from autoresearch import data, harness, keeprules, tabular
 from autoresearch.decide import paired_test
 from autoresearch.keeprules import WaveCandidate, judge_wave
@@ -56,30 +55,16 @@ def score_job(job: tuple[int, int, int]) -> tuple[str, list[float]]:
     )
 
 
-def load_cache() -> dict:
-    try:
-        return json.loads(CACHE.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def save_cache(cache: dict) -> None:
-    CACHE.parent.mkdir(parents=True, exist_ok=True)
-    tmp = CACHE.with_suffix(".tmp")
-    tmp.write_text(json.dumps(cache))
-    os.replace(tmp, CACHE)
-
-
 def pool_scores(pool: int, trees: int, workers: int) -> tuple[dict, int]:
     """Every seed of the pool scored on the screen's folds and the fresh ones: (the cache, scorings made now)."""
-    cache = load_cache()
+    cache = keep_rules.load_cache(CACHE)
     screen_seed = decision_rule.heart_task().cv_seed
     jobs = [(s, cv, trees) for cv in (screen_seed, FRESH_CV_SEED) for s in range(pool)]
     todo = [j for j in jobs if f"{j[2]}|{j[1]}|{j[0]}" not in cache]
     with ProcessPoolExecutor(workers) as ex:
         for k, v in ex.map(score_job, todo):
             cache[k] = v
-            save_cache(cache)
+            keep_rules.save_cache(cache, CACHE)
     return cache, len(todo)
 
 
