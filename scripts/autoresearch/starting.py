@@ -86,7 +86,7 @@ def start(
         elif repo.branch_exists(branch) or refs.config is not None:
             if not resume:  # the same tag and task: a session that starts again means to go on (one call)
                 _check_same_task(repo, tag, refs.config, task_arg)
-                notes += _frozen_options_notes(refs.config, deadline, max_iters, budget, keep_rule, confirm)
+            notes += _frozen_options_notes(refs.config, deadline, max_iters, budget, keep_rule, confirm)
             if refs.config is not None and not repo.branch_exists(branch):
                 return _complete_start(repo, refs.config, None, notes + [f"branch {branch} made again"])
             return _resume(repo, tag, branch, notes)
