@@ -281,6 +281,8 @@ def test_waves_read_tolerates_missing_and_junk_files(tmp_path):
     assert digest.in_flight_text(digest.queue_state(tmp_path, 4)) == "a wave in flight: 1 running, 0 waiting, 0 done"
     config = RunConfig("t", ".", "c0", METRIC, True, 60.0, "2026-01-01T00:00:00")
     assert digest.wave_digest(config, [{"iter": "0", "status": "keep", "wave": ""}], None) is None
+    first = digest.wave_digest(config, [{"iter": "0", "status": "keep", "wave": ""}], tmp_path)  # the first wave
+    assert digest.wave_lines(first) == ["waves: none judged yet", "  a wave in flight: 1 running, 0 waiting, 0 done"]
 
 
 def test_watch_marks_each_rows_wave_and_says_the_waves_counts(waved):

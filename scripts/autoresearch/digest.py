@@ -295,7 +295,8 @@ def wave_lines(waves: dict | None) -> list[str]:
         return []
     rate = f" | {waves['per_hour']} candidates per hour of waves" if waves["per_hour"] else ""
     busy = f" | workers busy {waves['utilisation_percent']:g}%" if waves["utilisation_percent"] is not None else ""
-    lines = [f"waves: {waves['count']} judged, {waves['candidates']} candidates{rate}{busy}"]
+    judged = f"{waves['count']} judged, {waves['candidates']} candidates" if waves["count"] else "none judged yet"
+    lines = [f"waves: {judged}{rate}{busy}"]
     last = waves["last"]
     if last:
         lines.append(f"  {wave_heading(last)}:")
