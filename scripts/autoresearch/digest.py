@@ -5,6 +5,7 @@ the SessionStart hook and the report all read it from here. Held-out figures are
 from __future__ import annotations
 
 import ast
+import json
 import math
 import re
 import statistics
@@ -27,6 +28,11 @@ SEED_NAME = re.compile(r"(?i)^(random_state|.*seed)$")
 SEED_CALLS = frozenset({"default_rng", "RandomState", "Random", "PRNGKey"})  # whose positional argument is a seed
 BLANK = "<blanked>"
 HYPOTHESIS_NAME = "HYPOTHESIS"  # train.py's declared hypothesis: words about the code, not code
+WAVES_FILE = "waves.jsonl"  # in the run's folder: one JSON object per judged wave, appended by `wait`
+QUEUE_DIR = "queue"  # in the run's folder: NNNN.json per unjudged candidate, NNNN.result.json once scored
+QUEUED = re.compile(r"^(\d{4,})\.json$")  # a candidate's queue file (its result is NNNN.result.json)
+NEAR_MISS_REASON = "near miss:"  # how a wave's judge starts the reason of a discard worth combining
+HYPOTHESIS_CUT = 60  # characters of a hypothesis shown in a wave's side-by-side lines
 
 
 def budget_unit(config: RunConfig) -> str:
@@ -134,7 +140,183 @@ def digest(config: RunConfig, rows: list[dict], repo=None, *, cost: bool = True)
         "model_cost": model_cost.figures(folder, len(tried), len(kept) - (1 if baseline in kept else 0))
         if folder is not None and cost
         else None,
+        "waves": wave_digest(config, rows, folder),
     }
+
+
+# -- waves ----------------------------------------------------------------------------------------------
+def read_waves(folder: Path | None) -> dict[int, dict]:
+    """waves.jsonl by wave number (the last record of a number wins); a missing file, a junk line, a record
+    without a whole wave number: nothing, skipped, skipped."""
+    try:
+        text = (folder / WAVES_FILE).read_text(encoding="utf-8", errors="replace") if folder else ""
+    except OSError:
+        return {}
+    found = {}
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and _whole(record.get("wave")):
+            found[record["wave"]] = record
+    return dict(sorted(found.items()))
+
+
+def queue_state(folder: Path | None, workers: int) -> dict | None:
+    """The wave in flight, read from the queue folder: {"wave", "queued", "running", "done"}, or None.
+
+    A candidate is done when its NNNN.result.json exists; the scorer runs up to `workers` of the others at once,
+    so that many count as running and the rest as waiting (the queue files do not say which are started)."""
+    queue = folder / QUEUE_DIR if folder else None
+    try:
+        names = sorted(p.name for p in queue.iterdir()) if queue and queue.is_dir() else []
+    except OSError:
+        return None
+    waves, done, total = [], 0, 0
+    for name in names:
+        match = QUEUED.match(name)
+        if not match:
+            continue
+        try:
+            entry = json.loads((queue / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            entry = None  # a file mid-write or damaged: still a candidate in flight
+        if isinstance(entry, dict) and _whole(entry.get("wave")):
+            waves.append(entry["wave"])
+        total += 1
+        done += (queue / f"{match.group(1)}.result.json").exists()
+    if not total:
+        return None
+    running = min(max(workers, 1), total - done)
+    return {"wave": max(waves) if waves else None, "queued": total - done - running, "running": running, "done": done}
+
+
+def _whole(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _number(x) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
+
+
+def wave_of(row: dict) -> int | None:
+    """The wave a row was judged in (None for a `try` or `start` row, or a row from before waves)."""
+    text = row.get("wave") or ""
+    return int(text) if text.isdigit() else None
+
+
+def wave_digest(config: RunConfig, rows: list[dict], folder: Path | None) -> dict | None:
+    """The run's waves, from its rows (the candidates, as judged) and waves.jsonl (when and on what they were
+    scored): each wave side by side, throughput and worker utilisation over them all, the wave in flight.
+    None for a run with no wave, judged or in flight."""
+    records = read_waves(folder)
+    by_wave: dict[int, list[dict]] = {}
+    for r in rows:
+        if wave_of(r) is not None:
+            by_wave.setdefault(wave_of(r), []).append(r)
+    workers = config.extra.get("workers")
+    flying = queue_state(folder, workers if _whole(workers) else 1)
+    numbers = sorted(set(by_wave) | set(records))
+    if not numbers and flying is None:
+        return None
+    waves = [_one_wave(config, n, by_wave.get(n, []), records.get(n, {})) for n in numbers]
+    timed = [w for w in waves if w["seconds"]]
+    busy = [w for w in timed if w["busy_seconds"] is not None and w["workers"]]
+    capacity = sum(w["workers"] * w["seconds"] for w in busy)
+    hours = sum(w["seconds"] for w in timed) / 3600
+    return {
+        "count": len(waves),
+        "candidates": sum(len(w["candidates"]) for w in waves),
+        # candidates scored per hour of waves (first submit to judged), summed over the waves that say when
+        "per_hour": round(sum(len(w["candidates"]) for w in timed) / hours, 1) if hours > 0 else None,
+        "hours": round(hours, 3),
+        # the workers' busy time over the time they were there for, over the waves that record both
+        "utilisation_percent": round(100 * sum(w["busy_seconds"] for w in busy) / capacity, 1) if capacity else None,
+        "waves": waves,
+        "last": waves[-1] if waves else None,
+        "in_flight": flying,
+    }
+
+
+def _one_wave(config: RunConfig, n: int, rows: list[dict], record: dict) -> dict:
+    """One wave: its candidates (from the rows) and its figures (from its waves.jsonl record, if any)."""
+    submitted, judged = _number(record.get("submitted")), _number(record.get("judged"))
+    seconds = judged - submitted if submitted is not None and judged is not None and judged > submitted else None
+    busy = record.get("busy_seconds")
+    busy = [_number(v) for v in busy.values()] if isinstance(busy, dict) else None
+    busy = sum(busy) if busy and all(v is not None for v in busy) else None
+    workers = record.get("workers") if _whole(record.get("workers")) and record.get("workers") > 0 else None
+    candidates = [
+        {
+            **brief_row(r, config),
+            "worker": r.get("worker") or "",
+            "reason": r.get("reason") or "",
+            "near_miss": r.get("status") == "discard" and (r.get("reason") or "").startswith(NEAR_MISS_REASON),
+        }
+        for r in rows
+    ]
+    kept = [c["iter"] for c in candidates if c["status"] == "keep"]
+    return {
+        "wave": n,
+        "candidates": candidates,
+        "kept": kept[-1] if kept else None,
+        "near_misses": [c["iter"] for c in candidates if c["near_miss"]],
+        "workers": workers,
+        "executor": record.get("executor") if isinstance(record.get("executor"), str) else None,
+        "seconds": round(seconds, 1) if seconds is not None else None,
+        "busy_seconds": round(busy, 1) if busy is not None else None,
+        "utilisation_percent": round(100 * busy / (workers * seconds), 1)
+        if busy is not None and workers and seconds
+        else None,
+        "confirm_seed": record.get("confirm_seed") if _whole(record.get("confirm_seed")) else None,
+    }
+
+
+def wave_heading(w: dict) -> str:
+    """`wave 3: 4 candidates on 2 local workers in 95 s, kept iter 8` (what is known of it)."""
+    on = f" on {w['workers']} {w['executor'] + ' ' if w['executor'] else ''}worker{'s' * (w['workers'] != 1)}"
+    took = f" in {w['seconds']:.0f} s" if w["seconds"] else ""
+    kept = f"kept iter {w['kept']}" if w["kept"] is not None else "nothing kept"
+    count = len(w["candidates"])
+    return f"wave {w['wave']}: {count} candidate{'s' * (count != 1)}{on if w['workers'] else ''}{took}, {kept}"
+
+
+def in_flight_text(flying: dict) -> str:
+    """`wave 3 in flight: 1 running, 2 waiting, 1 done`."""
+    which = f"wave {flying['wave']}" if flying.get("wave") is not None else "a wave"
+    return f"{which} in flight: {flying['running']} running, {flying['queued']} waiting, {flying['done']} done"
+
+
+def wave_lines(waves: dict | None) -> list[str]:
+    """The digest's `waves:` section: the last wave's candidates side by side, its near misses named, throughput
+    and utilisation over the run's waves, the wave in flight. No lines for a run without waves."""
+    if not waves:
+        return []
+    rate = f" | {waves['per_hour']} candidates per hour of waves" if waves["per_hour"] else ""
+    busy = f" | workers busy {waves['utilisation_percent']:g}%" if waves["utilisation_percent"] is not None else ""
+    judged = f"{waves['count']} judged, {waves['candidates']} candidates" if waves["count"] else "none judged yet"
+    lines = [f"waves: {judged}{rate}{busy}"]
+    last = waves["last"]
+    if last:
+        lines.append(f"  {wave_heading(last)}:")
+        for c in last["candidates"]:
+            delta = f"Δ {c['delta']:+.4f} ± {c['delta_se']:.4f}" if math.isfinite(c["delta"]) else "Δ n/a"
+            mark = "  near miss" if c["near_miss"] else ""
+            lines.append(
+                f"    iter {c['iter']:<4} {c['status']:<11} {delta:<20} {c['worker'] or '-':<9}{mark}"
+                f" — {_cut(c['description'], HYPOTHESIS_CUT)}"
+            )
+        near = [c for c in last["candidates"] if c["near_miss"]]
+        if near:
+            lines.append("  near misses: " + "; ".join(f"iter {c['iter']} ({c['reason']})" for c in near))
+    if waves["in_flight"]:
+        lines.append(f"  {in_flight_text(waves['in_flight'])}")
+    return lines
+
+
+def _cut(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 # -- near misses ----------------------------------------------------------------------------------------
@@ -358,6 +540,7 @@ def render(d: dict) -> str:
             lines.append(
                 f"  iter {r['iter']} {r['ref']}{delta(r)}{stale} p={val(r['p_value'])}{same} — {r['description']}"
             )
+    lines += wave_lines(d.get("waves"))
     if d["crash_causes"]:
         lines.append("crash causes:")
         lines += [

@@ -13,7 +13,7 @@ import fcntl
 import json
 import os
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 EXTRA_COLUMNS = [
@@ -27,7 +27,12 @@ EXTRA_COLUMNS = [
     "timestamp",
     "reason",
     "fold_scores",
+    "wave",
+    "worker",
 ]
+# Added by issue 10 (waves), at the end: a results.tsv, a mirror or a ref's row from before has neither. Such a
+# file is upgraded in place the first time the ledger writes to it; such a row reads "" for both.
+WAVE_COLUMNS = ("wave", "worker")
 STATUSES = ("keep", "discard", "crash", "interrupted")
 # A hypothesis (and a crash reason) in a row, the ratchet's line and a ref's row: 1 KB says any idea in a
 # paragraph, and keeps a row far below the csv module's 128 KB field limit. The commit body keeps it whole.
@@ -42,6 +47,18 @@ class LedgerError(Exception):
 
 def columns(metric: str) -> list[str]:
     return ["commit", metric, "memory_gb", "status", "description", *EXTRA_COLUMNS]
+
+
+def previous_columns(metric: str) -> list[str]:
+    """The header written before waves: every column but WAVE_COLUMNS."""
+    return [c for c in columns(metric) if c not in WAVE_COLUMNS]
+
+
+def with_wave_cells(row: dict[str, str]) -> dict[str, str]:
+    """A ref's row written before waves (neither wave column) with both as ""; any other row as it is."""
+    if any(c in row for c in WAVE_COLUMNS):
+        return row
+    return {**row, **dict.fromkeys(WAVE_COLUMNS, "")}
 
 
 def clean_text(text: str) -> str:
@@ -105,22 +122,42 @@ class Ledger:
     path: Path  # the task's results.tsv in the work tree
     mirror: Path  # the run's copy under .git/autoresearch/<tag>/
     metric: str
+    # What was upgraded while writing (a file from before waves), said once by the next `sync` or `take_notes`.
+    notes: list[str] = field(default_factory=list, compare=False)
+
+    def _label(self, path: Path) -> str:
+        return "the run's copy of its rows" if path == self.mirror else path.name
+
+    def _upgrade(self, path: Path) -> None:
+        """A file with the header from before waves gets the new columns (the caller holds `lock()`)."""
+        added = upgrade(path, columns(self.metric))
+        if added is not None:
+            self.notes.append(
+                f"{self._label(path)} had no {' and '.join(WAVE_COLUMNS)} columns (written before waves);"
+                f" added them, empty, to its {added} row(s)"
+            )
 
     def _ensure_header(self, path: Path) -> None:
-        header = columns(self.metric)
         if path.exists() and path.stat().st_size > 0:
-            found = _header(path)
-            if found != header:
-                raise LedgerError(
-                    f"{path} has other columns ({', '.join(found[:5])}…); move it away or pick another task"
-                )
+            self._upgrade(path)
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        _append_line(path, header)
+        _append_line(path, columns(self.metric))
 
     def check(self) -> None:
-        """Refuse a results.tsv of another layout before anything is run."""
+        """Refuse a results.tsv of another layout before anything is run (one from before waves is upgraded by
+        the first write, under the lock: here it is only read)."""
+        if self.path.exists() and self.path.stat().st_size > 0:
+            found = _header(self.path)
+            if found not in (columns(self.metric), previous_columns(self.metric)):
+                raise _other_columns(self.path, found)
+            return
         self._ensure_header(self.path)
+
+    def take_notes(self) -> list[str]:
+        """What was upgraded since the last call, each said once."""
+        notes, self.notes[:] = list(self.notes), []
+        return notes
 
     def append(self, row: dict) -> None:
         """Append `row` to the mirror and to results.tsv, each flushed and fsynced before returning."""
@@ -156,7 +193,10 @@ class Ledger:
         `new` is the iteration (or iterations) just recorded in the refs: their rows are added without a word.
         The caller holds `lock()` and read `truth` under it, so that two syncs never undo each other.
         """
-        notes = []
+        for path in (self.mirror, self.path):
+            if path.exists() and path.stat().st_size > 0:
+                self._upgrade(path)
+        notes = self.take_notes()
         fixed = _sync_file(self.mirror, tag, truth, columns(self.metric), new)
         if fixed:
             notes.append(f"the run's copy of its rows {fixed}; rebuilt from the refs")
@@ -199,7 +239,7 @@ def _sync_file(path: Path, tag: str, truth: list[dict[str, str]], header: list[s
         return "" if {r["iter"] for r in truth} <= new else "was missing"
     found = _header(path)
     if found != header:
-        raise LedgerError(f"{path} has other columns ({', '.join(found[:5])}…); move it away or pick another task")
+        raise _other_columns(path, found)
     wanted = {r["iter"]: r for r in truth}
     kept_lines, seen, dropped = [], set(), []
     raw = path.read_bytes().split(b"\n")
@@ -232,6 +272,33 @@ def _sync_file(path: Path, tag: str, truth: list[dict[str, str]], header: list[s
     if missing:
         said.append(f"had lost {len(missing)} row(s) (iter {', '.join(r['iter'] for r in missing[:5])})")
     return " and ".join(said)
+
+
+def upgrade(path: Path, header: list[str]) -> int | None:
+    """Give a file written before waves (`header` without WAVE_COLUMNS) the new columns, atomically: the header
+    gains their names, every row two empty cells, every other byte stays as it was. The number of rows it
+    upgraded; None when the header is `header` already. A LedgerError for any other layout."""
+    found = _header(path)
+    if found == header:
+        return None
+    if found != [c for c in header if c not in WAVE_COLUMNS]:
+        raise _other_columns(path, found)
+    lines = path.read_bytes().split(b"\n")
+    added = "".join(f"\t{c}" for c in WAVE_COLUMNS).encode()
+    empty = b"\t" * len(WAVE_COLUMNS)
+    rows = 0
+    for k, line in enumerate(lines):
+        if k and not line.strip():
+            continue  # a blank line (the last "line" after the final newline too) stays blank
+        body, cr = (line[:-1], b"\r") if line.endswith(b"\r") else (line, b"")
+        lines[k] = body + (added if k == 0 else empty) + cr
+        rows += k > 0
+    _replace(path, b"\n".join(lines))
+    return rows
+
+
+def _other_columns(path: Path, found: list[str]) -> LedgerError:
+    return LedgerError(f"{path} has other columns ({', '.join(found[:5])}…); move it away or pick another task")
 
 
 def run_rows(path: Path, tag: str | None = None) -> list[dict]:

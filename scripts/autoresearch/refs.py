@@ -76,11 +76,13 @@ def read_refs(repo: Repo, tag: str, metric: str | None = None) -> RunRefs:
     config = config_from(base_config) if base_row is not None else None
     metric = metric or (config.metric if config else None)
     rows = []
+    wanted = set(ledger.columns(metric)) if metric else None
     for n, record in sorted(found.items()):
         if record.kind == "commit" and n > 0:  # a wave's candidate, queued and not judged yet: no row to read
             continue
         row, _ = ledger.parse_row_message(record.message or "")
-        wanted = set(ledger.columns(metric)) if metric else None
+        if row is not None:
+            row = ledger.with_wave_cells(row)  # a ref written before waves: read, never rewritten
         if (
             row is None
             or row.get("iter") != str(n)
@@ -146,7 +148,8 @@ def verified_rows(
             fresh = {str(n) for n in ([] if new is None else [new] if isinstance(new, int) else new)}
             return refs.rows, refs.notes + book.sync(config.tag, refs.rows, fresh)
     lost = book.repair()  # a run from before rows were in refs: nothing to check against until it is converted
-    return book.rows(config.tag), [f"{repo.rel(task.results)} had lost rows; rebuilt from the run's copy"] * lost
+    notes = [f"{repo.rel(task.results)} had lost rows; rebuilt from the run's copy"] * lost
+    return book.rows(config.tag), book.take_notes() + notes
 
 
 def record_row(repo: Repo, config: RunConfig, n: int, sha: str, row: dict[str, str], with_config=False) -> None:

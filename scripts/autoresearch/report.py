@@ -40,6 +40,8 @@ CRASH_LANE = 0.11  # from that line down to the × lane
 LANES_HEIGHT = 0.16  # from that line down to the bottom of the axes
 LEGEND_BELOW = -0.1  # the legend's top, in axes heights under the axes: clear of the points and of the x label
 REPORT_DIR = "report"  # in the repository root; gitignored
+WAVE_SHADES = ("#1f77b4", "#ff7f0e")  # the chart's wave bands, alternately: neighbouring waves stay apart
+WAVE_ALPHA = 0.07  # faint enough that the points, the frontier and its band read through the wave bands
 
 
 @dataclass
@@ -269,6 +271,7 @@ def draw_chart(report: Report):
             label="±1 se (each row's Δ ± se)",
             gid="noise band",
         )
+    draw_waves(ax, report)
     if kept:
         xs, ys = [i for i, _ in kept], [v for _, v in kept]
         ax.step(
@@ -318,6 +321,38 @@ def draw_chart(report: Report):
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, LEGEND_BELOW), ncol=6, fontsize=9, frameon=False)
     fig.tight_layout()
     return fig
+
+
+def draw_waves(ax, report: Report) -> None:
+    """Each wave as a band behind the points, over the iterations it judged (alternate shades, its number at
+    the top), with one legend entry; nothing for a run without waves."""
+    import matplotlib.transforms
+
+    waves = [w for w in (report.digest.get("waves") or {}).get("waves", []) if w["candidates"]]
+    top = matplotlib.transforms.blended_transform_factory(ax.transData, ax.transAxes)
+    for k, w in enumerate(waves):
+        iters = [c["iter"] for c in w["candidates"]]
+        ax.axvspan(
+            min(iters) - 0.5,
+            max(iters) + 0.5,
+            color=WAVE_SHADES[k % len(WAVE_SHADES)],
+            alpha=WAVE_ALPHA,
+            lw=0,
+            zorder=0,
+            label=f"waves ({len(waves)}, shaded alternately)" if k == 0 else None,
+            gid=f"wave {w['wave']}",
+        )
+        ax.text(
+            (min(iters) + max(iters)) / 2,
+            0.98,
+            f"w{w['wave']}",
+            transform=top,
+            ha="center",
+            va="top",
+            fontsize=8,
+            color="#555555",
+            zorder=1,
+        )
 
 
 def chart_title(report: Report) -> str:
@@ -395,6 +430,48 @@ def near_miss_text(r: dict) -> str:
     return f"{which} ({_delta(r)}{digest.stale_note(r)}) {r['description']}"
 
 
+WAVE_HEADER = ["iter", "status", "Δ ± se", "worker", "seconds", "hypothesis"]
+
+
+def waves_sentence(waves: dict) -> str:
+    """The waves in one sentence: how many, how fast, how busy the workers were."""
+    rate = (
+        f"{waves['per_hour']} candidates scored per hour of waves ({waves['hours']:.2f} h from first submit to judged)"
+        if waves["per_hour"]
+        else "no timing recorded (no waves.jsonl)"
+    )
+    busy = (
+        f"workers busy {waves['utilisation_percent']:g}% of the time they were there for"
+        if waves["utilisation_percent"] is not None
+        else "worker utilisation not recorded"
+    )
+    return f"{plural(waves['count'], 'wave')}, {plural(waves['candidates'], 'candidate')}; {rate}; {busy}"
+
+
+def wave_caption(w: dict) -> str:
+    """`Wave 3: 4 candidates on 2 local workers in 95 s, kept iter 8; near misses: iter 9; workers busy 83%`."""
+    text = digest.wave_heading(w)
+    text = text[:1].upper() + text[1:]
+    if w["near_misses"]:
+        text += "; near misses: " + ", ".join(f"iter {i}" for i in w["near_misses"])
+    if w["utilisation_percent"] is not None:
+        text += f"; workers busy {w['utilisation_percent']:g}%"
+    if w["confirm_seed"] is not None:
+        text += f"; confirmed on cv seed {w['confirm_seed']}"
+    return text
+
+
+def wave_rows(w: dict) -> list[list[str]]:
+    """A wave's candidates side by side (the kept one is the `keep`; the near misses are marked)."""
+    out = []
+    for c in w["candidates"]:
+        status = c["status"] + (" (near miss)" if c["near_miss"] else "")
+        out.append(
+            [str(c["iter"]), status, _delta(c) or "n/a", c["worker"] or "-", _v(c["seconds"], 1), c["description"]]
+        )
+    return out
+
+
 def summary_lines(report: Report) -> list[tuple[str, str]]:
     d = report.digest
     per_iter = d["seconds_per_iteration"]
@@ -442,6 +519,18 @@ def markdown(report: Report, files: dict[str, Path] | None = None) -> str:
         lines += ["", "**Near misses worth combining**: " + "; ".join(near_miss_text(r) for r in d["near_misses"])]
     if d["crash_causes"]:
         lines += ["", "**Crashes**: " + "; ".join(f"{c['count']}× {c['reason']}" for c in d["crash_causes"])]
+    waves = d.get("waves")
+    if waves and waves["waves"]:
+        lines += ["", f"**Waves**: {waves_sentence(waves)}"]
+        for w in waves["waves"]:
+            lines += [
+                "",
+                f"{wave_caption(w)}",
+                "",
+                "| " + " | ".join(WAVE_HEADER) + " |",
+                "|---" * len(WAVE_HEADER) + "|",
+            ]
+            lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in wave_rows(w)]
     if files:
         lines += ["", "Files: " + ", ".join(f"`{p}`" for p in files.values())]
     return "\n".join(lines) + "\n"
@@ -634,6 +723,13 @@ def render_html(report: Report, chart: Path) -> str:
         )
     else:
         parts.append("<p>none</p>")
+    waves = d.get("waves")
+    if waves and waves["waves"]:
+        parts.append("<h2>Waves</h2>")
+        parts.append(f"<p>{esc(waves_sentence(waves))}</p>")
+        for w in waves["waves"]:
+            parts.append(f"<p><b>{esc(wave_caption(w))}</b></p>")
+            parts.append(_table(WAVE_HEADER, wave_rows(w), {4}))
     parts.append("<h2>Every experiment</h2>")
     parts.append(experiments_table(report.rows, m))
     body = "\n".join(parts)

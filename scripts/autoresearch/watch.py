@@ -62,8 +62,13 @@ class View:
     in_flight: dict | None  # state.json of the iteration being scored (or start.json of a start), if any
 
     @property
+    def wave(self) -> dict | None:
+        """The wave in flight, read from the run's queue folder (digest.queue_state), if any."""
+        return (self.digest.get("waves") or {}).get("in_flight")
+
+    @property
     def over(self) -> bool:
-        return bool(self.digest["stop_reason"]) and self.in_flight is None
+        return bool(self.digest["stop_reason"]) and self.in_flight is None and self.wave is None
 
 
 def model_cost_line(view: View) -> str | None:
@@ -106,6 +111,7 @@ def read_view(repo, tag: str | None = None) -> View:
     # the near misses that neither view shows (a quarter second on 200 rows); the stop reason is added back.
     d = digest.digest(config, rows)
     d["stop_reason"] = stopping.stop_reason(config, rows, folder)
+    d["waves"] = digest.wave_digest(config, rows, folder)  # waves.jsonl and the queue: the run folder's
     return View(config, task, rows, d, folder, in_flight or None)
 
 
@@ -176,10 +182,24 @@ def _ago(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def wave_mark(row: dict) -> str:
+    """`w3 ` before a row judged in wave 3; "" for a `try` or `start` row."""
+    wave = digest.wave_of(row)
+    return "" if wave is None else f"w{wave} "
+
+
+def row_lines(config: RunConfig, rows: list[dict]) -> list[str]:
+    """The frame's row lines: each as `try` printed it, after its wave's mark when rows of waves are shown
+    (the others padded, so that the lines stay aligned)."""
+    marks = [wave_mark(r) for r in rows]
+    width = max(map(len, marks), default=0)
+    return [f"  {mark:<{width}}{row_line(config, r)}" for mark, r in zip(marks, rows, strict=True)]
+
+
 def in_flight_line(view: View, now: float) -> str | None:
     state = view.in_flight
     if not state:
-        return None
+        return f"now: {digest.in_flight_text(view.wave)}" if view.wave else None
     started = state.get("started")
     running = f" for {_ago(now - started)}" if isinstance(started, (int, float)) else ""
     if "iter" in state:
@@ -216,10 +236,12 @@ def frame(view: View, now: float | None = None, width: int | None = None) -> str
         strip = "".join(STRIP.get(r.get("status", ""), "?") for r in window)
         lines.append(f"             {strip}  {STRIP_KEY}")
     lines.append(f"last {min(LAST_ROWS, len(view.rows))}:")
-    lines += [f"  {row_line(c, r)}" for r in view.rows[-LAST_ROWS:]]
+    lines += row_lines(c, view.rows[-LAST_ROWS:])
     flying = in_flight_line(view, now)
     if flying:
         lines.append(flying)
+    if view.in_flight and view.wave:  # a `try` while a wave is scoring: both are going on
+        lines.append(f"now: {digest.in_flight_text(view.wave)}")
     if d["stop_reason"]:
         lines.append(f"STOP: {d['stop_reason']}")
     page = view.folder / LIVE_FILE
@@ -252,7 +274,12 @@ def watch(
         while True:
             width = shutil.get_terminal_size().columns if tty else None
             text = frame(view, width=width)
-            key = (len(view.rows), view.rows[-1].get("iter") if view.rows else None, str(view.in_flight))
+            key = (
+                len(view.rows),
+                view.rows[-1].get("iter") if view.rows else None,
+                str(view.in_flight),
+                str(view.wave),
+            )
             if once:
                 out.write(text + "\n")
                 return 0
@@ -340,6 +367,7 @@ def render_page(view: View, now: float | None = None) -> str:
         _table(None, summary),
         svg_chart(view),
         f"<p><b>{esc(flying)}</b></p>" if flying else "",
+        f"<p><b>now: {esc(digest.in_flight_text(view.wave))}</b></p>" if view.in_flight and view.wave else "",
         "<h2>Every experiment, the latest first</h2>",
         _table(["iter", "status", m, "Δ ± se", "seconds", "hypothesis"], rows),
     ]
