@@ -237,7 +237,11 @@ def waved(tmp_path):
             "submitted": 3000,
         }
         (queue / f"{i:04d}.json").write_text(json.dumps(entry))
-    (queue / "0007.result.json").write_text("{}")
+    jobs = folder / digest.JOBS_DIR  # as the scorer leaves them: 7 scored, 8 and 9 running, 10 waiting
+    jobs.mkdir()
+    (jobs / "0007.result.json").write_text("{}")
+    (jobs / "0008.running").write_text("{}")
+    (jobs / "0009.running").write_text("{}")
     return repo, config
 
 
@@ -277,12 +281,12 @@ def test_waves_read_tolerates_missing_and_junk_files(tmp_path):
     (tmp_path / digest.QUEUE_DIR).mkdir()
     (tmp_path / digest.QUEUE_DIR / "0004.json").write_text("half a fi")  # mid-write: still a candidate
     (tmp_path / digest.QUEUE_DIR / "notes.txt").write_text("x")
-    assert digest.queue_state(tmp_path, 4) == {"wave": None, "queued": 0, "running": 1, "done": 0}
-    assert digest.in_flight_text(digest.queue_state(tmp_path, 4)) == "a wave in flight: 1 running, 0 waiting, 0 done"
+    assert digest.queue_state(tmp_path, 4) == {"wave": None, "queued": 1, "running": 0, "done": 0}
+    assert digest.in_flight_text(digest.queue_state(tmp_path, 4)) == "a wave in flight: 0 running, 1 waiting, 0 done"
     config = RunConfig("t", ".", "c0", METRIC, True, 60.0, "2026-01-01T00:00:00")
     assert digest.wave_digest(config, [{"iter": "0", "status": "keep", "wave": ""}], None) is None
     first = digest.wave_digest(config, [{"iter": "0", "status": "keep", "wave": ""}], tmp_path)  # the first wave
-    assert digest.wave_lines(first) == ["waves: none judged yet", "  a wave in flight: 1 running, 0 waiting, 0 done"]
+    assert digest.wave_lines(first) == ["waves: none judged yet", "  a wave in flight: 0 running, 1 waiting, 0 done"]
 
 
 def test_watch_marks_each_rows_wave_and_says_the_waves_counts(waved):

@@ -29,8 +29,9 @@ SEED_CALLS = frozenset({"default_rng", "RandomState", "Random", "PRNGKey"})  # w
 BLANK = "<blanked>"
 HYPOTHESIS_NAME = "HYPOTHESIS"  # train.py's declared hypothesis: words about the code, not code
 WAVES_FILE = "waves.jsonl"  # in the run's folder: one JSON object per judged wave, appended by `wait`
-QUEUE_DIR = "queue"  # in the run's folder: NNNN.json per unjudged candidate, NNNN.result.json once scored
-QUEUED = re.compile(r"^(\d{4,})\.json$")  # a candidate's queue file (its result is NNNN.result.json)
+QUEUE_DIR = "queue"  # in the run's folder: NNNN.json per unjudged candidate (waves.QUEUE_DIR)
+QUEUED = re.compile(r"^(\d{4,})\.json$")  # a candidate's queue file
+JOBS_DIR = "jobs"  # scorer.JOBS_DIR: NNNN.running while a candidate is scored, NNNN.result.json once it is
 NEAR_MISS_REASON = "near miss:"  # how a wave's judge starts the reason of a discard worth combining
 HYPOTHESIS_CUT = 60  # characters of a hypothesis shown in a wave's side-by-side lines
 
@@ -166,14 +167,15 @@ def read_waves(folder: Path | None) -> dict[int, dict]:
 def queue_state(folder: Path | None, workers: int) -> dict | None:
     """The wave in flight, read from the queue folder: {"wave", "queued", "running", "done"}, or None.
 
-    A candidate is done when its NNNN.result.json exists; the scorer runs up to `workers` of the others at once,
-    so that many count as running and the rest as waiting (the queue files do not say which are started)."""
+    A candidate's scoring is a job in the run's jobs/ folder (scorer.py): done when its NNNN.result.json exists,
+    running while its NNNN.running does. `workers` is kept for callers that read a run from before the markers."""
     queue = folder / QUEUE_DIR if folder else None
     try:
         names = sorted(p.name for p in queue.iterdir()) if queue and queue.is_dir() else []
     except OSError:
         return None
-    waves, done, total = [], 0, 0
+    jobs = folder / JOBS_DIR if folder else None
+    waves, done, running, total = [], 0, 0, 0
     for name in names:
         match = QUEUED.match(name)
         if not match:
@@ -185,10 +187,12 @@ def queue_state(folder: Path | None, workers: int) -> dict | None:
         if isinstance(entry, dict) and _whole(entry.get("wave")):
             waves.append(entry["wave"])
         total += 1
-        done += (queue / f"{match.group(1)}.result.json").exists()
+        if (jobs / f"{match.group(1)}.result.json").exists():
+            done += 1
+        elif (jobs / f"{match.group(1)}.running").exists():
+            running += 1
     if not total:
         return None
-    running = min(max(workers, 1), total - done)
     return {"wave": max(waves) if waves else None, "queued": total - done - running, "running": running, "done": done}
 
 

@@ -419,29 +419,31 @@ def finish_wave(repo: Repo, config: RunConfig, task: Task, state: dict) -> list[
 
 
 def recover_waves_if_idle(repo: Repo, config: RunConfig, task: Task) -> list[str]:
-    """For readers (`status`): recover a wave left by a dead `wait` or scorer, unless a ratchet holds the lock."""
+    """For readers (`status`): finish recording a wave a dead `wait` had judged, unless a ratchet holds the lock.
+    The queue and the scorer are left to the next `submit` or `wait` (the agent's calls)."""
     folder = run_dir(repo, config.tag)
-    if not (folder / WAVE_STATE).exists() and not queued(folder):
-        return []
-    if repo.branch() != BRANCH_PREFIX + config.tag:
+    if not (folder / WAVE_STATE).exists() or repo.branch() != BRANCH_PREFIX + config.tag:
         return []
     try:
         with CheckoutLock(repo):
-            return recover_waves(repo, config, task)
+            return _finish_judged(repo, config, task, folder)
     except RunError:
         return []
+
+
+def _finish_judged(repo: Repo, config: RunConfig, task: Task, folder: Path) -> list[str]:
+    state = read_json(folder / WAVE_STATE)
+    if state is not None and state.get("phase") in ("decided", "recorded") and isinstance(state.get("entries"), list):
+        return finish_wave(repo, config, task, state)
+    (folder / WAVE_STATE).unlink(missing_ok=True)
+    return []
 
 
 def recover_waves(repo: Repo, config: RunConfig, task: Task) -> list[str]:
     """Under the checkout lock: finish a wave a dead `wait` had judged; complete a submit that died half-way;
     record scorings a dead scorer left running as interrupted (the next `wait` records their rows)."""
     folder = run_dir(repo, config.tag)
-    notes: list[str] = []
-    state = read_json(folder / WAVE_STATE)
-    if state is not None and state.get("phase") in ("decided", "recorded") and isinstance(state.get("entries"), list):
-        notes += finish_wave(repo, config, task, state)
-    elif state is not None or (folder / WAVE_STATE).exists():
-        (folder / WAVE_STATE).unlink(missing_ok=True)
+    notes = _finish_judged(repo, config, task, folder) if (folder / WAVE_STATE).exists() else []
     for c in queued(folder):
         key = job_key(c["iter"])
         if scorer.job_state(folder, key) == "missing":  # the submit died before queueing its scoring
