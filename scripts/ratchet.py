@@ -2,7 +2,10 @@
 
     uv run scripts/ratchet.py start TAG [--task DIR] [--deadline ISO] [--max-iters N] [--budget S] [--resume]
                                         [--keep-rule paired|corrected|rerun] [--confirm|--no-confirm]
+                                        [--workers N] [--executor local|ray] [--ray-address HOST:PORT]
     uv run scripts/ratchet.py try "HYPOTHESIS"      commit train.py, score it, keep or reset; prints one line
+    uv run scripts/ratchet.py submit "HYPOTHESIS"   queue train.py as a candidate of the wave, put it back; one line
+    uv run scripts/ratchet.py wait [--all]          judge the wave when it is scored; one line per candidate
     uv run scripts/ratchet.py status [--json] [--tag TAG]
     uv run scripts/ratchet.py watch [--tag TAG] [--interval S] [--once]   a live view of the run, Ctrl-C quits
     uv run scripts/ratchet.py stop ["REASON"]       ask the active run to stop after the current iteration
@@ -42,8 +45,17 @@ def main(argv: list[str] | None = None) -> int:
         help="confirm a gain kept as beyond noise on fresh folds before keeping it "
         f"(default: {'on' if keeprules.DEFAULT_CONFIRM else 'off'}, where the task's harness offers fresh folds)",
     )
+    p.add_argument("--workers", type=int, help="candidates scored at once by submit/wait (default: 1, or one per GPU)")
+    p.add_argument("--executor", choices=["local", "ray"], help="where they are scored (default: local)")
+    p.add_argument("--ray-address", help="the Ray cluster of --executor ray (default: $RAY_ADDRESS)")
     p = sub.add_parser("try", help="score the current edit of train.py and keep it or reset it")
     p.add_argument("hypothesis", nargs="?", help="what this edit tests (default: HYPOTHESIS in train.py)")
+    p = sub.add_parser("submit", help="queue the current edit of train.py as a wave's candidate; returns at once")
+    p.add_argument("hypothesis", nargs="?", help="what this edit tests (default: HYPOTHESIS in train.py)")
+    p = sub.add_parser("wait", help="wait for the wave's scores, judge it, keep at most one candidate")
+    p.add_argument(
+        "--all", action="store_true", help="wait however long it takes (default: return after 9 minutes at most)"
+    )
     p = sub.add_parser("status", help="a digest of the run: best, recent rows, near misses, crashes")
     p.add_argument("--json", action="store_true")
     p.add_argument("--tag", help="a run other than the checked-out one")

@@ -223,11 +223,12 @@ def project(tmp_path, env) -> Project:
     return make_project(tmp_path / "repo", env)
 
 
-def started_project(base: Path, data_mirror: Path, *start_args: str, setup=None) -> Project:
+def started_project(base: Path, data_mirror: Path, *start_args: str, setup=None, extra_env=None) -> Project:
     """A fixture project under `base` with `ratchet.py start *start_args` done (after `setup(project)`, which
-    may commit a different baseline): what a module fixture scores once and `copy_run` hands to each test."""
+    may commit a different baseline): what a module fixture scores once and `copy_run` hands to each test.
+    `extra_env`: variables of every CLI call of the project (e.g. declared GPUs)."""
     (base / "cache").mkdir(parents=True, exist_ok=True)  # as a user's: there, and empty (the data is mirrored)
-    project = make_project(base / "repo", make_env(data_mirror, base / "cache"))
+    project = make_project(base / "repo", {**make_env(data_mirror, base / "cache"), **(extra_env or {})})
     if setup is not None:
         setup(project)
     out = project.ratchet("start", *start_args)

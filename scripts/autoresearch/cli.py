@@ -9,7 +9,7 @@ import sys
 
 import git
 
-from autoresearch import digest, ledger, loop, proc, starting, watch
+from autoresearch import digest, ledger, loop, proc, starting, watch, waves
 from autoresearch.data import DataError
 from autoresearch.gitops import GitError, Repo
 from autoresearch.recovery import recover_if_idle
@@ -51,13 +51,21 @@ def dispatch(args) -> int:
                     budget=getattr(args, "budget", None),
                     keep_rule=getattr(args, "keep_rule", None),
                     confirm=getattr(args, "confirm", None),
+                    workers=getattr(args, "workers", None),
+                    executor=getattr(args, "executor", None),
+                    ray_address=getattr(args, "ray_address", None),
                 )
             )
         elif args.verb == "try":
             print(loop.try_edit(repo, args.hypothesis))
+        elif args.verb == "submit":
+            print(waves.submit(repo, args.hypothesis))
+        elif args.verb == "wait":
+            print(waves.wait(repo, wait_all=args.all))
         elif args.verb == "status":
             config, task, notes = run_for(repo, args.tag)
             notes.append(recover_if_idle(repo, config, task))
+            notes += waves.recover_waves_if_idle(repo, config, task)
             rows, more = verified_rows(repo, config, task)
             for note in [n for n in notes + more if n]:  # --json keeps stdout for the JSON alone
                 print(note, file=sys.stderr if args.json else sys.stdout)

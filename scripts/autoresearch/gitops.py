@@ -112,6 +112,32 @@ class Repo:
         self._with_input(["commit", "-q", "--no-verify", "--cleanup=whitespace", "-F", "-", "--", rel], message)
         return self.head()
 
+    def snapshot_commit(self, rel: str, data: bytes, parent: str, message: str) -> str:
+        """A commit of `parent`'s tree with `rel` holding `data`, on no branch: neither the branch, the index nor
+        the work tree moves (a wave's candidate, held by its ref alone)."""
+        blob = self._with_input_bytes(["hash-object", "-w", "--stdin"], data).strip()
+        mode = (
+            (self.git.ls_tree(parent, "--", rel).split(" ", 1)[0] or "100644") if self.blob(parent, rel) else "100644"
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+            self.repo.git.execute(["git", "read-tree", parent], env=env)
+            self.repo.git.execute(["git", "update-index", "--add", "--cacheinfo", f"{mode},{blob},{rel}"], env=env)
+            tree = self.repo.git.execute(["git", "write-tree"], env=env).strip()
+        return self._with_input(["commit-tree", tree, "-p", parent, "-F", "-"], message).strip()
+
+    def recommit(self, sha: str, message: str) -> str:
+        """The commit `sha` again (same tree, same parent) with `message`: a verdict on a commit no branch holds."""
+        commit = self.repo.commit(sha)
+        parents = [arg for p in commit.parents for arg in ("-p", p.hexsha)]
+        return self._with_input(["commit-tree", commit.tree.hexsha, *parents, "-F", "-"], message).strip()
+
+    def _with_input_bytes(self, args: list[str], data: bytes) -> str:
+        with tempfile.TemporaryFile() as fh:
+            fh.write(data)
+            fh.seek(0)
+            return self.repo.git.execute(["git", *args], istream=fh)
+
     def amend_message(self, message: str) -> str:
         # --only: the message alone; whatever a person staged meanwhile stays staged, out of the commit
         self._with_input(
@@ -122,10 +148,7 @@ class Repo:
 
     def _with_input(self, args: list[str], text: str) -> str:
         """Run git with `text` on its standard input: a message of any length (argv would hit E2BIG)."""
-        with tempfile.TemporaryFile() as fh:
-            fh.write(text.encode("utf-8"))
-            fh.seek(0)
-            return self.repo.git.execute(["git", *self.commit_config, *args], istream=fh)
+        return self._with_input_bytes([*self.commit_config, *args], text.encode("utf-8"))
 
     def set_ref(self, name: str, sha: str) -> None:
         self.git.update_ref(name, sha)

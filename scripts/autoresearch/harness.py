@@ -54,9 +54,11 @@ def run_harness(
     train: Path | None = None,
     log_path: Path | None = None,
     private_out: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> HarnessRun:
     """Score the task's train.py (or `train`, a copy elsewhere): the harness's stdout is the block, everything
-    else goes to run.log (or `log_path`); its held-out figures to PENDING_HELDOUT (or `private_out`)."""
+    else goes to run.log (or `log_path`); its held-out figures to PENDING_HELDOUT (or `private_out`). `env`: the
+    harness's whole environment (default: this process's)."""
     private, pgid_file = private_out or folder / PENDING_HELDOUT, folder / CHILD_PGID_FILE
     private.unlink(missing_ok=True)
     cmd = [
@@ -77,7 +79,9 @@ def run_harness(
             on_start(pid)
 
     with open(log_path or task.log, "wb") as log:
-        result = proc.run_in_group(cmd, timeout=timeout, stdout=out, stderr=log, cwd=task.dir, on_start=started)
+        result = proc.run_in_group(
+            cmd, timeout=timeout, stdout=out, stderr=log, cwd=task.dir, env=env, on_start=started
+        )
         log.write(out.getvalue())
     kill_recorded_group(pgid_file)
     (folder / HARNESS_PGID_FILE).unlink(missing_ok=True)  # run_in_group killed its group on the way out

@@ -148,12 +148,12 @@ class Ledger:
                 _append_line(self.path, [row.get(c) or "" for c in columns(self.metric)])
         return True
 
-    def sync(self, tag: str, truth: list[dict[str, str]], new: str | None = None) -> list[str]:
+    def sync(self, tag: str, truth: list[dict[str, str]], new: set[str] | str | None = None) -> list[str]:
         """Make the mirror and results.tsv hold run `tag`'s rows exactly as the refs do; say what was fixed.
 
         Rows of other runs are kept as they are. A row of this run that the refs do not hold (forged,
         edited, cut short, duplicated) is removed; a row the refs hold and the file lost is put back.
-        `new` is the iteration just recorded in the refs: its row is added without a word.
+        `new` is the iteration (or iterations) just recorded in the refs: their rows are added without a word.
         The caller holds `lock()` and read `truth` under it, so that two syncs never undo each other.
         """
         notes = []
@@ -189,13 +189,14 @@ class _FileLock:
         self.fh.close()
 
 
-def _sync_file(path: Path, tag: str, truth: list[dict[str, str]], header: list[str], new: str | None) -> str:
+def _sync_file(path: Path, tag: str, truth: list[dict[str, str]], header: list[str], new) -> str:
     """Fix run `tag`'s rows in one file; what was wrong, in words ("" when nothing was)."""
+    new = {new} if isinstance(new, str) else set(new or ())
     if not path.exists() or path.stat().st_size == 0:
         if not truth:
             return ""
         _write_lines(path, [header] + [[r[c] for c in header] for r in truth])
-        return "" if [r["iter"] for r in truth] == [new] else "was missing"
+        return "" if {r["iter"] for r in truth} <= new else "was missing"
     found = _header(path)
     if found != header:
         raise LedgerError(f"{path} has other columns ({', '.join(found[:5])}…); move it away or pick another task")
@@ -225,7 +226,7 @@ def _sync_file(path: Path, tag: str, truth: list[dict[str, str]], header: list[s
         for row in missing:
             _append_line(path, [row[c] for c in header])
     said = []
-    missing = [r for r in missing if r["iter"] != new]
+    missing = [r for r in missing if r["iter"] not in new]
     if dropped:
         said.append(f"had {len(dropped)} row(s) the ratchet did not write (iter {', '.join(dropped[:5])})")
     if missing:

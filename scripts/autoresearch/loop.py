@@ -74,17 +74,10 @@ def try_edit(repo: Repo, hypothesis: str | None) -> str:
         _check_tree(repo, config, task, best)
         _check_trusted(repo, config)
         _check_sandbox(config)
+        _check_no_wave(folder)
         source = task.train.read_text(errors="replace")
         best_sha = repo.head()
-        full = ledger.clean_text(hypothesis or "")
-        if not full:
-            declared = declared_hypothesis(source)
-            if not declared or declared == declared_hypothesis(repo.show(best_sha, task.train_rel)):
-                raise RunError(
-                    'say what this edit tests: ratchet.py try "HYPOTHESIS" (or update HYPOTHESIS in train.py)'
-                )
-            check_hypothesis(declared, f"HYPOTHESIS in {task.train_rel}")
-            full = ledger.clean_text(declared)
+        full = resolve_hypothesis(repo, task, source, best_sha, hypothesis)
         hypothesis = ledger.cap_text(full)  # the row's and the line's; the commit body keeps it whole
         n = next_iter(rows, refs)
         state = {"phase": "running", "iter": n, "best": best_sha, "hypothesis": hypothesis, "started": time.time()}
@@ -132,6 +125,27 @@ def try_edit(repo: Repo, hypothesis: str | None) -> str:
     tail = log_tail(task) if row["status"] == "crash" and row["reason"] != EDITED_WHILE_SCORED else []
     # The iteration's line comes first, so that an agent (or a grep) finds `iter N |` at the top.
     return "\n".join([shown] + [note for note in notes if note] + [f"  | {t}" for t in tail])
+
+
+def resolve_hypothesis(repo: Repo, task: Task, source: str, best_sha: str, hypothesis: str | None, verb="try") -> str:
+    """The hypothesis given, else HYPOTHESIS in train.py when the edit changed it; else one line."""
+    full = ledger.clean_text(hypothesis or "")
+    if full:
+        return full
+    declared = declared_hypothesis(source)
+    if not declared or declared == declared_hypothesis(repo.show(best_sha, task.train_rel)):
+        raise RunError(f'say what this edit tests: ratchet.py {verb} "HYPOTHESIS" (or update HYPOTHESIS in train.py)')
+    check_hypothesis(declared, f"HYPOTHESIS in {task.train_rel}")
+    return ledger.clean_text(declared)
+
+
+def _check_no_wave(folder) -> None:
+    """`try` judges against the best; a queued wave is judged against it too: one at a time."""
+    from autoresearch import waves
+
+    pending = waves.queued(folder)
+    if pending:
+        raise RunError(f"wave {pending[0]['wave']} has {len(pending)} candidate(s) queued: `wait` for it before `try`")
 
 
 def _rule_of(config: RunConfig) -> keeprules.KeepRule:

@@ -16,7 +16,7 @@ from autoresearch.taskdir import Task
 LOG_TAIL_LINES = 12  # what a crash shows of run.log: the traceback's end, not the whole log
 LOG_TAIL_LINE_CHARS = 240
 SUBJECT_CHARS = 100  # commit subjects longer than this are cut; the full hypothesis goes in the body
-VERDICTS = {"keep": "KEPT", "discard": "DISCARDED", "crash": "CRASH"}
+VERDICTS = {"keep": "KEPT", "discard": "DISCARDED", "crash": "CRASH", "interrupted": "INTERRUPTED"}
 
 
 def fmt(value: float, digits: int = 4) -> str:
@@ -102,7 +102,7 @@ def line(config: RunConfig, row: dict, hypothesis: str) -> str:
     shown = f"{config.metric}={fmt(parse_float(row.get(config.metric) or None))}"
     if row["status"] in ("keep", "discard") and math.isfinite(row["delta"]):
         shown += f" (Δ {row['delta']:+.4f} ± {fmt(row['delta_se'])})"
-    extra = f" ({row['reason']})" if row["status"] == "crash" else ""
+    extra = f" ({row['reason']})" if row["status"] in ("crash", "interrupted") else ""
     return f"iter {row['iter']} | {shown} | {VERDICTS[row['status']]}{extra} | {row['seconds']:.1f} s — {hypothesis}"
 
 

@@ -74,7 +74,11 @@ def record_private(folder: Path, n: int, sha: str) -> None:
 
 def record_confirm(folder: Path, n: int, sha: str, record: dict) -> None:
     """Append iteration n's confirm step to the run's confirm record; once, even when recovery calls it again."""
-    path = folder / CONFIRM_FILE
+    append_once(folder / CONFIRM_FILE, n, sha, record)
+
+
+def append_once(path: Path, n: int, sha: str, record: dict) -> None:
+    """Append `record` of iteration n (commit `sha`) to a JSON-lines record, unless a line of it is there."""
     try:
         done = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     except (OSError, ValueError):

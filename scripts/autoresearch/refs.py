@@ -53,7 +53,7 @@ def active_run(repo: Repo) -> tuple[RunConfig, Task, list[str]]:
 class RunRefs:
     rows: list[dict]  # the rows the ratchet wrote, in iteration order
     config: RunConfig | None  # the run's config, from the baseline's ref
-    targets: dict[int, str]  # iteration -> commit, for every ref of the run (with a row or not)
+    targets: dict[int, str]  # iteration -> commit, for every ref of the run (with a row or not, queued or not)
     legacy: bool  # refs without rows: a run started before rows were kept in refs
     notes: list[str] = field(default_factory=list)
 
@@ -77,6 +77,8 @@ def read_refs(repo: Repo, tag: str, metric: str | None = None) -> RunRefs:
     metric = metric or (config.metric if config else None)
     rows = []
     for n, record in sorted(found.items()):
+        if record.kind == "commit" and n > 0:  # a wave's candidate, queued and not judged yet: no row to read
+            continue
         row, _ = ledger.parse_row_message(record.message or "")
         wanted = set(ledger.columns(metric)) if metric else None
         if (
@@ -131,17 +133,18 @@ def _same_json(a, b) -> bool:
 
 
 def verified_rows(
-    repo: Repo, config: RunConfig, task: Task, refs: RunRefs | None = None, new: int | None = None
+    repo: Repo, config: RunConfig, task: Task, refs: RunRefs | None = None, new: int | list[int] | None = None
 ) -> tuple[list, list]:
     """(the run's rows as its refs hold them, notes); results.tsv and the mirror are made to agree with them.
 
-    `new`: the iteration whose ref was just written, whose row the files are expected to lack.
+    `new`: the iteration(s) whose ref was just written, whose rows the files are expected to lack.
     """
     book = ledger_for(repo, config, task)
     with book.lock():  # refs read under the lock: a `status` never syncs to rows older than a `try` wrote
         refs = refs or read_refs(repo, config.tag, config.metric)
         if not refs.legacy:
-            return refs.rows, refs.notes + book.sync(config.tag, refs.rows, None if new is None else str(new))
+            fresh = {str(n) for n in ([] if new is None else [new] if isinstance(new, int) else new)}
+            return refs.rows, refs.notes + book.sync(config.tag, refs.rows, fresh)
     lost = book.repair()  # a run from before rows were in refs: nothing to check against until it is converted
     return book.rows(config.tag), [f"{repo.rel(task.results)} had lost rows; rebuilt from the run's copy"] * lost
 

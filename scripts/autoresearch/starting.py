@@ -6,6 +6,7 @@ or resume an existing run. A start killed at any point is completed by the next 
 from __future__ import annotations
 
 import math
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -40,7 +41,7 @@ from autoresearch.runs import (
 from autoresearch.taskdir import Task, find_task, task_rel
 
 START_OPTIONS = ("task", "deadline", "max_iters", "budget")  # what start.json of a start in flight must hold
-LATER_START_OPTIONS = ("keep_rule", "confirm")  # added since: a start.json without them means the defaults
+LATER_START_OPTIONS = ("keep_rule", "confirm", "workers", "executor", "ray_address")  # added since: None = default
 
 
 def start(
@@ -54,12 +55,16 @@ def start(
     budget: float | None = None,
     keep_rule: str | None = None,
     confirm: bool | None = None,
+    workers: int | None = None,
+    executor: str | None = None,
+    ray_address: str | None = None,
 ) -> str:
     """Create `autoresearch/TAG`, score the baseline and write its row; or resume an existing run.
 
     `keep_rule`: a rule of keeprules.RULES instead of the one the task's harness names; `confirm`: whether a
     "better beyond noise" keep is confirmed on fresh folds (None: keeprules.DEFAULT_CONFIRM where the harness
-    and the rule can). Both are frozen in the run record; a resumed run keeps its own.
+    and the rule can). `workers`, `executor`, `ray_address`: where a wave's candidates are scored
+    (executors.py). All are frozen in the run record; a resumed run keeps its own.
 
     A start killed at any point is completed by the next `start TAG --resume` (or plain `start TAG` for the
     same task): start.json says how far it got, and the baseline's ref, once written, holds the rest.
@@ -82,17 +87,20 @@ def start(
         if pending is not None and resume:  # it died while scoring: nothing durable exists, score again
             options = pending["options"]
             task_arg, deadline, max_iters, budget = (options[k] for k in START_OPTIONS)
-            keep_rule, confirm = (options.get(k) for k in LATER_START_OPTIONS)
+            keep_rule, confirm, workers, executor, ray_address = (options.get(k) for k in LATER_START_OPTIONS)
         elif repo.branch_exists(branch) or refs.config is not None:
             if not resume:  # the same tag and task: a session that starts again means to go on (one call)
                 _check_same_task(repo, tag, refs.config, task_arg)
-            notes += _frozen_options_notes(refs.config, deadline, max_iters, budget, keep_rule, confirm)
+            notes += _frozen_options_notes(
+                refs.config, deadline, max_iters, budget, keep_rule, confirm, workers, executor
+            )
             if refs.config is not None and not repo.branch_exists(branch):
                 return _complete_start(repo, refs.config, None, notes + [f"branch {branch} made again"])
             return _resume(repo, tag, branch, notes)
         elif resume:
             raise RunError(f"no run {tag} to resume (no branch {branch})")
-        return _fresh_start(repo, tag, task_arg, deadline, max_iters, budget, keep_rule, confirm, notes)
+        scoring = (workers, executor, ray_address)
+        return _fresh_start(repo, tag, task_arg, deadline, max_iters, budget, keep_rule, confirm, scoring, notes)
 
 
 def check_capabilities(
@@ -130,7 +138,9 @@ def check_capabilities(
     return rule, (keeprules.DEFAULT_CONFIRM and able) if confirm is None else confirm
 
 
-def _fresh_start(repo, tag, task_arg, deadline, max_iters, budget, keep_rule, confirm, notes: list[str]) -> str:
+def _fresh_start(
+    repo, tag, task_arg, deadline, max_iters, budget, keep_rule, confirm, scoring, notes: list[str]
+) -> str:
     folder = run_dir(repo, tag)
     changes = repo.changes()
     if changes:
@@ -150,6 +160,8 @@ def _fresh_start(repo, tag, task_arg, deadline, max_iters, budget, keep_rule, co
         raise RunError(f"HYPOTHESIS in {task.train_rel} has {problem}: use plain text, then start again")
     capabilities = ask_capabilities(repo, task)
     rule, confirm = check_capabilities(task, capabilities, budget, keep_rule, confirm)
+    workers, executor, ray_address = scoring
+    where_scored = scoring_options(task, capabilities, workers, executor, ray_address)
     base = repo.head()
     trusted = trust.fingerprint(task.dir, repo.root)  # what every later scoring is checked against
     folder.mkdir(parents=True, exist_ok=True)
@@ -160,7 +172,7 @@ def _fresh_start(repo, tag, task_arg, deadline, max_iters, budget, keep_rule, co
         "options": dict(
             zip(
                 START_OPTIONS + LATER_START_OPTIONS,
-                (task.rel, deadline, max_iters, budget, keep_rule, confirm),
+                (task.rel, deadline, max_iters, budget, keep_rule, confirm, workers, executor, ray_address),
                 strict=True,
             )
         ),
@@ -213,6 +225,8 @@ def _fresh_start(repo, tag, task_arg, deadline, max_iters, budget, keep_rule, co
             **({"harness_args": harness_args} if harness_args else {}),
             "trusted": trusted,
             "sandbox": sandbox.detect().describe(),
+            **where_scored,
+            **({"gpus_per_candidate": 1} if str(block.device or "").startswith("cuda") else {}),
         },
     )
     try:
@@ -235,6 +249,38 @@ def _fresh_start(repo, tag, task_arg, deadline, max_iters, budget, keep_rule, co
     cells = ledger.cells(row, config.metric)
     write_json(folder / START_FILE, {"phase": "scored", "tag": tag, "config": asdict(config), "row": cells})
     return _complete_start(repo, config, cells, notes, se=block.se, seconds=harness.seconds)
+
+
+def scoring_options(
+    task: Task, caps: Capabilities, workers: int | None, executor: str | None, ray_address: str | None
+) -> dict:
+    """Where the run's candidates are scored (the run record's `workers`, `executor`, `gpus`, `ray_address`);
+    one line when the options cannot work."""
+    from autoresearch import executors
+
+    executor = executor or "local"
+    if executor not in executors.EXECUTORS:
+        raise RunError(f"--executor {executor}: use {' or '.join(executors.EXECUTORS)}")
+    gpus = executors.detect_gpus() if executor == "local" else []
+    workers = workers if workers is not None else max(len(gpus), 1)
+    if workers < 1:
+        raise RunError(f"--workers {workers}: at least 1")
+    if (workers > 1 or executor == "ray") and (caps.family != "tabular" or not caps.fresh_folds):
+        raise RunError(
+            f"--workers/--executor score waves, which are screened fold by fold and confirmed on fresh folds, and "
+            f"this task's harness ({task.prepare_rel}) scores no folds it can redraw; start without them and `try`"
+        )
+    out: dict = {"workers": workers, "executor": executor}
+    if gpus:
+        out["gpus"] = gpus
+    if executor == "ray":
+        address = ray_address or os.environ.get("RAY_ADDRESS")
+        if not address:
+            raise RunError("--executor ray: say which cluster with --ray-address HOST:PORT (or set RAY_ADDRESS)")
+        out["ray_address"] = address
+    elif ray_address:
+        raise RunError("--ray-address is for --executor ray")
+    return out
 
 
 def _pending_start(folder: Path) -> tuple[dict | None, list[str]]:
@@ -317,7 +363,9 @@ def _check_same_task(repo: Repo, tag: str, config: RunConfig | None, task_arg: s
         )
 
 
-def _frozen_options_notes(config: RunConfig | None, deadline, max_iters, budget, keep_rule, confirm) -> list[str]:
+def _frozen_options_notes(
+    config: RunConfig | None, deadline, max_iters, budget, keep_rule, confirm, workers=None, executor=None
+) -> list[str]:
     """One note per start option given again with another value: a run's options are frozen at its start."""
     if config is None:
         return []
@@ -332,6 +380,8 @@ def _frozen_options_notes(config: RunConfig | None, deadline, max_iters, budget,
         "budget": (budget, config.budget_seconds),
         "keep-rule": (keep_rule, config.keep_rule),
         "confirm": (confirm, config.confirm),
+        "workers": (workers, config.extra.get("workers", 1)),
+        "executor": (executor, config.extra.get("executor", "local")),
     }
     return [
         f"--{name} {value} ignored: the run keeps its own ({'none' if own is None else own}), frozen at its start"
