@@ -540,7 +540,7 @@ def test_a_run_with_workers_is_told_to_write_waves(run):
     waves = hooks.run_state(project.path)
     assert waves.workers == 2
     reason = hooks.stop({"stop_hook_active": True}, waves)["reason"]
-    assert 'ratchet.py submit "HYPOTHESIS"` for each variant of a wave (2 workers)' in reason
+    assert 'ratchet.py submit "HYPOTHESIS"` for each variant of a wave (workers: 2)' in reason
     assert "ratchet.py wait`" in reason and "Stop only when submit says the run is over" in reason
     out = call_shim("session-start", {"source": "startup", "cwd": str(project.path)}, project.path)
     context = json.loads(out.stdout)["hookSpecificOutput"]["additionalContext"]

@@ -177,8 +177,8 @@ class RunState:
         """How program.md has the agent score its edits in this run: one `try`, or a wave of `submit`s."""
         if self.workers > 1:
             return (
-                f'`uv run scripts/ratchet.py submit "HYPOTHESIS"` for each variant of a wave ({self.workers} '
-                "workers), then `uv run scripts/ratchet.py wait`"
+                f'`uv run scripts/ratchet.py submit "HYPOTHESIS"` for each variant of a wave (workers: '
+                f"{self.workers}), then `uv run scripts/ratchet.py wait`"
             )
         return '`uv run scripts/ratchet.py try "HYPOTHESIS"`'
 
