@@ -5,7 +5,9 @@ project with its real .claude/ settings, slash command and hooks, and an untrust
 rules apply through --settings), on the suite's fixture task (a baseline in about a second). The agent starts
 the run, keeps one edit, has an edit of prepare.py denied by the hook, is refused a stop and is cut by the turn
 limit; the runner relaunches it, the new session resumes the run within 3 requests, discards a second edit,
-and is let go at the iteration cap.
+and is let go at the iteration cap. A second test runs `/autoresearch t2 --workers 2 --max-iters 4`: the agent
+submits a wave of three edits, is refused a stop while they are queued, waits, submits a wave of one, waits, and
+is let go at the cap.
 Needs the e2e dependency group (`uv sync --all-groups`): claude-agent-sdk bundles the client.
 """
 
@@ -20,10 +22,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from claude_runner import _kill_run, clean_env, find_claude
+from claude_runner import _kill_run, clean_env, find_claude, run_claude
 from conftest import FIXTURE_TASK, make_project
 from fake_anthropic import FakeAnthropic, Text, ToolUse, all_text, tool_results, turn_index
-from test_ratchet import BETTER_EDIT, WORSE_EDIT, weaken_baseline
+from test_ratchet import BETTER_EDIT, SEED_EDIT, WORSE_EDIT, weaken_baseline
 
 pytest.importorskip("claude_agent_sdk", reason="the e2e group is not installed: uv sync --all-groups")
 
@@ -42,6 +44,9 @@ PROJECT_FILES = [  # prepare.py and train.py are the fixture task's
 TIMEOUT_SECONDS = 300  # three fixture scorings and ~12 hook calls on a busy 2-core machine, plus the client's start-up
 
 
+WAVES_TIMEOUT_SECONDS = 600  # a baseline, two waves (4 scorings, a confirmation) and ~20 hook calls on 2 busy cores
+WAVES_MAX_TURNS = 20  # the script has 13 turns: a turn limit only stops a runaway
+WAIT_TIMEOUT_MS = 600_000  # program.md: `wait` returns within 9 minutes, and gets the Bash tool's stock 10
 RESUME_REQUESTS_MAX = 3  # issue 13: a resumed session reaches its first new edit within this many requests
 MAX_TURNS = 6  # cuts the first session after the refused stop, so the runner relaunches it: a resume
 
@@ -180,3 +185,109 @@ def test_headless_run_with_the_real_client(tmp_path, env):
     log = repo / ".git" / "autoresearch" / "t1" / "headless.jsonl"
     assert any(json.loads(line).get("type") == "result" for line in log.read_text().splitlines())
     assert not os.path.exists(repo / "headless.jsonl")
+
+
+def wave_script(repo: Path):
+    """The agent of a run with two workers, following program.md's waves: the set-up, a wave of three edits (a
+    clear gain, a no-op, a clear loss) with a stop tried before the `wait` (the Stop hook must refuse it), a
+    wave of one, and the end at the iteration cap."""
+    train, prepare = str(repo / "train.py"), str(repo / "prepare.py")
+
+    def edit(change):
+        return ToolUse("Edit", {"file_path": train, "old_string": change[0], "new_string": change[1]})
+
+    def bash(command, **extra):
+        return ToolUse("Bash", {"command": command, "description": "autoresearch", **extra})
+
+    return [
+        [
+            ToolUse("Read", {"file_path": prepare}),
+            ToolUse("Read", {"file_path": train}),
+            bash("uv run scripts/ratchet.py start t2 --workers 2 --max-iters 4"),
+        ],
+        edit(BETTER_EDIT),
+        bash('uv run scripts/ratchet.py submit "all features, not age alone"'),
+        edit(SEED_EDIT),
+        bash('uv run scripts/ratchet.py submit "same model, another constant"'),
+        edit(WORSE_EDIT),
+        bash('uv run scripts/ratchet.py submit "much stronger regularisation"'),
+        Text("Three candidates are queued; stopping here."),  # the Stop hook must refuse this
+        bash("uv run scripts/ratchet.py wait", timeout=WAIT_TIMEOUT_MS),
+        edit(WORSE_EDIT),  # on the new best (all features): still clearly worse
+        bash('uv run scripts/ratchet.py submit "much stronger regularisation, all features"'),
+        bash("uv run scripts/ratchet.py wait", timeout=WAIT_TIMEOUT_MS),
+        Text("The run is over."),  # the cap is reached: the Stop hook lets it end
+    ]
+
+
+@pytest.mark.slow
+def test_waves_with_the_real_client(tmp_path, env):
+    repo = tmp_path / "repo"
+    project = make_project(repo, env, PROJECT_FILES)
+    weaken_baseline(project)
+    (repo / ".venv").symlink_to(sys.prefix)
+    (repo / ".git" / "info" / "exclude").write_text(".venv\n")
+    with FakeAnthropic(wave_script(repo)) as api:
+        run = run_claude(
+            repo,
+            "/autoresearch t2 --workers 2 --max-iters 4",
+            api.url,
+            settings=repo / ".claude" / "settings.json",  # as scripts/headless.py passes them: no trust needed
+            trust=False,
+            max_turns=WAVES_MAX_TURNS,
+            timeout=WAVES_TIMEOUT_SECONDS,
+            output_format="stream-json",
+            extra_env={k: v for k, v in env.items() if k.startswith("AUTORESEARCH_")},
+        )
+        requests = api.main_requests()
+        assert not api.errors, api.errors
+    report = f"stdout:\n{run.stdout[-3000:]}\nstderr:\n{run.stderr[-3000:]}"
+    assert not run.timed_out and run.returncode == 0, report
+    last = requests[-1]
+    assert turn_index(last) == 12, f"the session ended after {turn_index(last)} turns\n{report}"
+    opening = all_text(requests[0])
+    assert "AUTORESEARCH-LOOP:" in opening and "t2 --workers 2 --max-iters 4" in opening
+    assert "## Waves" in opening  # program.md inlined, with the waves
+
+    # the hooks refused no call: every tool result is the tool's own, none an error
+    results = tool_results(last)
+    assert len(results) == 13, [r["text"][:80] for r in results]
+    refused = [r["text"][:300] for r in results if r["is_error"]]
+    assert refused == [], refused
+    texts = [r["text"] for r in results]
+    assert "run t2 started" in texts[2], texts[2]
+    for k, (index, wave) in enumerate([(4, 1), (6, 1), (8, 1), (11, 2)]):
+        assert f"queued iter {k + 1} (wave {wave};" in texts[index], texts[index]
+    first_wait, second_wait = texts[9], texts[12]
+    assert [line.split(" | ")[0] for line in first_wait.splitlines() if line.startswith("iter ")] == [
+        "iter 1",
+        "iter 2",
+        "iter 3",
+    ], first_wait
+    assert "wave 1 | 3 candidates on 2 workers in" in first_wait and "| kept iter 1" in first_wait, first_wait
+    assert "iter 4 | " in second_wait and "wave 2 | 1 candidate" in second_wait, second_wait
+    # a stop with candidates queued was refused, and the one after the cap let through
+    refused_stop = all_text(next(r for r in requests if turn_index(r) == 8))
+    assert "Stop hook" in refused_stop and "run `wait` first (3 candidates are queued)" in refused_stop
+
+    rows = project.rows()
+    assert [(r["iter"], r["wave"], r["worker"] != "") for r in rows] == [
+        ("0", "", False),
+        ("1", "1", True),
+        ("2", "1", True),
+        ("3", "1", True),
+        ("4", "2", True),
+    ], rows
+    assert {r["worker"] for r in rows[1:]} <= {"local:0", "local:1"}, rows
+    for wave in ("1", "2"):
+        assert sum(r["status"] == "keep" for r in rows if r["wave"] == wave) <= 1, rows
+    assert [r["status"] for r in rows] == ["keep", "keep", "discard", "discard", "discard"], rows
+    best = [r for r in rows if r["status"] == "keep"][-1]
+    assert project.git("rev-parse", "--abbrev-ref", "HEAD") == "autoresearch/t2"
+    assert project.git("rev-parse", "HEAD").startswith(best["commit"])  # the branch is on the best
+    assert project.git("log", "--format=%s", "-1") == "all features, not age alone"
+    assert project.git("diff", "main", "HEAD", "--name-only") == "train.py"
+    assert project.status() == ""  # every submit put train.py back; nothing left behind
+    for k in range(1, 5):
+        assert project.git("rev-parse", "--verify", "-q", f"refs/autoresearch/t2/{k:04d}")  # a ref per candidate
+    assert not list((repo / ".git" / "autoresearch" / "t2" / "queue").glob("*.json"))  # every wave judged

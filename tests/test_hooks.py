@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -453,6 +454,101 @@ def test_stop_blocks_until_a_stop_condition(run):
     assert stopped.returncode == 0, stopped.stderr
     answer = hooks.stop({"stop_hook_active": True}, state)
     assert "decision" not in answer and "enough for tonight" in answer["systemMessage"]
+
+
+def queue(state, *names: str) -> None:
+    """Queue files as `submit` and the scorer leave them (waves.py): NNNN.json, then NNNN.result.json."""
+    folder = state.folder / hooks.QUEUE_FOLDER
+    folder.mkdir(exist_ok=True)
+    for name in names:
+        (folder / name).write_text(json.dumps({"iter": int(name[:4]), "wave": 1, "hypothesis": "x"}))
+
+
+def test_the_wave_verbs_are_the_agents(run):
+    _, state = run
+    for command in [
+        'uv run scripts/ratchet.py submit "one-hot encode cp"',
+        "uv run scripts/ratchet.py wait",
+        "uv run scripts/ratchet.py wait --all",
+        "uv run --extra lm scripts/ratchet.py submit 'a > b'",
+    ]:
+        assert bash(state, command) is None, command
+    assert bash(state, "uv run scripts/ratchet.py wait", timeout=hooks.WAIT_MIN_TIMEOUT_MS) is None  # 10 min
+    for command, timeout, says in [
+        ("uv run scripts/ratchet.py wait", 300_000, "without a timeout shorter than 600000"),
+        ("uv run scripts/ratchet.py wait --all", hooks.WAIT_MIN_TIMEOUT_MS, "shorter than 3600000"),  # no 9 min cap
+        ('uv run scripts/ratchet.py submit "x"', 120_000, "shorter than 3600000"),
+    ]:
+        reason = bash(state, command, timeout=timeout)
+        assert reason and says in reason, (command, reason)
+    for command, says in [
+        ('uv run scripts/ratchet.py submit "x" &', "`&`"),
+        ('uv run scripts/ratchet.py submit "x" & uv run scripts/ratchet.py wait', "`&`"),
+        ('uv run scripts/ratchet.py submit "x" && uv run scripts/ratchet.py submit "y"', "`&&`"),
+        ('uv run scripts/ratchet.py submit "x"; uv run scripts/ratchet.py wait', "`;`"),
+        ("uv run scripts/ratchet.py wait | tail -n 1", "on its own"),
+        ("uv run scripts/ratchet.py", "try, submit, wait and status"),
+    ]:
+        reason = bash(state, command)
+        assert reason and says in reason, (command, reason)
+    for verb in ('submit "x"', "wait", "wait --all"):
+        background = pre(state, "Bash", command=f"uv run scripts/ratchet.py {verb}", run_in_background=True)
+        assert background and "foreground" in background, verb
+
+
+def test_stop_waits_for_a_queued_wave(run):
+    project, state = run
+    assert hooks.queued_candidates(state.folder) == 0
+    queue(state, "0001.json", "0002.json", "0002.result.json", "0003.json")  # iter 2 scored, none judged
+    assert hooks.queued_candidates(state.folder) == 3
+    out = call_shim("stop", {"stop_hook_active": False, "cwd": str(project.path)}, project.path)
+    answer = json.loads(out.stdout)
+    assert answer["decision"] == "block" and "run `wait` first (3 candidates are queued)" in answer["reason"]
+    assert "uv run scripts/ratchet.py wait" in answer["reason"]
+    for name in ("0001.json", "0003.json"):
+        (state.folder / hooks.QUEUE_FOLDER / name).unlink()
+    assert "(1 candidate is queued)" in hooks.stop({"stop_hook_active": True}, state)["reason"]  # a result
+
+
+def test_stop_waits_for_a_queued_wave_even_when_the_run_is_over(run):
+    """The person's stop, the deadline or the cap leave the queued candidates to `wait`, which records them."""
+    project, state = run
+    stopped = project.ratchet("stop", "enough for tonight")
+    assert stopped.returncode == 0, stopped.stderr
+    queue(state, "0001.json", "0002.json")
+    answer = hooks.stop({"stop_hook_active": True}, state)
+    assert answer["decision"] == "block" and "run `wait` first (2 candidates are queued)" in answer["reason"]
+    shutil.rmtree(state.folder / hooks.QUEUE_FOLDER)  # wait judged the wave: nothing queued
+    answer = hooks.stop({"stop_hook_active": True}, state)
+    assert "decision" not in answer and "enough for tonight" in answer["systemMessage"]
+
+
+def test_a_wave_that_never_clears_does_not_hold_the_session_all_night(run):
+    _, state = run
+    queue(state, "0001.json")
+    answers = [hooks.stop({"stop_hook_active": True}, state) for _ in range(hooks.STOP_BLOCKS_WITHOUT_PROGRESS + 1)]
+    assert all("run `wait` first" in a.get("reason", "") for a in answers[:-1])
+    assert "decision" not in answers[-1] and "without a new iteration" in answers[-1]["systemMessage"]
+
+
+def test_a_run_with_workers_is_told_to_write_waves(run):
+    project, state = run
+    record = json.loads((state.folder / "run.json").read_text())
+    assert hooks.run_state(project.path).workers == 1 and "try" in state.score_step
+    record["extra"]["workers"] = 2  # what `start --workers 2` freezes in the run record
+    (state.folder / "run.json").write_text(json.dumps(record))
+    waves = hooks.run_state(project.path)
+    assert waves.workers == 2
+    reason = hooks.stop({"stop_hook_active": True}, waves)["reason"]
+    assert 'ratchet.py submit "HYPOTHESIS"` for each variant of a wave (workers: 2)' in reason
+    assert "ratchet.py wait`" in reason and "Stop only when submit says the run is over" in reason
+    out = call_shim("session-start", {"source": "startup", "cwd": str(project.path)}, project.path)
+    context = json.loads(out.stdout)["hookSpecificOutput"]["additionalContext"]
+    assert "ratchet.py submit" in context and "ratchet.py wait" in context
+    for junk in (True, "2", 0, -3):  # a record no `start` wrote: one worker, the sequential loop
+        record["extra"]["workers"] = junk
+        (state.folder / "run.json").write_text(json.dumps(record))
+        assert hooks.run_state(project.path).workers == 1, junk
 
 
 def test_stop_gives_up_when_the_agent_is_stuck(run):

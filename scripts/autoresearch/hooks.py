@@ -8,7 +8,8 @@ hook says nothing, so Claude Code works in this repository as usual. scripts/hoo
                   (one simple command, or a short pipeline into head/tail/grep/wc), reads of the run's
                   private records or of the task's data, the person's ratchet verbs, tools the loop does
                   not use. An allow-list fails safe: a command no rule foresaw is denied, not let through.
-    Stop          block the agent's stop while no stop condition holds (stopping.stop_reason)
+    Stop          block the agent's stop while a wave is queued and not judged (it would lose the wave's
+                  rows), or while no stop condition holds (stopping.stop_reason)
     SessionStart  put the status digest in the agent's context (startup, resume, compact, clear)
 
 PreToolUse runs before every tool call, so it reads the branch and run.json as plain files and imports
@@ -44,11 +45,14 @@ RESULTS_FILE = "results.tsv"  # the run's mirror of the ledger, in the run folde
 STOP_BLOCKS_FILE = "stop_hook.json"  # in the run folder: the rows count and the blocks since it changed
 LOG_FILE = "run.log"  # the latest iteration's output, in the task folder (taskdir.LOG_FILE)
 RATCHET_MIN_TIMEOUT_MS = 3_600_000  # .claude/settings.json's BASH_MAX_TIMEOUT_MS: a try may take that long
+# `wait` without --all returns within 9 minutes (waves.py), so the Bash tool's stock cap of 10 minutes is enough
+WAIT_MIN_TIMEOUT_MS = 600_000
+QUEUE_FOLDER = "queue"  # in the run folder: NNNN.json per candidate submitted and not yet judged (waves.py)
+RESULT_SUFFIX = ".result.json"  # NNNN.result.json beside a candidate once it is scored
 
 # -- the shapes of shell command a run allows (program.md, README "Claude Code, all night") ----------------
 RATCHET = "scripts/ratchet.py"
-# program.md's verbs; submit and wait are the queued form of try planned in issue 9 (argparse refuses a verb
-# the ratchet does not have, so naming them early opens nothing)
+# program.md's verbs: try scores one candidate; submit queues one and wait judges the queued wave (issue 10)
 AGENT_VERBS = ("start", "try", "status", "submit", "wait")
 PERSON_VERBS = {
     "stop": "stopping the run is the person's call; go on with the next idea: the run ends by itself at the "
@@ -154,6 +158,7 @@ class RunState:
     common_dir: Path  # the git common dir (shared by worktrees): runs live under it
     tag: str
     task: str  # task folder relative to root, "." for the heart task
+    workers: int = 1  # run.json's extra["workers"] (start --workers): more than one, the agent writes waves
 
     @property
     def train(self) -> Path:
@@ -166,6 +171,16 @@ class RunState:
     @property
     def folder(self) -> Path:
         return self.common_dir / RUNS_FOLDER / self.tag
+
+    @property
+    def score_step(self) -> str:
+        """How program.md has the agent score its edits in this run: one `try`, or a wave of `submit`s."""
+        if self.workers > 1:
+            return (
+                f'`uv run scripts/ratchet.py submit "HYPOTHESIS"` for each variant of a wave (workers: '
+                f"{self.workers}), then `uv run scripts/ratchet.py wait`"
+            )
+        return '`uv run scripts/ratchet.py try "HYPOTHESIS"`'
 
 
 def run_state(start: str | Path) -> RunState | None:
@@ -196,7 +211,10 @@ def run_state(start: str | Path) -> RunState | None:
             record = json.loads((common / RUNS_FOLDER / tag / "run.json").read_text())
         except (OSError, ValueError):
             return None
-        return RunState(folder, common, tag, record.get("task", "."))
+        extra = record.get("extra") if isinstance(record.get("extra"), dict) else {}
+        workers = extra.get("workers")
+        workers = workers if isinstance(workers, int) and not isinstance(workers, bool) and workers > 1 else 1
+        return RunState(folder, common, tag, record.get("task", "."), workers)
     return None
 
 
@@ -444,13 +462,15 @@ def _uv_rule(args: list[str], cwd: Path, state: RunState, alone: bool, timeout_m
     if verb in PERSON_VERBS:
         return f"`ratchet.py {verb}` is not the agent's during run {state.tag}: " + PERSON_VERBS[verb]
     if verb not in AGENT_VERBS:
-        return f"`ratchet.py {verb}`: the agent's verbs are start (--resume), try and status"
+        return f"`ratchet.py {verb}`: the agent's verbs are start (--resume), try, submit, wait and status"
     if not alone:
-        return f"run the ratchet on its own during run {state.tag}: it prints one line, and a pipe can cut it off"
-    if isinstance(timeout_ms, int | float) and timeout_ms < RATCHET_MIN_TIMEOUT_MS:
+        return f"run the ratchet on its own during run {state.tag}: it prints its lines, and a pipe can cut them off"
+    waits_briefly = verb == "wait" and "--all" not in rest  # it returns within 9 minutes, scored or not
+    shortest = WAIT_MIN_TIMEOUT_MS if waits_briefly else RATCHET_MIN_TIMEOUT_MS
+    if isinstance(timeout_ms, int | float) and timeout_ms < shortest:
         return (
-            "run the ratchet without a timeout (program.md): a call may take many minutes, the settings give "
-            "it an hour, and the harness enforces its own budget"
+            f"run the ratchet without a timeout shorter than {shortest} ms (program.md): a call may take many "
+            "minutes, the settings give it an hour, and the harness enforces its own budget"
         )
     return None
 
@@ -545,13 +565,24 @@ def _load(state: RunState):
     return runs.load_config(state, state.tag), ledger.run_rows(state.folder / RESULTS_FILE, state.tag)
 
 
+def queued_candidates(folder: Path) -> int:
+    """How many candidates of the run in `folder` are submitted and not yet judged: the queue's NNNN.json
+    files (their NNNN.result.json beside them once scored). A file of the queue's is an unjudged wave."""
+    queue = folder / QUEUE_FOLDER
+    names = [p.name for p in queue.glob("*.json")] if queue.is_dir() else []
+    return len({name.removesuffix(RESULT_SUFFIX).removesuffix(".json") for name in names})  # NNNN, once each
+
+
 def stop(event: dict, state: RunState) -> dict:
-    """Block the stop while the run should go on; otherwise let it end and say why."""
+    """Block the stop while a wave waits to be judged or the run should go on; otherwise let it end, saying why.
+    A queued wave comes first: a stop condition (the deadline, the cap) still leaves its candidates to `wait`,
+    which records their rows."""
     from autoresearch import digest, stopping
     from autoresearch.runs import read_json, write_json
 
     config, rows = _load(state)
-    reason = stopping.stop_reason(config, rows, state.folder)
+    queued = queued_candidates(state.folder)
+    reason = None if queued else stopping.stop_reason(config, rows, state.folder)
     if reason:
         return {"systemMessage": f"autoresearch run {state.tag} may stop: {reason}"}
     seen = read_json(state.folder / STOP_BLOCKS_FILE) or {}
@@ -562,16 +593,25 @@ def stop(event: dict, state: RunState) -> dict:
             f"{STOP_BLOCKS_WITHOUT_PROGRESS} times without a new iteration; look at the session, then resume"
         }
     write_json(state.folder / STOP_BLOCKS_FILE, {"rows": len(rows), "blocks": blocks})
+    if queued:
+        return {
+            "decision": "block",
+            "reason": (
+                f"autoresearch run {state.tag}: a wave is in flight: run `wait` first ({queued} "
+                f"{'candidate is' if queued == 1 else 'candidates are'} queued): `uv run scripts/ratchet.py wait` "
+                "records their rows; read its lines, then go on."
+            ),
+        }
     d = digest.digest(config, rows, state, cost=False)  # the agent needs the next step, not the bill
     best = d["best"]
     shown = f"best {d['metric']}={best[d['metric']]:.4f} at iter {best['iter']}" if best else "no kept row yet"
+    verb = "submit" if state.workers > 1 else "try"
     return {
         "decision": "block",
         "reason": (
             f"autoresearch run {state.tag} is not over (next: iter {d['next_iter']}, {shown}). "
-            "Do not stop and do "
-            f"not ask: edit {state.train_rel} with the next idea, then run "
-            f'`uv run scripts/ratchet.py try "HYPOTHESIS"`. Stop only when try says the run is over.'
+            f"Do not stop and do not ask: edit {state.train_rel} with the next idea, then run {state.score_step}. "
+            f"Stop only when {verb} says the run is over."
         ),
     }
 
@@ -583,8 +623,7 @@ def session_start(event: dict, state: RunState) -> dict:
     or a clear the agent goes on without a `start`: the hook gives the digest (no held-out figure)."""
     intro = (
         f"An autoresearch run is checked out (branch autoresearch/{state.tag}). Follow program.md: edit "
-        f'{state.train_rel} with one idea, then `uv run scripts/ratchet.py try "HYPOTHESIS"`; '
-        "never stop on your own."
+        f"{state.train_rel} with one idea, then {state.score_step}; never stop on your own."
     )
     if event.get("source") in ("startup", "resume"):
         task = "" if state.task == "." else f" --task {state.task}"
