@@ -2,6 +2,7 @@
 
     uv run scripts/headless.py TAG [--task DIR] [--deadline ISO-TIME] [--max-iters N] [--budget S]
                                    [--keep-rule NAME] [--confirm|--no-confirm] [--max-turns N]
+                                   [--workers N] [--executor local|ray] [--ray-address HOST:PORT]
 
 Runs `claude -p "/autoresearch TAG ..."` with the project's .claude/settings.json; the run options go to
 `ratchet.py start` (a run that exists is resumed with its own options), --max-turns to claude. Prints the
@@ -36,7 +37,7 @@ def iso_time(text: str) -> str:
 def start_args(args: argparse.Namespace) -> list[str]:
     """The options `ratchet.py start` receives through the slash command, in its own spelling."""
     given = []
-    for option in ("task", "deadline", "max_iters", "budget", "keep_rule"):
+    for option in ("task", "deadline", "max_iters", "budget", "keep_rule", "workers", "executor", "ray_address"):
         value = getattr(args, option)
         if value is not None:
             given += [f"--{option.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else str(value)]
@@ -63,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="confirm a kept gain on fresh folds before keeping it (default: the start's)",
     )
+    parser.add_argument("--workers", type=int, help="candidates scored at once: the agent writes waves (submit, wait)")
+    parser.add_argument("--executor", choices=["local", "ray"], help="where they are scored (default: local)")
+    parser.add_argument("--ray-address", help="the Ray cluster of --executor ray (default: $RAY_ADDRESS)")
     parser.add_argument("--max-turns", type=int, help="end each claude session after this many turns")
     args = parser.parse_args(argv)
     try:

@@ -129,7 +129,18 @@ def test_a_client_too_old_for_auth_status_is_let_through(project, tmp_path):
 def test_help_lists_every_option_with_the_whole_description():
     out = subprocess.run([sys.executable, str(HEADLESS), "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0
-    for option in ("--task", "--deadline", "--max-iters", "--budget", "--keep-rule", "--confirm", "--no-confirm"):
+    for option in (
+        "--task",
+        "--deadline",
+        "--max-iters",
+        "--budget",
+        "--keep-rule",
+        "--confirm",
+        "--no-confirm",
+        "--workers",
+        "--executor",
+        "--ray-address",
+    ):
         assert option in out.stdout, option
     assert "--max-turns" in out.stdout and "ANTHROPIC_API_KEY" in out.stdout
     assert "Exit codes: 0 a stop condition ended the run, 1 the client ended without one, 2 could not start." in (
@@ -185,3 +196,27 @@ def test_a_session_that_never_starts_the_run_exits_1_and_says_so(project, tmp_pa
     last = out.stdout.splitlines()[-1]
     assert "did not start" in last and "error_max_turns" in last and "gave up" in last
     assert project.status() == ""  # the log went under .git, nothing in the tree
+
+
+def test_wave_options_reach_start_in_its_own_spelling():
+    """`headless.py TAG --workers 2 --executor ray --ray-address H:P` starts the run the slash command would."""
+    import argparse
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("headless_cli", HEADLESS)
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    args = argparse.Namespace(
+        task=None, deadline=None, max_iters=4, budget=None, keep_rule=None, confirm=None,
+        workers=2, executor="ray", ray_address="127.0.0.1:6379",
+    )  # fmt: skip
+    assert cli.start_args(args) == [
+        "--max-iters",
+        "4",
+        "--workers",
+        "2",
+        "--executor",
+        "ray",
+        "--ray-address",
+        "127.0.0.1:6379",
+    ]

@@ -123,8 +123,10 @@ def test_a_wave_of_four_on_two_workers_keeps_only_the_confirmed_gain(wave_run):
     scorer_gone(project)
 
 
-def test_submit_refuses_a_dirty_tree_no_edit_and_outside_a_run(wave_run, tmp_path):
+def test_submit_refuses_a_dirty_tree_no_edit_and_outside_a_run(started_wave, wave_run, tmp_path):
     project = wave_run
+    assert "workers: 2 (local): waves with submit and wait" in started_wave.start_output
+    assert "workers: 2 (local): write waves with submit and wait" in project.ratchet("status").stdout
     out = project.ratchet("submit", "nothing changed")
     assert out.returncode == 2 and "the same as the best commit" in out.stderr
     (project.path / "notes.txt").write_text("a person's notes\n")

@@ -111,6 +111,8 @@ def digest(config: RunConfig, rows: list[dict], repo=None, *, cost: bool = True)
         "budget_unit": budget_unit(config),
         "keep_rule": config.keep_rule or keeprules.DEFAULT,
         "confirm": config.confirm,
+        "workers": int(config.extra.get("workers", 1)),
+        "executor": config.extra.get("executor", "local"),
         # what the harness declared at start (None: a run recorded before harnesses declared anything)
         "capabilities": config.capabilities.to_json() if config.capabilities else None,
         "iterations": len(tried),
@@ -522,7 +524,12 @@ def render(d: dict) -> str:
         f"run {d['tag']} | task {d['task']} | {m} ({d['direction']} is better)"
         + f" | budget {d['budget_seconds']:g} {d.get('budget_unit', 's')}"
         + (f" | keep rule {d['keep_rule']}" if d.get("keep_rule") else "")
-        + (", confirmed on fresh folds" if d.get("confirm") else ""),
+        + (", confirmed on fresh folds" if d.get("confirm") else "")
+        + (
+            f" | workers: {d['workers']} ({d.get('executor', 'local')}): write waves with submit and wait"
+            if d.get("workers", 1) > 1 or d.get("executor", "local") != "local"
+            else ""
+        ),
         f"iterations: {d['iterations']} | kept {d['kept']} | discarded {d['discarded']} | crashed {d['crashed']}"
         + (f" | interrupted {d['interrupted']}" if d["interrupted"] else "")
         + (f" | {d['iterations_per_hour']} per hour" if d["iterations_per_hour"] else ""),

@@ -344,6 +344,9 @@ def _complete_start(
     baseline = rows[0]
     shown = f"baseline {config.metric}={baseline.get(config.metric)}" + (f" ± {fmt(se)}" if math.isfinite(se) else "")
     timing = f" | {seconds:.1f} s" if seconds is not None else ""
+    workers = int(config.extra.get("workers", 1))
+    if workers > 1 or config.extra.get("executor", "local") != "local":
+        notes = [*notes, f"workers: {workers} ({config.extra.get('executor', 'local')}): waves with submit and wait"]
     boxed = config.extra.get("sandbox", "")
     warning = "" if boxed.startswith("bubblewrap") else f"\nwarning: {boxed or 'candidate not sandboxed'}"
     return (
