@@ -31,7 +31,7 @@ from autoresearch.runs import RunConfig, read_json, run_dir, write_json
 JOBS_DIR = "jobs"  # in the run's folder
 SCORER_LOCK = "scorer.lock"  # held by the live scorer for its whole life: flock dies with it, SIGKILL too
 SCORER_LOG = "scorer.log"  # the scorer's own output (a traceback if it ever fails), in the run's folder
-IDLE_EXIT_SECONDS = 300  # a scorer with nothing to do exits; the next submit or wait starts another
+IDLE_EXIT_SECONDS = 60  # a scorer with nothing to do exits; the next submit starts another (in about a second)
 POLL_SECONDS = 0.2  # how often the scorer looks for new jobs and finished ones
 INTERRUPTED = "interrupted"  # a result's key: the scoring died with its scorer
 

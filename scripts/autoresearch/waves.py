@@ -23,7 +23,7 @@ from autoresearch.contract import Block
 from autoresearch.decide import Decision, code_lines, code_size
 from autoresearch.executors import Job, Outcome
 from autoresearch.gitops import BRANCH_PREFIX, Repo
-from autoresearch.harness import confirm_seed
+from autoresearch.harness import HarnessRun, confirm_seed
 from autoresearch.messages import commit_message, line, make_row, trailers, verdict_text
 from autoresearch.recovery import append_once, recover
 from autoresearch.refs import active_run, best_row, iter_ref, next_iter, read_refs, record_row, verified_rows
@@ -227,7 +227,7 @@ def _judge(repo: Repo, config: RunConfig, task: Task, folder: Path, candidates: 
     best = best_row(rows)
     best_sha = refs.targets[int(best["iter"])]
     best_source = repo.show(best_sha, task.train_rel)
-    outcomes = {c["iter"]: scorer.outcome(folder, job_key(c["iter"])) for c in candidates}
+    outcomes = {c["iter"]: _outcome_of(folder, job_key(c["iter"])) for c in candidates}
     sources = {c["iter"]: repo.show(c["commit"], task.train_rel) for c in candidates}
     stale = {c["iter"] for c in candidates if c["best"] != best_sha}  # a later keep moved the best under it
     usable = [c for c in candidates if c["iter"] not in stale and outcomes[c["iter"]].worker != scorer.INTERRUPTED]
@@ -258,7 +258,7 @@ def _judge(repo: Repo, config: RunConfig, task: Task, folder: Path, candidates: 
         return {"winner": winner}
     fresh: dict[str, Outcome | None] = {}
     if winner is not None:
-        fresh = {part: scorer.outcome(folder, job_key(winner, part)) for part in ("confirm-candidate", "confirm-best")}
+        fresh = {part: _outcome_of(folder, job_key(winner, part)) for part in ("confirm-candidate", "confirm-best")}
 
     def confirm(_: keeprules.WaveCandidate) -> tuple[list[float], list[float]]:
         scored = [o.run.block.fold_scores if o is not None and o.run.scored else [] for o in fresh.values()]
@@ -289,6 +289,14 @@ def _judge(repo: Repo, config: RunConfig, task: Task, folder: Path, candidates: 
         "summary": _summary(config, candidates, outcomes, fresh, int(kept) if kept else None, seed),
     }
     return {"state": state}
+
+
+def _outcome_of(folder: Path, key: str) -> Outcome:
+    """A scored job's outcome; an unreadable record is the harness's failure, never the candidate's."""
+    found = scorer.outcome(folder, key)
+    if found is None:
+        return Outcome(HarnessRun(Block(), 0.0, f"the record of scoring {key} is unreadable"), None, "")
+    return found
 
 
 def _entry(repo, config, task, c, result: Outcome, judgement, best, best_sha, source, stale) -> dict:
