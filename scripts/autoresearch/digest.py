@@ -527,6 +527,7 @@ def render(d: dict) -> str:
         + (", confirmed on fresh folds" if d.get("confirm") else "")
         + (
             f" | workers: {d['workers']} ({d.get('executor', 'local')}): write waves with submit and wait"
+            f" (screened by {keeprules.WAVE_SCREEN_RULE}, confirmed on fresh folds)"
             if d.get("workers", 1) > 1 or d.get("executor", "local") != "local"
             else ""
         ),

@@ -23,6 +23,7 @@ NEAR_MISS, CRASH = "near miss", "crash"
 # Whether a run confirms a "better beyond noise" keep on fresh folds when `start` is given neither --confirm nor
 # --no-confirm. Set from the keep-rule benchmark (issue 11); off until it says the cost is worth it.
 DEFAULT_CONFIRM = False
+WAVE_SCREEN_RULE = "paired"  # a wave's screen, always followed by the confirm step (benchmarks/wave_rule.py)
 DEFAULT_CV_FOLDS = 5  # k of a run recorded before `cv_folds` was (tabular.N_FOLDS, every tabular task's then)
 
 

@@ -37,7 +37,7 @@ WAVES_FILE = "waves.jsonl"  # one line per recorded wave: its candidates, timing
 WAIT_MAX_SECONDS = 540  # `wait` returns by then (the agent's shell allows 10 min); `wait --all` has no cap
 WAIT_POLL_SECONDS = 0.25  # how often `wait` looks at the jobs
 SCORER_CHECK_SECONDS = 3.0  # how often `wait` makes sure the scorer lives (it starts in about a second)
-SCREEN_RULE = "paired"  # the wave's screen (the issue's, measured: benchmarks/wave_rule.py); confirm follows
+SCREEN_RULE = keeprules.WAVE_SCREEN_RULE  # whatever the run's `try` rule; the confirm step always follows
 NEAR_MISS = "near miss: "  # how a discarded row that passed the screen says so, for the next wave to combine
 
 
