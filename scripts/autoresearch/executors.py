@@ -31,6 +31,19 @@ SLOTS_DIR = "slots"  # in the run's folder: slots/K/ holds slot K's train.py cop
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 GPU_LIST_ENV = "AUTORESEARCH_GPUS"  # "0,1": the GPUs a run may use, when nvidia-smi is not the one to ask
 NVIDIA_SMI_TIMEOUT_SECONDS = 10
+# A train.py's bytes as a Job's text and back, exactly: the bytes need not be UTF-8 (a coding declaration makes
+# latin-1 valid Python), and a copy scored from other bytes is not the commit the wave keeps. git's output is
+# decoded the same way (GitPython: UTF-8 with surrogateescape).
+SOURCE_ERRORS = "surrogateescape"
+
+
+def source_text(data: bytes) -> str:
+    """A train.py's bytes as a Job's source; `source_bytes` gives them back unchanged."""
+    return data.decode("utf-8", SOURCE_ERRORS)
+
+
+def source_bytes(source: str) -> bytes:
+    return source.encode("utf-8", SOURCE_ERRORS)
 
 
 @dataclass(frozen=True)
@@ -144,7 +157,7 @@ class LocalExecutor(Executor):
         shutil.rmtree(where, ignore_errors=True)
         where.mkdir(parents=True)
         train, heldout = where / "train.py", where / "heldout.json"
-        train.write_text(job.source)
+        train.write_bytes(source_bytes(job.source))
         cpus = slot_cpus(slot, self.workers)
 
         def pin(pid: int) -> None:  # before the harness forks its folds: they inherit the slot's CPUs

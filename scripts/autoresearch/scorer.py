@@ -22,7 +22,7 @@ from pathlib import Path
 
 from autoresearch import proc, trust
 from autoresearch.contract import Block
-from autoresearch.executors import SLOTS_DIR, Job, Outcome, Scoring, make_executor
+from autoresearch.executors import SLOTS_DIR, Job, Outcome, Scoring, make_executor, source_bytes, source_text
 from autoresearch.gitops import Repo
 from autoresearch.harness import CHILD_PGID_FILE, HARNESS_PGID_FILE, HarnessRun, kill_recorded_group, timeout_for
 from autoresearch.refs import open_config
@@ -44,7 +44,7 @@ def enqueue(folder: Path, job: Job) -> None:
     """Queue `job`: its source first, then its record (a scorer takes only jobs whose record exists)."""
     where = jobs_dir(folder)
     where.mkdir(parents=True, exist_ok=True)
-    (where / f"{job.key}.train.py").write_text(job.source)
+    (where / f"{job.key}.train.py").write_bytes(source_bytes(job.source))
     write_json(where / f"{job.key}.json", {"key": job.key, "args": list(job.args)})
 
 
@@ -187,7 +187,7 @@ def _start(folder: Path, config: RunConfig, repo: Repo, executor, key: str) -> F
     write_json(where / f"{key}.running", {"started": time.time(), "pid": os.getpid()})
     try:
         trust.verify(config.extra.get("trusted", {}), repo.root)  # as `try` does before every scoring
-        source = (where / f"{key}.train.py").read_text()
+        source = source_text((where / f"{key}.train.py").read_bytes())
     except (trust.TrustError, OSError) as exc:
         failed: Future = Future()
         failed.set_result(Outcome(HarnessRun(Block(), 0.0, f"not scored: {exc}"), None, "head"))

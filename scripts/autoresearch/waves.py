@@ -21,7 +21,7 @@ from pathlib import Path
 from autoresearch import keeprules, ledger, scorer, stopping, watch
 from autoresearch.contract import Block
 from autoresearch.decide import Decision, code_lines, code_size
-from autoresearch.executors import Job, Outcome
+from autoresearch.executors import Job, Outcome, source_text
 from autoresearch.gitops import BRANCH_PREFIX, Repo
 from autoresearch.harness import HarnessRun, confirm_seed
 from autoresearch.messages import commit_message, line, make_row, trailers, verdict_text
@@ -38,6 +38,7 @@ WAIT_MAX_SECONDS = 540  # `wait` returns by then (the agent's shell allows 10 mi
 WAIT_POLL_SECONDS = 0.25  # how often `wait` looks at the jobs
 SCORER_CHECK_SECONDS = 3.0  # how often `wait` makes sure the scorer lives (it starts in about a second)
 SCREEN_RULE = keeprules.WAVE_SCREEN_RULE  # whatever the run's `try` rule; the confirm step always follows
+JOB_PARTS = ("", "confirm-candidate", "confirm-best")  # a candidate's jobs: its screen, its confirm's two
 NEAR_MISS = "near miss: "  # how a discarded row that passed the screen says so, for the next wave to combine
 
 
@@ -114,7 +115,7 @@ def submit(repo: Repo, hypothesis: str | None) -> str:
         loop._check_trusted(repo, config)
         loop._check_sandbox(config)
         data = task.train.read_bytes()  # read once: the commit and the scored copy are these bytes
-        source = data.decode("utf-8", errors="replace")
+        source = source_text(data)
         best_sha = repo.head()
         full = loop.resolve_hypothesis(repo, task, source, best_sha, hypothesis, "submit")
         n = next_iter(rows, refs)
@@ -128,14 +129,24 @@ def submit(repo: Repo, hypothesis: str | None) -> str:
             "hypothesis": full,
             "submitted": time.time(),
         }
-        scorer.enqueue(folder, Job(job_key(n), source))
+        # The queue record before the job: a submit killed between them leaves a record whose job
+        # recover_waves queues, never a job nobody judges. Files of N a killed submit left are not this one's.
         write_json(queue_dir(folder) / f"{job_key(n)}.json", record)
+        for part in JOB_PARTS:
+            scorer.forget(folder, job_key(n, part))
+        scorer.enqueue(folder, Job(job_key(n), source))
         repo.set_ref(iter_ref(config.tag, n), sha)
         repo.git.checkout(best_sha, "--", task.train_rel)  # back to the best, for the next candidate
     scorer.ensure_running(repo, config.tag)
     counts = in_flight(folder) or {"running": 0, "queued": 0}
     shown = f"queued iter {n} (wave {wave}; {counts['running']} running, {counts['queued']} waiting)"
     return "\n".join([shown] + [note for note in notes if note])
+
+
+def source_at(repo: Repo, sha: str, rel: str) -> str:
+    """`rel` at `sha` as a Job's source, byte for byte (Repo.show drops the last newline): what is scored is
+    what the commit holds."""
+    return repo.git.show(f"{sha}:{rel}", strip_newline_in_stdout=False)
 
 
 def last_wave(folder: Path) -> int:
@@ -226,9 +237,9 @@ def _judge(repo: Repo, config: RunConfig, task: Task, folder: Path, candidates: 
     rows, _ = verified_rows(repo, config, task, refs)
     best = best_row(rows)
     best_sha = refs.targets[int(best["iter"])]
-    best_source = repo.show(best_sha, task.train_rel)
+    best_source = source_at(repo, best_sha, task.train_rel)
     outcomes = {c["iter"]: _outcome_of(folder, job_key(c["iter"])) for c in candidates}
-    sources = {c["iter"]: repo.show(c["commit"], task.train_rel) for c in candidates}
+    sources = {c["iter"]: source_at(repo, c["commit"], task.train_rel) for c in candidates}
     stale = {c["iter"] for c in candidates if c["best"] != best_sha}  # a later keep moved the best under it
     usable = [c for c in candidates if c["iter"] not in stale and outcomes[c["iter"]].worker != scorer.INTERRUPTED]
     wave_candidates = [
@@ -410,7 +421,7 @@ def finish_wave(repo: Repo, config: RunConfig, task: Task, state: dict) -> list[
         with open(folder / WAVES_FILE, "a") as fh:
             fh.write(json.dumps(state["summary"]) + "\n")
     for e in entries:
-        for part in ("", "confirm-candidate", "confirm-best"):
+        for part in JOB_PARTS:
             scorer.forget(folder, job_key(e["iter"], part))
         (queue_dir(folder) / f"{job_key(e['iter'])}.json").unlink(missing_ok=True)
     (folder / WAVE_STATE).unlink(missing_ok=True)
@@ -455,7 +466,7 @@ def recover_waves(repo: Repo, config: RunConfig, task: Task) -> list[str]:
     for c in queued(folder):
         key = job_key(c["iter"])
         if scorer.job_state(folder, key) == "missing":  # the submit died before queueing its scoring
-            scorer.enqueue(folder, Job(key, repo.show(c["commit"], task.train_rel)))
+            scorer.enqueue(folder, Job(key, source_at(repo, c["commit"], task.train_rel)))
         if repo.refs(iter_ref(config.tag, c["iter"])).get(iter_ref(config.tag, c["iter"])) is None:
             repo.set_ref(iter_ref(config.tag, c["iter"]), c["commit"])
         if repo.tree_blob(task.train_rel) == repo.blob(c["commit"], task.train_rel) and repo.head() == c["best"]:

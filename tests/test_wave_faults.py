@@ -1,0 +1,80 @@
+"""Waves under attack and under faults (issue 10's review): what a killed `submit` leaves behind, and a candidate
+whose bytes are not UTF-8. The real CLI, the real scorer and harness on the fixture task (test_waves' run)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+import test_waves
+from test_ratchet import BETTER_EDIT, SEED_EDIT
+from test_waves import run_folder, scorer_gone, submit
+
+pytestmark = pytest.mark.slow
+started_wave, wave_run = test_waves.started_wave, test_waves.wave_run  # its run (started once), copied per test
+
+
+def in_run(project, code: str) -> subprocess.CompletedProcess:
+    """`code` in the project's environment, at its root (the library imported as the CLI imports it)."""
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=project.path, env=project.env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_a_job_left_by_a_submit_killed_before_its_queue_record_never_scores_the_next_candidate(wave_run):
+    """A submit killed after queueing its scoring and before writing its queue record (or its ref) leaves a job
+    for iteration N that nobody will judge; the scorer scores it anyway. The next submit takes the same N: its
+    candidate must be scored itself, never inherit the dead one's result (here a real gain, so a no-op would be
+    kept on another edit's scores)."""
+    project = wave_run
+    folder = run_folder(project)
+    better = project.read().replace(*BETTER_EDIT)
+    in_run(  # the state such a kill leaves: the job of iter 1 queued (and then scored), no queue record, no ref
+        project,
+        "from autoresearch import scorer; from autoresearch.executors import Job; "
+        "from autoresearch.gitops import Repo; from autoresearch.runs import run_dir; "
+        f"repo = Repo('.'); scorer.enqueue(run_dir(repo, 't1'), Job('0001', {better!r})); "
+        "scorer.ensure_running(repo, 't1')",
+    )
+    deadline = time.monotonic() + 300
+    while not (folder / "jobs" / "0001.result.json").exists():
+        assert time.monotonic() < deadline, "the orphan job was not scored"
+        time.sleep(0.1)
+    assert submit(project, SEED_EDIT, "a no-op").startswith("queued iter 1 (wave 1;")
+    out = project.ratchet("wait", timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "wave 1 | 1 candidate" in out.stdout and "nothing kept" in out.stdout, out.stdout
+    rows = project.rows()
+    assert rows[1]["status"] == "discard" and rows[1]["val_auc"] == rows[0]["val_auc"], rows
+    scorer_gone(project)
+
+
+LATIN_CHECK = (
+    "def build_pipeline():",
+    # Under the latin-1 declaration the byte \xe9 is one character; scored from another encoding of the file it
+    # is not: then the candidate crashes, and what was scored is not what the branch would keep.
+    'if len("\xe9") != 1:\n    raise RuntimeError("the scored bytes are not the committed bytes")\n\n\n'
+    "def build_pipeline():",
+)
+
+
+def test_a_latin1_candidate_is_scored_as_committed_and_can_be_kept(wave_run):
+    """A train.py in latin-1 (a coding declaration, a byte that is not UTF-8) is a valid Python file, and `try`
+    scores its bytes. A wave must score the same bytes its commit holds (screen and confirm), or it keeps a commit
+    whose code was never scored."""
+    project = wave_run
+    source = project.read().replace(*BETTER_EDIT).replace(*LATIN_CHECK)
+    (project.path / "train.py").write_bytes(b"# -*- coding: latin-1 -*-\n" + source.encode("latin-1"))
+    out = project.ratchet("submit", "all features, in latin-1")
+    assert out.returncode == 0, out.stderr
+    out = project.ratchet("wait", timeout=600)
+    assert out.returncode == 0, out.stderr
+    first = out.stdout.splitlines()[0]
+    assert first.startswith("iter 1 |") and "KEPT" in first, out.stdout
+    assert (project.path / "train.py").read_bytes().startswith(b"# -*- coding: latin-1 -*-\n")
+    assert b'len("\xe9")' in (project.path / "train.py").read_bytes()
+    scorer_gone(project)
