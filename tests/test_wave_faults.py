@@ -3,12 +3,16 @@ whose bytes are not UTF-8. The real CLI, the real scorer and harness on the fixt
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import time
 
 import pytest
 import test_waves
+from conftest import RATCHET
+from test_faults import processes_with, sleeper_edit
 from test_ratchet import BETTER_EDIT, SEED_EDIT
 from test_waves import run_folder, scorer_gone, submit
 
@@ -77,4 +81,37 @@ def test_a_latin1_candidate_is_scored_as_committed_and_can_be_kept(wave_run):
     assert first.startswith("iter 1 |") and "KEPT" in first, out.stdout
     assert (project.path / "train.py").read_bytes().startswith(b"# -*- coding: latin-1 -*-\n")
     assert b'len("\xe9")' in (project.path / "train.py").read_bytes()
+    scorer_gone(project)
+
+
+def test_a_candidate_submitted_while_wait_judges_its_wave_is_numbered_in_the_next(wave_run):
+    """A `submit` while a `wait` is blocked (a second shell, or the agent's parallel tool calls) queues a candidate
+    that wait did not take: it is judged by the next wait, so it belongs to the next wave, and each wave has one
+    line in waves.jsonl whose iterations are exactly its rows."""
+    project = wave_run
+    folder = run_folder(project)
+    marker = f"wave-late-{os.getpid()}"
+    submit(project, sleeper_edit(marker, 20), "sleeps while a second candidate arrives")
+    waiting = subprocess.Popen(
+        [sys.executable, str(RATCHET), "wait"], cwd=project.path, env=project.env, stdout=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 300
+    while not processes_with(marker):  # the first candidate is being scored, and wait has long started
+        assert time.monotonic() < deadline and waiting.poll() is None, "the first candidate did not start"
+        time.sleep(0.1)
+    time.sleep(3)
+    late = submit(project, SEED_EDIT, "submitted while wait judges")
+    out, _ = waiting.communicate(timeout=600)
+    assert waiting.returncode == 0, out
+    if "iter 2 |" not in out:  # wait had taken its candidates before the late one: the next wait judges it
+        assert late.startswith("queued iter 2 (wave 1;")
+        again = project.ratchet("wait", timeout=600)
+        assert again.returncode == 0, again.stderr
+        assert "wave 2 | 1 candidate" in again.stdout, again.stdout
+    rows = project.rows()[1:]
+    waves_seen = [json.loads(x) for x in (folder / "waves.jsonl").read_text().splitlines()]
+    assert sorted(w["wave"] for w in waves_seen) == sorted({int(r["wave"]) for r in rows}), (waves_seen, rows)
+    for w in waves_seen:
+        assert w["iters"] == [int(r["iter"]) for r in rows if r["wave"] == str(w["wave"])], (waves_seen, rows)
+    assert not list((folder / "queue").glob("*"))
     scorer_gone(project)

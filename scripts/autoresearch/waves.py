@@ -424,6 +424,9 @@ def finish_wave(repo: Repo, config: RunConfig, task: Task, state: dict) -> list[
         for part in JOB_PARTS:
             scorer.forget(folder, job_key(e["iter"], part))
         (queue_dir(folder) / f"{job_key(e['iter'])}.json").unlink(missing_ok=True)
+    for late in queued(folder):  # submitted while this wave was judged, so judged by the next wait: its wave
+        if late["wave"] == state["wave"]:
+            write_json(queue_dir(folder) / f"{job_key(late['iter'])}.json", {**late, "wave": state["wave"] + 1})
     (folder / WAVE_STATE).unlink(missing_ok=True)
     summary = state["summary"]
     took = summary["judged"] - summary["submitted"]
