@@ -3,6 +3,7 @@ whose bytes are not UTF-8. The real CLI, the real scorer and harness on the fixt
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -11,12 +12,13 @@ import time
 
 import pytest
 import test_waves
+from autoresearch import scorer
+from autoresearch.runs import read_json, write_json
 from conftest import RATCHET
 from test_faults import processes_with, sleeper_edit
 from test_ratchet import BETTER_EDIT, SEED_EDIT
 from test_waves import run_folder, scorer_gone, submit
 
-pytestmark = pytest.mark.slow
 started_wave, wave_run = test_waves.started_wave, test_waves.wave_run  # its run (started once), copied per test
 
 
@@ -29,6 +31,7 @@ def in_run(project, code: str) -> subprocess.CompletedProcess:
     return done
 
 
+@pytest.mark.slow
 def test_a_job_left_by_a_submit_killed_before_its_queue_record_never_scores_the_next_candidate(wave_run):
     """A submit killed after queueing its scoring and before writing its queue record (or its ref) leaves a job
     for iteration N that nobody will judge; the scorer scores it anyway. The next submit takes the same N: its
@@ -66,6 +69,7 @@ LATIN_CHECK = (
 )
 
 
+@pytest.mark.slow
 def test_a_latin1_candidate_is_scored_as_committed_and_can_be_kept(wave_run):
     """A train.py in latin-1 (a coding declaration, a byte that is not UTF-8) is a valid Python file, and `try`
     scores its bytes. A wave must score the same bytes its commit holds (screen and confirm), or it keeps a commit
@@ -84,6 +88,7 @@ def test_a_latin1_candidate_is_scored_as_committed_and_can_be_kept(wave_run):
     scorer_gone(project)
 
 
+@pytest.mark.slow
 def test_a_candidate_submitted_while_wait_judges_its_wave_is_numbered_in_the_next(wave_run):
     """A `submit` while a `wait` is blocked (a second shell, or the agent's parallel tool calls) queues a candidate
     that wait did not take: it is judged by the next wait, so it belongs to the next wave, and each wave has one
@@ -115,3 +120,32 @@ def test_a_candidate_submitted_while_wait_judges_its_wave_is_numbered_in_the_nex
         assert w["iters"] == [int(r["iter"]) for r in rows if r["wave"] == str(w["wave"])], (waves_seen, rows)
     assert not list((folder / "queue").glob("*"))
     scorer_gone(project)
+
+
+def test_a_scorer_starting_while_orphans_are_interrupted_keeps_its_job(tmp_path, monkeypatch):
+    """Two calls make sure a scorer lives (a submit and a wait, or parallel submits): one finds none alive and
+    interrupts the dead one's orphans, while the scorer the other started takes the lock and starts a job. That
+    job must not be recorded as interrupted (nor its processes killed): the scorer alive is not an orphan's."""
+    folder = tmp_path
+    (folder / "slots" / "0").mkdir(parents=True)
+    (folder / "jobs").mkdir()
+    held = []
+
+    def a_scorer_starts_meanwhile(path):  # between interrupt_orphans' check and its work, as serve() starts
+        lock = open(folder / scorer.SCORER_LOCK, "a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            return  # serve() exits: another process holds the lock
+        held.append(lock)  # alive, it holds the lock for good, and starts a job
+        write_json(folder / "jobs" / "0001.json", {"key": "0001", "args": []})
+        write_json(folder / "jobs" / "0001.running", {"started": 0.0, "pid": os.getpid()})
+
+    monkeypatch.setattr(scorer, "kill_recorded_group", a_scorer_starts_meanwhile)
+    try:
+        assert scorer.interrupt_orphans(folder) == []
+        assert read_json(folder / "jobs" / "0001.result.json") is None, "a live scorer's job recorded interrupted"
+    finally:
+        for lock in held:
+            lock.close()

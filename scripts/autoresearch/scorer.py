@@ -90,9 +90,19 @@ def alive(folder: Path) -> bool:
 
 def interrupt_orphans(folder: Path) -> list[str]:
     """With no scorer alive: jobs it had running are recorded as interrupted, and every process group a slot
-    recorded is killed. Returns their keys."""
-    if alive(folder):
+    recorded is killed. Returns their keys. It holds the scorer lock meanwhile: a scorer starting now (another
+    call's) exits at once instead of starting jobs that this would then record as interrupted, and kill."""
+    if not folder.is_dir():
         return []
+    with open(folder / SCORER_LOCK, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return []  # a scorer is alive
+        return _interrupt(folder)
+
+
+def _interrupt(folder: Path) -> list[str]:
     for slot in sorted((folder / SLOTS_DIR).glob("*")):
         kill_recorded_group(slot / HARNESS_PGID_FILE)
         kill_recorded_group(slot / CHILD_PGID_FILE)
