@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -149,3 +150,28 @@ def test_a_scorer_starting_while_orphans_are_interrupted_keeps_its_job(tmp_path,
     finally:
         for lock in held:
             lock.close()
+
+
+@pytest.mark.slow
+def test_a_scorer_killed_while_it_confirms_the_winner_confirms_it_again(wave_run):
+    """The confirm step's scorings are the harness's work, not the candidate's: a scorer killed while it runs them
+    leaves nothing the candidate did wrong, so they are scored again and a real gain is still kept (it was
+    discarded as 'not scored on fresh folds')."""
+    project = wave_run
+    folder = run_folder(project)
+    submit(project, BETTER_EDIT, "all features")
+    waiting = subprocess.Popen(
+        [sys.executable, str(RATCHET), "wait"], cwd=project.path, env=project.env, stdout=subprocess.PIPE, text=True
+    )
+    running = folder / "jobs" / "0001-confirm-candidate.running"
+    deadline = time.monotonic() + 300
+    while not running.exists():
+        assert time.monotonic() < deadline and waiting.poll() is None, "the confirm step did not start"
+        time.sleep(0.02)
+    for pid in test_waves.scorer_pids(project):
+        os.kill(pid, signal.SIGKILL)
+    out, _ = waiting.communicate(timeout=600)
+    assert waiting.returncode == 0, out
+    assert out.startswith("iter 1 |") and "KEPT" in out.splitlines()[0], out
+    assert "kept iter 1" in out
+    scorer_gone(project)

@@ -37,6 +37,9 @@ WAVES_FILE = "waves.jsonl"  # one line per recorded wave: its candidates, timing
 WAIT_MAX_SECONDS = 540  # `wait` returns by then (the agent's shell allows 10 min); `wait --all` has no cap
 WAIT_POLL_SECONDS = 0.25  # how often `wait` looks at the jobs
 SCORER_CHECK_SECONDS = 3.0  # how often `wait` makes sure the scorer lives (it starts in about a second)
+# How often the confirm step is scored when its scorer dies under it (an interrupted confirm says nothing of the
+# candidate); after that, the winner is discarded as not scored on fresh folds
+CONFIRM_ATTEMPTS = 3
 SCREEN_RULE = keeprules.WAVE_SCREEN_RULE  # whatever the run's `try` rule; the confirm step always follows
 JOB_PARTS = ("", "confirm-candidate", "confirm-best")  # a candidate's jobs: its screen, its confirm's two
 NEAR_MISS = "near miss: "  # how a discarded row that passed the screen says so, for the next wave to combine
@@ -192,8 +195,16 @@ def wait(repo: Repo, *, wait_all: bool = False, max_seconds: float = WAIT_MAX_SE
     winner = plan.get("winner")
     if winner is not None:
         keys = [job_key(winner, "confirm-candidate"), job_key(winner, "confirm-best")]
-        if not _wait_for(repo, config.tag, folder, keys, give_up):
-            return _still_scoring(folder, candidates, f"confirming iter {winner} on fresh folds")
+        for attempt in range(CONFIRM_ATTEMPTS):
+            if not _wait_for(repo, config.tag, folder, keys, give_up):
+                return _still_scoring(folder, candidates, f"confirming iter {winner} on fresh folds")
+            lost = [k for k in keys if _outcome_of(folder, k).worker == scorer.INTERRUPTED]
+            if not lost or attempt == CONFIRM_ATTEMPTS - 1:
+                break
+            for key in lost:  # the scorer died under them: nothing the candidate did, so they are scored again
+                scorer.forget(folder, key)
+            with CheckoutLock(repo):
+                _judge(repo, config, task, folder, candidates, confirmed=False)  # queues the missing ones
     with CheckoutLock(repo):
         plan = _judge(repo, config, task, folder, candidates, confirmed=True)
         write_json(folder / WAVE_STATE, plan["state"])
