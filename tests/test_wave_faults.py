@@ -175,3 +175,47 @@ def test_a_scorer_killed_while_it_confirms_the_winner_confirms_it_again(wave_run
     assert out.startswith("iter 1 |") and "KEPT" in out.splitlines()[0], out
     assert "kept iter 1" in out
     scorer_gone(project)
+
+
+@pytest.mark.slow
+def test_a_wait_cannot_score_a_sandboxed_run_unsandboxed(wave_run, tmp_path):
+    """A run that started sandboxed is scored sandboxed to its end (`try` and `submit` refuse otherwise): a `wait`
+    from a shell with the sandbox switched off must not start a scorer that runs the wave's candidates outside it,
+    where they can write anywhere the user can (the run's records, another slot's files)."""
+    project = wave_run
+    folder = run_folder(project)
+    escaped = tmp_path / "escaped"
+    probe = (
+        "def build_pipeline():",
+        f"try:\n    open({str(escaped)!r}, 'w').write('out of the sandbox')\nexcept OSError:\n    pass\n\n\n"
+        "def build_pipeline():",
+    )
+    with open(folder / "scorer.lock", "a") as lock:  # no scorer starts at submit: the wait below starts one
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        submit(project, probe, "writes outside its sandbox if it can")
+    project.env["AUTORESEARCH_SANDBOX"] = "off"
+    out = project.ratchet("wait", timeout=600)
+    assert not escaped.exists(), "the candidate ran unsandboxed"
+    assert out.returncode == 2 and out.stderr.startswith("error: ") and "sandbox" in out.stderr, out
+    started = subprocess.run(  # a scorer started unsandboxed by any other way scores nothing either
+        [
+            sys.executable,
+            "-c",
+            "import sys; from autoresearch import scorer; scorer.IDLE_EXIT_SECONDS = 0; "
+            "sys.exit(scorer.serve(scorer.Path('.'), 't1'))",
+        ],
+        cwd=project.path,
+        env=project.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert started.returncode == 0, started.stderr
+    result = read_json(folder / "jobs" / "0001.result.json")
+    assert not escaped.exists(), "the candidate ran unsandboxed"
+    assert "sandboxed" in result["harness_error"], result
+    del project.env["AUTORESEARCH_SANDBOX"]
+    out = project.ratchet("wait", timeout=600)
+    assert out.returncode == 0 and out.stdout.startswith("iter 1 |"), out
+    assert not escaped.exists()
+    scorer_gone(project)

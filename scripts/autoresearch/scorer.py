@@ -20,7 +20,7 @@ import traceback
 from concurrent.futures import Future
 from pathlib import Path
 
-from autoresearch import proc, trust
+from autoresearch import proc, sandbox, trust
 from autoresearch.contract import Block
 from autoresearch.executors import SLOTS_DIR, Job, Outcome, Scoring, make_executor, source_bytes, source_text
 from autoresearch.gitops import Repo
@@ -197,6 +197,8 @@ def _start(folder: Path, config: RunConfig, repo: Repo, executor, key: str) -> F
     write_json(where / f"{key}.running", {"started": time.time(), "pid": os.getpid()})
     try:
         trust.verify(config.extra.get("trusted", {}), repo.root)  # as `try` does before every scoring
+        if config.extra.get("sandbox") == "bubblewrap" and not sandbox.detect().active:  # loop._check_sandbox
+            raise OSError(f"the run started with the candidate sandboxed, and now: {sandbox.detect().describe()}")
         source = source_text((where / f"{key}.train.py").read_bytes())
     except (trust.TrustError, OSError) as exc:
         failed: Future = Future()

@@ -176,8 +176,11 @@ def read_waves(folder: Path) -> list[dict]:
 # -- wait -----------------------------------------------------------------------------------------------------
 def wait(repo: Repo, *, wait_all: bool = False, max_seconds: float = WAIT_MAX_SECONDS) -> str:
     """Block until the open wave is scored, judge and record it; one line per candidate, then the wave's."""
+    from autoresearch import loop
+
     config, task, notes = active_run(repo)
     folder = run_dir(repo, config.tag)
+    loop._check_sandbox(config)  # the scorer it starts inherits this environment, and scores sandboxed or not at all
     with CheckoutLock(repo):
         notes += recover_waves(repo, config, task)
     candidates = queued(folder)
