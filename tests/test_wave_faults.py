@@ -219,3 +219,28 @@ def test_a_wait_cannot_score_a_sandboxed_run_unsandboxed(wave_run, tmp_path):
     assert out.returncode == 0 and out.stdout.startswith("iter 1 |"), out
     assert not escaped.exists()
     scorer_gone(project)
+
+
+@pytest.mark.slow
+def test_an_edit_saved_while_submit_snapshots_is_left_in_place(wave_run):
+    """train.py saved again (an editor, the agent's next edit) after submit read it and before it puts the best
+    back: that newer edit is not the candidate, and must not be overwritten."""
+    project = wave_run
+    project.edit(*SEED_EDIT)
+    newer = project.read().replace("C = 0.9999", "C = 0.5")
+    done = in_run(
+        project,
+        "from autoresearch import waves; from autoresearch.gitops import Repo\n"
+        "snapshot = Repo.snapshot_commit\n"
+        "def saved_meanwhile(self, *args):\n"
+        "    sha = snapshot(self, *args)\n"
+        f"    open('train.py', 'w').write({newer!r})\n"
+        "    return sha\n"
+        "Repo.snapshot_commit = saved_meanwhile\n"
+        "print(waves.submit(Repo('.'), 'a no-op'))",
+    )
+    assert done.stdout.startswith("queued iter 1 (wave 1;"), done.stdout
+    assert project.read() == newer, "the newer edit was overwritten"
+    assert "C = 0.9999" in project.git("show", "refs/autoresearch/t1/0001:train.py")
+    assert project.ratchet("wait", timeout=600).returncode == 0
+    scorer_gone(project)

@@ -139,7 +139,10 @@ def submit(repo: Repo, hypothesis: str | None) -> str:
             scorer.forget(folder, job_key(n, part))
         scorer.enqueue(folder, Job(job_key(n), source))
         repo.set_ref(iter_ref(config.tag, n), sha)
-        repo.git.checkout(best_sha, "--", task.train_rel)  # back to the best, for the next candidate
+        if repo.tree_blob(task.train_rel) == repo.blob(sha, task.train_rel):
+            repo.git.checkout(best_sha, "--", task.train_rel)  # back to the best, for the next candidate
+        else:  # saved again since it was read: that newer edit is not the candidate, and is not ours to undo
+            notes.append(f"{task.train_rel} changed while it was submitted: the newer edit is left in place, unqueued")
     scorer.ensure_running(repo, config.tag)
     counts = in_flight(folder) or {"running": 0, "queued": 0}
     shown = f"queued iter {n} (wave {wave}; {counts['running']} running, {counts['queued']} waiting)"
