@@ -244,3 +244,39 @@ def test_an_edit_saved_while_submit_snapshots_is_left_in_place(wave_run):
     assert "C = 0.9999" in project.git("show", "refs/autoresearch/t1/0001:train.py")
     assert project.ratchet("wait", timeout=600).returncode == 0
     scorer_gone(project)
+
+
+@pytest.mark.slow
+def test_two_waits_at_once_record_the_wave_once(wave_run):
+    """Two `wait`s on one wave (a person's terminal and the agent's, or parallel tool calls), the second slower
+    to see the scores (a busy machine): the first records the wave; the second must not judge it again over its
+    recorded rows (its jobs are gone by then and the best has moved, so it rewrote the kept row as a discard)."""
+    project = wave_run
+    folder = run_folder(project)
+    submit(project, BETTER_EDIT, "all features")
+    first = subprocess.Popen(
+        [sys.executable, str(RATCHET), "wait"], cwd=project.path, env=project.env, stdout=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 300
+    while not (folder / "jobs" / "0001.running").exists():  # the first wait took the wave, and waits
+        assert time.monotonic() < deadline and first.poll() is None, "the candidate was not scored"
+        time.sleep(0.05)
+    second = in_run(
+        project,
+        "import time; from autoresearch import waves; from autoresearch.gitops import Repo\n"
+        "real = waves._wait_for\n"
+        "def slow_to_see(repo, tag, folder, keys, give_up):\n"
+        "    done = real(repo, tag, folder, keys, give_up)\n"
+        "    while list(waves.queue_dir(folder).glob('*.json')):  # the first wait records the wave meanwhile\n"
+        "        time.sleep(0.1)\n"
+        "    return done\n"
+        "waves._wait_for = slow_to_see\n"
+        "print(waves.wait(Repo('.')))",
+    )
+    out, _ = first.communicate(timeout=600)
+    assert first.returncode == 0 and out.startswith("iter 1 |") and "KEPT" in out, out
+    assert "iter 1 |" not in second.stdout and "another" in second.stdout, second.stdout
+    rows = project.rows()
+    assert [r["status"] for r in rows] == ["keep", "keep"], rows
+    assert project.git("rev-parse", "HEAD") == project.git("rev-parse", "refs/autoresearch/t1/0001^{commit}")
+    scorer_gone(project)

@@ -197,6 +197,8 @@ def wait(repo: Repo, *, wait_all: bool = False, max_seconds: float = WAIT_MAX_SE
     if not _wait_for(repo, config.tag, folder, keys, give_up):
         return _still_scoring(folder, candidates, "scoring")
     with CheckoutLock(repo):
+        if _recorded_meanwhile(folder, candidates):
+            return _recorded_line(candidates)
         plan = _judge(repo, config, task, folder, candidates, confirmed=False)
     winner = plan.get("winner")
     if winner is not None:
@@ -210,13 +212,27 @@ def wait(repo: Repo, *, wait_all: bool = False, max_seconds: float = WAIT_MAX_SE
             for key in lost:  # the scorer died under them: nothing the candidate did, so they are scored again
                 scorer.forget(folder, key)
             with CheckoutLock(repo):
+                if _recorded_meanwhile(folder, candidates):
+                    return _recorded_line(candidates)
                 _judge(repo, config, task, folder, candidates, confirmed=False)  # queues the missing ones
     with CheckoutLock(repo):
+        if _recorded_meanwhile(folder, candidates):
+            return _recorded_line(candidates)
         plan = _judge(repo, config, task, folder, candidates, confirmed=True)
         write_json(folder / WAVE_STATE, plan["state"])
         lines = finish_wave(repo, config, task, plan["state"])
     watch.refresh(repo, config.tag)
     return "\n".join(lines + [note for note in notes if note])
+
+
+def _recorded_meanwhile(folder: Path, candidates: list[dict]) -> bool:
+    """Whether another `wait` recorded these candidates while this one waited (their queue records are gone):
+    judged again, their jobs gone and the best moved, they would be recorded again over their rows."""
+    return any(not (queue_dir(folder) / f"{job_key(c['iter'])}.json").exists() for c in candidates)
+
+
+def _recorded_line(candidates: list[dict]) -> str:
+    return f"wave {candidates[0]['wave']} | judged and recorded by another wait meanwhile; status shows its rows"
 
 
 def _wait_for(repo: Repo, tag: str, folder: Path, keys: list[str], give_up: float) -> bool:
