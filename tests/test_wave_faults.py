@@ -280,3 +280,35 @@ def test_two_waits_at_once_record_the_wave_once(wave_run):
     assert [r["status"] for r in rows] == ["keep", "keep"], rows
     assert project.git("rev-parse", "HEAD") == project.git("rev-parse", "refs/autoresearch/t1/0001^{commit}")
     scorer_gone(project)
+
+
+@pytest.mark.slow
+def test_a_wave_judged_after_a_person_checked_out_another_branch_leaves_that_branch_alone(wave_run):
+    """`wait` holds no lock while it waits (minutes), and a person's `git checkout main` needs none: the kept
+    candidate must not be put on main (the branch move went to whatever HEAD was). The wave waits for the run's
+    branch, and is judged there."""
+    project = wave_run
+    main = project.git("rev-parse", "main")
+    submit(project, BETTER_EDIT, "all features")
+    done = in_run(
+        project,
+        "import subprocess; from autoresearch import waves; from autoresearch.gitops import Repo\n"
+        "from autoresearch.runs import RunError\n"
+        "real = waves._wait_for\n"
+        "def person_switches(*args):\n"
+        "    done = real(*args)\n"
+        "    subprocess.run(['git', 'checkout', '-q', 'main'], check=True)  # while wait waited\n"
+        "    return done\n"
+        "waves._wait_for = person_switches\n"
+        "try:\n"
+        "    print(waves.wait(Repo('.')))\n"
+        "except RunError as exc:\n"
+        "    print(f'error: {exc}')",
+    )
+    assert project.git("rev-parse", "main") == main, "the kept candidate was put on main"
+    assert done.stdout.startswith("error: not on an autoresearch run branch"), done.stdout
+    project.git("checkout", "-q", "autoresearch/t1")
+    out = project.ratchet("wait", timeout=600)
+    assert out.returncode == 0 and "KEPT" in out.stdout.splitlines()[0], out
+    assert project.git("rev-parse", "HEAD") == project.git("rev-parse", "refs/autoresearch/t1/0001^{commit}")
+    scorer_gone(project)

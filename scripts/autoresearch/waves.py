@@ -197,6 +197,7 @@ def wait(repo: Repo, *, wait_all: bool = False, max_seconds: float = WAIT_MAX_SE
     if not _wait_for(repo, config.tag, folder, keys, give_up):
         return _still_scoring(folder, candidates, "scoring")
     with CheckoutLock(repo):
+        _check_branch(repo, config)
         if _recorded_meanwhile(folder, candidates):
             return _recorded_line(candidates)
         plan = _judge(repo, config, task, folder, candidates, confirmed=False)
@@ -212,10 +213,12 @@ def wait(repo: Repo, *, wait_all: bool = False, max_seconds: float = WAIT_MAX_SE
             for key in lost:  # the scorer died under them: nothing the candidate did, so they are scored again
                 scorer.forget(folder, key)
             with CheckoutLock(repo):
+                _check_branch(repo, config)
                 if _recorded_meanwhile(folder, candidates):
                     return _recorded_line(candidates)
                 _judge(repo, config, task, folder, candidates, confirmed=False)  # queues the missing ones
     with CheckoutLock(repo):
+        _check_branch(repo, config)
         if _recorded_meanwhile(folder, candidates):
             return _recorded_line(candidates)
         plan = _judge(repo, config, task, folder, candidates, confirmed=True)
@@ -223,6 +226,17 @@ def wait(repo: Repo, *, wait_all: bool = False, max_seconds: float = WAIT_MAX_SE
         lines = finish_wave(repo, config, task, plan["state"])
     watch.refresh(repo, config.tag)
     return "\n".join(lines + [note for note in notes if note])
+
+
+def _check_branch(repo: Repo, config: RunConfig) -> None:
+    """`wait` holds no lock while it waits, and a person's `git checkout` takes none: the run's branch must still
+    be the one checked out before the wave moves HEAD's branch to its kept candidate."""
+    branch = repo.branch()
+    if branch != BRANCH_PREFIX + config.tag:
+        raise RunError(
+            f"not on an autoresearch run branch (on {branch or 'a detached HEAD'}) since the wait began; "
+            f"`git checkout {BRANCH_PREFIX + config.tag}`, then wait again: the wave stays queued"
+        )
 
 
 def _recorded_meanwhile(folder: Path, candidates: list[dict]) -> bool:
