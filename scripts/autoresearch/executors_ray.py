@@ -30,11 +30,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import ray
 import ray.exceptions
+from ray._private import auto_init_hook, ray_constants
 
 from autoresearch import proc, trust
 from autoresearch.contract import Block
@@ -55,6 +57,10 @@ MAX_SHIPPED_BYTES = 50_000_000  # the task folder's files travel through Ray's o
 PASSED_ENV = ("AUTORESEARCH_DATA_MIRROR",)  # the head's data settings that hold on every node (a shared mirror)
 SCRATCH_ROOT = "autoresearch-ray"  # under the node's temp folder: one folder per job in flight, <run>-<key>
 PYCACHE_DIR = "pycache"  # in SCRATCH_ROOT: the harness's private bytecode cache on the node (trust.harness_python)
+# Ray's uv hook: a driver started by `uv run` (the scorer is) makes Ray copy its whole working directory (the
+# work tree, the candidate's edits included) to every worker and build a fresh environment there: minutes per
+# node, and not the project's environment. Off unless the user sets it.
+UV_HOOK_ENV = "RAY_ENABLE_UV_RUN_RUNTIME_ENV"
 CONNECT_TIMEOUT_SECONDS = 10  # a TCP connection to the cluster's GCS before ray.init, which waits minutes
 LIBRARY_PROBE = "import autoresearch, os; print(os.path.dirname(os.path.abspath(autoresearch.__file__)))"
 LIBRARY_PROBE_TIMEOUT_SECONDS = 120  # an interpreter start on a busy node
@@ -117,19 +123,22 @@ class RayExecutor(Executor):
         scratch = f"{self.run_id}-{re.sub(r'[^A-Za-z0-9_.-]', '_', job.key)}"
         notes: list[str] = []
         for attempt in range(1, ATTEMPTS + 1):
-            ref = self.remote.remote(files, job.source, args, self.scoring.timeout, env, self.library, scratch)
+            deadline = time.monotonic() + self.scoring.timeout + RESULT_GRACE_SECONDS
+            where, scoring = "a Ray worker, before it began", None
             try:
-                value = ray.get(ref, timeout=self.scoring.timeout + RESULT_GRACE_SECONDS)
+                scoring = self.remote.remote(files, job.source, args, self.scoring.timeout, env, self.library, scratch)
+                where = "the Ray worker {worker} (pid {pid})".format(**next_value(scoring, deadline))
+                value = next_value(scoring, deadline)
             except LOST_WORKER_ERRORS as exc:
                 again = "scored again" if attempt < ATTEMPTS else "not scored again"
-                notes.append(f"attempt {attempt}: lost {lost_worker(exc)} ({type(exc).__name__}); {again}")
+                notes.append(f"attempt {attempt}: lost {where} ({type(exc).__name__}); {again}")
                 sweep(scratch)  # the lost worker's harness, left running on its node, stops now, not at its timeout
                 continue
             except ray.exceptions.GetTimeoutError:
-                ray.cancel(ref, force=True)
+                ray.cancel(scoring, force=True)
                 why = f"the Ray task gave no result within {self.scoring.timeout + RESULT_GRACE_SECONDS:g} s"
                 return _failed(f"{why}; cancelled", started, "ray:", attempt, notes)
-            except ray.exceptions.RayError as exc:  # the task's own code or Ray itself failed: not the candidate
+            except (ray.exceptions.RayError, StopIteration) as exc:  # the task's code or Ray failed: not the candidate
                 return _failed(f"the Ray task failed: {one_line(exc)}", started, "ray:", attempt, notes)
             outcome = Outcome.from_json(value)
             outcome.attempts, outcome.notes = attempt, [*notes, *outcome.notes]
@@ -146,12 +155,15 @@ def sweep(scratch: str) -> None:
     which node ran it); best effort, bounded."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    try:
+        nodes = [node["NodeID"] for node in ray.nodes() if node.get("Alive")]
+    except ray.exceptions.RayError:
+        return  # no connection left: nothing to sweep with
     refs = [
         clear_scratch_on_node.options(
-            num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+            num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)
         ).remote(scratch)
-        for node in ray.nodes()
-        if node.get("Alive")
+        for node in nodes
     ]
     ray.wait(refs, num_returns=len(refs), timeout=SWEEP_TIMEOUT_SECONDS)
 
@@ -165,14 +177,13 @@ def one_line(exc: BaseException) -> str:
     return (lines[-1] if lines else type(exc).__name__)[:300]
 
 
-def lost_worker(exc: BaseException) -> str:
-    """Which worker a Ray error says was lost, as far as it says: 'the Ray worker 10.0.0.3 (pid 4242)'."""
-    text = str(exc)
-    ip = re.search(r"(?:Worker IP address:|\bip=)\s*([0-9A-Fa-f.:]*[0-9A-Fa-f])", text)
-    pid = re.search(r"(?:Worker PID:|\bpid=)\s*(\d+)", text)
-    node = re.search(r"Node ID:\s*([0-9a-f]{8})", text)
-    where = f" {ip.group(1)}" if ip else (f" on node {node.group(1)}" if node else "")
-    return f"the Ray worker{where}" + (f" (pid {pid.group(1)})" if pid else "")
+def next_value(scoring, deadline: float) -> dict:
+    """The next thing a running `score_on_worker` yields: where it runs, then its result (GetTimeoutError past
+    `deadline`; a lost worker's error when it dies first)."""
+    ready, _ = ray.wait([scoring], timeout=max(0.0, deadline - time.monotonic()))
+    if not ready:
+        raise ray.exceptions.GetTimeoutError("no result in time")
+    return ray.get(next(scoring))
 
 
 def connect(address: str) -> None:
@@ -184,6 +195,7 @@ def connect(address: str) -> None:
             f"this run scores on Ray and no cluster is named: start --ray-address HOST:PORT, or set ${RAY_ADDRESS_ENV}"
         )
     reachable(address)
+    keep_ray_from_improvising()
     try:
         ray.init(
             address=address,
@@ -193,6 +205,15 @@ def connect(address: str) -> None:
         )
     except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError... for this
         raise RunError(f"cannot reach the Ray cluster at {address}: {one_line(exc)}") from None
+
+
+def keep_ray_from_improvising() -> None:
+    """Two things Ray does on its own that a run must not: start a local cluster when a call finds no connection
+    (a job in flight after `close`), and copy a `uv run` driver's work tree to every worker (UV_HOOK_ENV).
+    Their switches are environment variables Ray reads when it is imported, which may be done already."""
+    auto_init_hook.enable_auto_connect = False  # RAY_ENABLE_AUTO_CONNECT=0
+    if os.environ.get(UV_HOOK_ENV) is None:
+        ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = False
 
 
 def reachable(address: str) -> None:
@@ -228,7 +249,7 @@ def shipped_files(repo: Repo, task: Task) -> list[str]:
 
 
 # -- on the worker -------------------------------------------------------------------------------------------
-@ray.remote(max_retries=0, retry_exceptions=False)
+@ray.remote(num_returns="streaming", max_retries=0, retry_exceptions=False)
 def score_on_worker(
     files: dict[str, bytes],
     source: str,
@@ -237,16 +258,19 @@ def score_on_worker(
     env: dict[str, str],
     library: dict[str, str],
     scratch: str,
-) -> dict:
+) -> Iterator[dict]:
     """One scoring on this node: the task's files and `source` in a scratch folder, the frozen harness run on
-    them as the head runs it. Returns Outcome.to_json() and the log's bytes."""
+    them as the head runs it. Yields where it runs first (so that the head can name a worker that dies), then
+    Outcome.to_json() and the log's bytes."""
     proc.hide_from_peers()  # the candidate runs as this user: no forging the block through this process's /proc
     gpus = [str(g) for g in ray.get_gpu_ids()]
     worker = f"ray:{ray.util.get_node_ip_address()}" + (f"/gpu{'+'.join(gpus)}" if gpus else "")
+    yield {"worker": worker, "pid": os.getpid()}
     wrong = library_mismatch(library)
     if wrong:
         run = HarnessRun(Block(), 0.0, wrong)
-        return {**Outcome(run, None, worker).to_json(), "log": wrong.encode()}
+        yield {**Outcome(run, None, worker).to_json(), "log": wrong.encode()}
+        return
     where = Path(tempfile.gettempdir()) / SCRATCH_ROOT / scratch
     clear_scratch(where)  # an earlier attempt at this job, whose worker was lost, may have left its harness running
     try:
@@ -269,7 +293,7 @@ def score_on_worker(
         run = run_harness_command(
             command, task, work, timeout, extra_args=args, log_path=log, private_out=heldout, env=environment
         )
-        return {**Outcome(run, read_json(heldout), worker).to_json(), "log": log.read_bytes()}
+        yield {**Outcome(run, read_json(heldout), worker).to_json(), "log": log.read_bytes()}
     finally:
         clear_scratch(where)
 
