@@ -199,7 +199,7 @@ def test_each_candidate_gets_its_own_gpu(run, scoring, cluster, node_ip):
 
 
 def test_gpus_the_cluster_does_not_have_are_refused_in_one_line(scoring, cluster, node_ip):
-    with pytest.raises(RunError, match=r"^the Ray cluster at .* has 2 GPUs; a candidate asks for 3"):
+    with pytest.raises(RunError, match=r"^the Ray cluster at .* has 2 GPUs; a candidate of this run asks for 3$"):
         RayExecutor(scoring, 1, cluster, gpus_per_candidate=3)
 
 
@@ -233,6 +233,7 @@ def test_a_lost_worker_is_retried_once_then_a_harness_failure(run, scoring, clus
     outcome = twice.result(timeout=600)
     executor.close()
     assert outcome.attempts == 2 and not outcome.run.block and outcome.heldout is None, outcome
+    assert outcome.worker == f"ray:{node_ip}"  # where it was lost last
     assert outcome.run.harness_error.startswith("the Ray worker was lost 2 times while it scored this train.py")
     assert len(outcome.notes) == 2 and outcome.notes[1].endswith("not scored again")
     assert not leftovers(), leftovers()  # the lost workers' harnesses were swept

@@ -100,7 +100,7 @@ class RayExecutor(Executor):
         if self.gpus and total.get("GPU", 0) < self.gpus:
             raise RunError(
                 f"the Ray cluster at {self.address} has {total.get('GPU', 0):g} GPUs; "
-                f"a candidate asks for {self.gpus} (start --gpus-per-candidate, or a cluster with GPUs)"
+                f"a candidate of this run asks for {self.gpus}"
             )
         if not self.gpus and total.get("CPU", 0) < CPUS_PER_CANDIDATE:
             raise RunError(f"the Ray cluster at {self.address} has no CPU to score a candidate on")
@@ -122,12 +122,14 @@ class RayExecutor(Executor):
         env.update({k: os.environ[k] for k in PASSED_ENV if k in os.environ and k not in env})
         scratch = f"{self.run_id}-{re.sub(r'[^A-Za-z0-9_.-]', '_', job.key)}"
         notes: list[str] = []
+        worker = "ray:"  # where the last attempt ran, once it said so
         for attempt in range(1, ATTEMPTS + 1):
             deadline = time.monotonic() + self.scoring.timeout + RESULT_GRACE_SECONDS
             where, scoring = "a Ray worker, before it began", None
             try:
                 scoring = self.remote.remote(files, job.source, args, self.scoring.timeout, env, self.library, scratch)
-                where = "the Ray worker {worker} (pid {pid})".format(**next_value(scoring, deadline))
+                ran = next_value(scoring, deadline)
+                worker, where = ran["worker"], "the Ray worker {worker} (pid {pid})".format(**ran)
                 value = next_value(scoring, deadline)
             except LOST_WORKER_ERRORS as exc:
                 again = "scored again" if attempt < ATTEMPTS else "not scored again"
@@ -137,9 +139,9 @@ class RayExecutor(Executor):
             except ray.exceptions.GetTimeoutError:
                 ray.cancel(scoring, force=True)
                 why = f"the Ray task gave no result within {self.scoring.timeout + RESULT_GRACE_SECONDS:g} s"
-                return _failed(f"{why}; cancelled", started, "ray:", attempt, notes)
+                return _failed(f"{why}; cancelled", started, worker, attempt, notes)
             except (ray.exceptions.RayError, StopIteration) as exc:  # the task's code or Ray failed: not the candidate
-                return _failed(f"the Ray task failed: {one_line(exc)}", started, "ray:", attempt, notes)
+                return _failed(f"the Ray task failed: {one_line(exc)}", started, worker, attempt, notes)
             outcome = Outcome.from_json(value)
             outcome.attempts, outcome.notes = attempt, [*notes, *outcome.notes]
             log = self.scoring.folder / "logs" / f"{job.key}.log"
@@ -147,7 +149,7 @@ class RayExecutor(Executor):
             log.write_bytes(value.get("log", b""))
             return outcome
         why = f"the Ray worker was lost {ATTEMPTS} times while it scored this train.py ({notes[-1]})"
-        return _failed(why, started, "ray:", ATTEMPTS, notes)
+        return _failed(why, started, worker, ATTEMPTS, notes)
 
 
 def sweep(scratch: str) -> None:
@@ -187,7 +189,8 @@ def next_value(scoring, deadline: float) -> dict:
 
 
 def connect(address: str) -> None:
-    """Join the cluster at `address` (one per process); never start one. RunError in one line when it fails."""
+    """Join the cluster at `address`; never start one. RunError in one line when it fails. A process joins one
+    cluster: a second executor in it uses the first one's connection."""
     if ray.is_initialized():
         return
     if not address:
@@ -285,6 +288,8 @@ def score_on_worker(
         (task_dir / "train.py").write_text(source)
         task = Task(task_dir, ".", "prepare.py", "train.py")
         environment = dict(os.environ, **env)
+        if "CUDA_VISIBLE_DEVICES" in os.environ:  # Ray's choice of this task's GPUs, whatever the head's was
+            environment["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
         threads = str(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
         for variable in THREAD_VARIABLES:
             environment[variable] = threads
