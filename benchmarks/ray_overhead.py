@@ -104,8 +104,8 @@ def main() -> None:
     print(f"first_job_wall_ray_s:      {first_ray:.1f}")
     print(f"first_job_wall_local_s:    {first_local:.1f}")
     for name in ("local", "ray"):
-        print(f"median_wall_{name}_s:{' ' * (14 - len(name))}{median(name, 0):.2f}")
-        print(f"median_harness_{name}_s:{' ' * (11 - len(name))}{median(name, 1):.2f}")
+        print(f"{f'median_wall_{name}_s:':<27}{median(name, 0):.2f}")
+        print(f"{f'median_harness_{name}_s:':<27}{median(name, 1):.2f}")
     overhead = {name: statistics.median(w - h for w, h in runs[name]) for name in runs}
     print(f"overhead_local_s:          {overhead['local']:.2f}")
     print(f"overhead_ray_s:            {overhead['ray']:.2f}")
