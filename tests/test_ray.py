@@ -247,3 +247,28 @@ def test_a_node_whose_library_is_not_the_heads_refuses_to_score(run, scoring, cl
     assert not outcome.run.block and outcome.attempts == 1 and outcome.worker == f"ray:{node_ip}"
     assert outcome.run.harness_error.startswith("this node's autoresearch library (")
     assert "harness.py differs from the head's" in outcome.run.harness_error
+
+
+def test_a_wave_through_submit_and_wait_scores_on_the_cluster(tmp_path, data_mirror, cluster, node_ip):
+    """The whole path: `start --executor ray`, two `submit`s, `wait`: the scorer hands them to the cluster, the
+    head judges and records them; the rows name the Ray worker."""
+
+    def weaken(project):
+        project.edit(*WEAK)
+        project.git("commit", "-qam", "weak baseline: age alone")
+
+    args = ("t1", "--workers", "2", "--executor", "ray", "--ray-address", cluster)
+    project = started_project(tmp_path, data_mirror, *args, setup=weaken)
+    assert "workers: 2 (ray)" in project.start_output
+    for edit, hypothesis in ((BETTER, "every feature"), (CRASH, "raises")):
+        project.edit(*edit)
+        out = project.ratchet("submit", hypothesis)
+        assert out.returncode == 0 and out.stdout.startswith("queued iter"), out.stderr
+    out = project.ratchet("wait", timeout=600)
+    for pid in processes_mentioning(b"autoresearch.scorer\0" + str(project.path).encode()):
+        os.kill(pid, signal.SIGKILL)
+    assert out.returncode == 0, out.stderr
+    rows = project.rows()
+    assert [r["status"] for r in rows] == ["keep", "keep", "crash"], out.stdout
+    assert {r["worker"] for r in rows[1:]} == {f"ray:{node_ip}"} and [r["wave"] for r in rows] == ["", "1", "1"]
+    assert "kept iter 1" in out.stdout and project.status() == ""
