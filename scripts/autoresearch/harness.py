@@ -59,10 +59,39 @@ def run_harness(
     """Score the task's train.py (or `train`, a copy elsewhere): the harness's stdout is the block, everything
     else goes to run.log (or `log_path`); its held-out figures to PENDING_HELDOUT (or `private_out`). `env`: the
     harness's whole environment (default: this process's)."""
+    return run_harness_command(
+        harness_command(repo, task),
+        task,
+        folder,
+        timeout,
+        on_start,
+        extra_args,
+        train=train,
+        log_path=log_path,
+        private_out=private_out,
+        env=env,
+    )
+
+
+def run_harness_command(
+    command: list[str],
+    task: Task,
+    folder: Path,
+    timeout: float,
+    on_start=None,
+    extra_args: list[str] = (),
+    *,
+    train: Path | None = None,
+    log_path: Path | None = None,
+    private_out: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> HarnessRun:
+    """`run_harness` with the harness's command (interpreter and prepare.py) given: a task outside any
+    repository, e.g. the copy a Ray worker scores (executors_ray)."""
     private, pgid_file = private_out or folder / PENDING_HELDOUT, folder / CHILD_PGID_FILE
     private.unlink(missing_ok=True)
     cmd = [
-        *harness_command(repo, task),
+        *command,
         "--train",
         str(train or task.train),
         "--private-out",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from autoresearch import keeprules, ledger, sandbox, stopping, trust, watch
 from autoresearch.contract import Block
@@ -36,7 +37,7 @@ from autoresearch.messages import (
     verdict_text,
 )
 from autoresearch.recovery import CONFIRM_RECORD, STATE_FILE, finish, recover
-from autoresearch.refs import active_run, best_row, next_iter, read_refs, verified_rows
+from autoresearch.refs import RunRefs, active_run, best_row, next_iter, read_refs, verified_rows
 from autoresearch.runs import CheckoutLock, RunConfig, RunError, run_dir, write_json
 from autoresearch.summary import parse_float, parse_floats
 from autoresearch.taskdir import Task
@@ -55,25 +56,17 @@ def try_edit(repo: Repo, hypothesis: str | None) -> str:
     """Run one iteration on the current edit of train.py; return the one line the agent reads back."""
     check_hypothesis(hypothesis or "")  # before anything is touched
     with CheckoutLock(repo):
-        config, task, notes = active_run(repo)
-        folder = run_dir(repo, config.tag)
-        notes.append(recover(repo, config, task))
-        refs = read_refs(repo, config.tag, config.metric)
-        if refs.legacy:
-            raise RunError(
-                f"run {config.tag} keeps its rows the old way (refs without rows); "
-                f"`uv run scripts/ratchet.py start {config.tag} --resume` converts it, then try again"
-            )
-        rows, more = verified_rows(repo, config, task, refs)
-        notes += more
-        reason = stopping.stop_reason(config, rows, folder)
-        if reason:
-            raise RunError(f"the run is over: {reason}")
-        best = best_row(rows)
+        ready = open_iteration(repo)
+        config, task, folder, refs, rows, best, notes = (
+            ready.config,
+            ready.task,
+            ready.folder,
+            ready.refs,
+            ready.rows,
+            ready.best,
+            ready.notes,
+        )
         rule = _rule_of(config)
-        _check_tree(repo, config, task, best)
-        _check_trusted(repo, config)
-        _check_sandbox(config)
         _check_no_wave(folder)
         source = task.train.read_text(errors="replace")
         best_sha = repo.head()
@@ -125,6 +118,46 @@ def try_edit(repo: Repo, hypothesis: str | None) -> str:
     tail = log_tail(task) if row["status"] == "crash" and row["reason"] != EDITED_WHILE_SCORED else []
     # The iteration's line comes first, so that an agent (or a grep) finds `iter N |` at the top.
     return "\n".join([shown] + [note for note in notes if note] + [f"  | {t}" for t in tail])
+
+
+@dataclass
+class Ready:
+    """A run ready for its next candidate: recovered, its rows checked against its refs, the edit checked."""
+
+    config: RunConfig
+    task: Task
+    folder: Path
+    refs: RunRefs
+    rows: list[dict]
+    best: dict
+    notes: list[str]
+
+
+def open_iteration(repo: Repo, recover_more=None) -> Ready:
+    """Under the checkout lock, what `try` and `submit` both do before a candidate is taken: recover what a dead
+    ratchet left (and `recover_more(repo, config, task)`'s notes), check the rows, refuse a run that is over and
+    an edit that is not only train.py on the best, or a harness, library or sandbox not the run's."""
+    config, task, notes = active_run(repo)
+    folder = run_dir(repo, config.tag)
+    if recover_more is not None:
+        notes += recover_more(repo, config, task)
+    notes.append(recover(repo, config, task))
+    refs = read_refs(repo, config.tag, config.metric)
+    if refs.legacy:
+        raise RunError(
+            f"run {config.tag} keeps its rows the old way (refs without rows); "
+            f"`uv run scripts/ratchet.py start {config.tag} --resume` converts it, then try again"
+        )
+    rows, more = verified_rows(repo, config, task, refs)
+    notes += more
+    reason = stopping.stop_reason(config, rows, folder)
+    if reason:
+        raise RunError(f"the run is over: {reason}")
+    best = best_row(rows)
+    _check_tree(repo, config, task, best)
+    _check_trusted(repo, config)
+    _check_sandbox(config)
+    return Ready(config, task, folder, refs, rows, best, notes)
 
 
 def resolve_hypothesis(repo: Repo, task: Task, source: str, best_sha: str, hypothesis: str | None, verb="try") -> str:

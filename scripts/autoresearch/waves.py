@@ -25,7 +25,7 @@ from autoresearch.executors import Job, Outcome, source_text
 from autoresearch.gitops import BRANCH_PREFIX, Repo
 from autoresearch.harness import HarnessRun, confirm_seed
 from autoresearch.messages import commit_message, line, make_row, trailers, verdict_text
-from autoresearch.recovery import append_once, recover
+from autoresearch.recovery import append_once
 from autoresearch.refs import active_run, best_row, iter_ref, next_iter, read_refs, record_row, verified_rows
 from autoresearch.runs import CheckoutLock, RunConfig, RunError, read_json, run_dir, write_json
 from autoresearch.summary import parse_float, parse_floats
@@ -91,21 +91,12 @@ def submit(repo: Repo, hypothesis: str | None) -> str:
 
     loop.check_hypothesis(hypothesis or "")
     with CheckoutLock(repo):
-        config, task, notes = active_run(repo)
-        folder = run_dir(repo, config.tag)
-        notes += recover_waves(repo, config, task)
-        notes.append(recover(repo, config, task))
+        config, task, _ = active_run(repo)
         why = can_run_waves(config)
         if why:
             raise RunError(why)
-        refs = read_refs(repo, config.tag, config.metric)
-        if refs.legacy:
-            raise RunError(f"run {config.tag} keeps its rows the old way; `start {config.tag} --resume` converts it")
-        rows, more = verified_rows(repo, config, task, refs)
-        notes += more
-        reason = stopping.stop_reason(config, rows, folder)
-        if reason:
-            raise RunError(f"the run is over: {reason}")
+        ready = loop.open_iteration(repo, recover_waves)
+        folder, refs, rows, notes = ready.folder, ready.refs, ready.rows, ready.notes
         waiting = queued(folder)
         done = sum(1 for r in rows if r.get("iter") != "0")
         if config.max_iters is not None and done + len(waiting) >= config.max_iters:
@@ -113,10 +104,6 @@ def submit(repo: Repo, hypothesis: str | None) -> str:
                 f"the run's {config.max_iters} iterations are taken by its rows and the {len(waiting)} queued; "
                 "`wait` for the wave"
             )
-        best = best_row(rows)
-        loop._check_tree(repo, config, task, best)
-        loop._check_trusted(repo, config)
-        loop._check_sandbox(config)
         data = task.train.read_bytes()  # read once: the commit and the scored copy are these bytes
         source = source_text(data)
         best_sha = repo.head()
