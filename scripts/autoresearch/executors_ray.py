@@ -41,7 +41,7 @@ from ray._private import auto_init_hook, ray_constants
 from autoresearch import proc, trust
 from autoresearch.contract import Block
 from autoresearch.data import sha256_of
-from autoresearch.executors import THREAD_VARIABLES, Executor, Job, Outcome, Scoring
+from autoresearch.executors import THREAD_VARIABLES, Executor, Job, Outcome, Scoring, source_bytes
 from autoresearch.gitops import Repo
 from autoresearch.harness import CHILD_PGID_FILE, HARNESS_PGID_FILE, HarnessRun, run_harness_command
 from autoresearch.runs import RunError, read_json
@@ -285,7 +285,7 @@ def score_on_worker(
                 raise ValueError(f"a shipped file's name leaves the task folder: {name!r}")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
-        (task_dir / "train.py").write_text(source)
+        (task_dir / "train.py").write_bytes(source_bytes(source))  # its bytes, as committed
         task = Task(task_dir, ".", "prepare.py", "train.py")
         environment = dict(os.environ, **env)
         if "CUDA_VISIBLE_DEVICES" in os.environ:  # Ray's choice of this task's GPUs, whatever the head's was
