@@ -38,7 +38,7 @@ Layer 3, the run record: what a run is, when it stops, how it reads
     cost           the model's tokens and dollars per iteration, from Claude Code's logs
     digest         the status digest (status, the SessionStart hook, the report)
 
-Layer 4, the ratchet: start and try
+Layer 4, the ratchet: start, try, submit and wait
     harness        calls to the task's harness: one scoring, reruns folded in, held-out records averaged,
                    its declared capabilities
     refs           the rows and config the ratchet trusts, in the run's refs; results.tsv synced to them
@@ -46,6 +46,10 @@ Layer 4, the ratchet: start and try
     recovery       state.json, and finishing or rolling back an iteration whose ratchet died
     starting       `start`: capabilities, baseline and calibration, the run record; resume
     loop           `try`: the iteration's state machine
+    executors      where a wave's candidates are scored: the interface, the local slots (CPUs or a GPU each)
+    executors_ray  the Ray executor: each scoring a task on an existing cluster (the `ray` extra)
+    scorer         the background process that scores a run's queued jobs on its executor
+    waves          `submit` and `wait`: candidates queued as commits, screened then confirmed as a wave
     watch          the live view of a run: `watch`'s terminal frame, live.html (rewritten after each try)
 
 Layer 5, the morning review and new tasks

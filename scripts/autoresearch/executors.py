@@ -23,7 +23,7 @@ from pathlib import Path
 from autoresearch.contract import Block
 from autoresearch.gitops import Repo
 from autoresearch.harness import HarnessRun, run_harness
-from autoresearch.runs import RunConfig, RunError, read_json
+from autoresearch.runs import read_json
 from autoresearch.taskdir import Task
 
 EXECUTORS = ("local", "ray")
@@ -241,22 +241,3 @@ def detect_gpus() -> list[str]:
     except (OSError, subprocess.TimeoutExpired):
         return []
     return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
-
-
-def make_executor(config: RunConfig, scoring: Scoring) -> Executor:
-    """The executor `start` froze in the run's record."""
-    name = config.extra.get("executor", "local")
-    workers = int(config.extra.get("workers", 1))
-    if name == "local":
-        return LocalExecutor(scoring, workers, list(config.extra.get("gpus", [])))
-    if name == "ray":
-        try:
-            from autoresearch.executors_ray import RayExecutor
-        except ImportError as exc:
-            raise RunError(
-                f"run {config.tag} scores on Ray and Ray is not installed ({exc}); `uv sync --extra ray`"
-            ) from None
-        return RayExecutor(
-            scoring, workers, config.extra.get("ray_address"), int(config.extra.get("gpus_per_candidate", 0))
-        )
-    raise RunError(f"run {config.tag}'s record names executor {name!r}; this library knows {', '.join(EXECUTORS)}")

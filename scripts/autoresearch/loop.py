@@ -38,7 +38,7 @@ from autoresearch.messages import (
 )
 from autoresearch.recovery import CONFIRM_RECORD, STATE_FILE, finish, recover
 from autoresearch.refs import RunRefs, active_run, best_row, next_iter, read_refs, verified_rows
-from autoresearch.runs import CheckoutLock, RunConfig, RunError, run_dir, write_json
+from autoresearch.runs import CheckoutLock, RunConfig, RunError, queued, run_dir, write_json
 from autoresearch.summary import parse_float, parse_floats
 from autoresearch.taskdir import Task
 
@@ -174,9 +174,7 @@ def resolve_hypothesis(repo: Repo, task: Task, source: str, best_sha: str, hypot
 
 def _check_no_wave(folder) -> None:
     """`try` judges against the best; a queued wave is judged against it too: one at a time."""
-    from autoresearch import waves
-
-    pending = waves.queued(folder)
+    pending = queued(folder)
     if pending:
         raise RunError(f"wave {pending[0]['wave']} has {len(pending)} candidate(s) queued: `wait` for it before `try`")
 

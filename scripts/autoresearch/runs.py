@@ -74,6 +74,19 @@ def run_dir(repo: Repo, tag: str) -> Path:
     return repo.common_dir / "autoresearch" / tag
 
 
+QUEUE_DIR = "queue"  # in the run's folder: NNNN.json per candidate of the open wave (waves.py), until recorded
+
+
+def queue_dir(folder: Path) -> Path:
+    return folder / QUEUE_DIR
+
+
+def queued(folder: Path) -> list[dict]:
+    """The open wave's candidates (`submit`'s records), in iteration order."""
+    records = [read_json(p) for p in sorted(queue_dir(folder).glob("*.json"))]
+    return [r for r in records if r and isinstance(r.get("iter"), int)]
+
+
 def tag_of_branch(branch: str | None) -> str | None:
     if branch and branch.startswith(BRANCH_PREFIX):
         return branch[len(BRANCH_PREFIX) :]

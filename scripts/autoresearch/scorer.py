@@ -20,13 +20,13 @@ import traceback
 from concurrent.futures import Future
 from pathlib import Path
 
-from autoresearch import proc, sandbox, trust
+from autoresearch import executors, proc, sandbox, trust
 from autoresearch.contract import Block
-from autoresearch.executors import SLOTS_DIR, Job, Outcome, Scoring, make_executor, source_bytes, source_text
+from autoresearch.executors import SLOTS_DIR, Job, Outcome, Scoring, source_bytes, source_text
 from autoresearch.gitops import Repo
 from autoresearch.harness import CHILD_PGID_FILE, HARNESS_PGID_FILE, HarnessRun, kill_recorded_group, timeout_for
 from autoresearch.refs import open_config
-from autoresearch.runs import RunConfig, read_json, run_dir, write_json
+from autoresearch.runs import RunConfig, RunError, read_json, run_dir, write_json
 
 JOBS_DIR = "jobs"  # in the run's folder
 SCORER_LOCK = "scorer.lock"  # held by the live scorer for its whole life: flock dies with it, SIGKILL too
@@ -216,6 +216,27 @@ def _write_outcome(folder: Path, key: str, future: Future) -> None:
         result = Outcome(HarnessRun(Block(), 0.0, f"the executor failed: {type(exc).__name__}: {exc}"), None, "")
     write_json(jobs_dir(folder) / f"{key}.result.json", result.to_json())
     (jobs_dir(folder) / f"{key}.running").unlink(missing_ok=True)
+
+
+def make_executor(config: RunConfig, scoring: Scoring) -> executors.Executor:
+    """The executor `start` froze in the run's record."""
+    name = config.extra.get("executor", "local")
+    workers = int(config.extra.get("workers", 1))
+    if name == "local":
+        return executors.LocalExecutor(scoring, workers, list(config.extra.get("gpus", [])))
+    if name == "ray":
+        try:
+            from autoresearch.executors_ray import RayExecutor
+        except ImportError as exc:
+            raise RunError(
+                f"run {config.tag} scores on Ray and Ray is not installed ({exc}); `uv sync --extra ray`"
+            ) from None
+        return RayExecutor(
+            scoring, workers, config.extra.get("ray_address"), int(config.extra.get("gpus_per_candidate", 0))
+        )
+    raise RunError(
+        f"run {config.tag}'s record names executor {name!r}; this library knows {', '.join(executors.EXECUTORS)}"
+    )
 
 
 if __name__ == "__main__":

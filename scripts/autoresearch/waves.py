@@ -18,7 +18,7 @@ import math
 import time
 from pathlib import Path
 
-from autoresearch import keeprules, ledger, scorer, stopping, watch
+from autoresearch import keeprules, ledger, loop, recovery, scorer, stopping, watch
 from autoresearch.contract import Block
 from autoresearch.decide import Decision, code_lines, code_size
 from autoresearch.executors import Job, Outcome, source_text
@@ -27,11 +27,10 @@ from autoresearch.harness import HarnessRun, confirm_seed
 from autoresearch.messages import commit_message, line, make_row, trailers, verdict_text
 from autoresearch.recovery import append_once
 from autoresearch.refs import active_run, best_row, iter_ref, next_iter, read_refs, record_row, verified_rows
-from autoresearch.runs import CheckoutLock, RunConfig, RunError, read_json, run_dir, write_json
+from autoresearch.runs import CheckoutLock, RunConfig, RunError, queue_dir, queued, read_json, run_dir, write_json
 from autoresearch.summary import parse_float, parse_floats
 from autoresearch.taskdir import Task
 
-QUEUE_DIR = "queue"  # in the run's folder: NNNN.json per candidate of the open wave, until it is recorded
 WAVE_STATE = "wave.json"  # a judged wave being recorded: what the next call finishes if `wait` dies
 WAVES_FILE = "waves.jsonl"  # one line per recorded wave: its candidates, timing, workers' busy seconds
 WAIT_MAX_SECONDS = 540  # `wait` returns by then (the agent's shell allows 10 min); `wait --all` has no cap
@@ -43,16 +42,6 @@ CONFIRM_ATTEMPTS = 3
 SCREEN_RULE = keeprules.WAVE_SCREEN_RULE  # whatever the run's `try` rule; the confirm step always follows
 JOB_PARTS = ("", "confirm-candidate", "confirm-best")  # a candidate's jobs: its screen, its confirm's two
 NEAR_MISS = "near miss: "  # how a discarded row that passed the screen says so, for the next wave to combine
-
-
-def queue_dir(folder: Path) -> Path:
-    return folder / QUEUE_DIR
-
-
-def queued(folder: Path) -> list[dict]:
-    """The open wave's candidates, in iteration order."""
-    records = [read_json(p) for p in sorted(queue_dir(folder).glob("*.json"))]
-    return [r for r in records if r and isinstance(r.get("iter"), int)]
 
 
 def in_flight(folder: Path) -> dict | None:
@@ -87,8 +76,6 @@ def can_run_waves(config: RunConfig) -> str:
 # -- submit ---------------------------------------------------------------------------------------------------
 def submit(repo: Repo, hypothesis: str | None) -> str:
     """Queue the current edit of train.py as a candidate of the open wave; return the one line the agent reads."""
-    from autoresearch import loop  # the checks `try` makes before it scores, made the same way here
-
     loop.check_hypothesis(hypothesis or "")
     with CheckoutLock(repo):
         config, task, _ = active_run(repo)
@@ -166,8 +153,6 @@ def read_waves(folder: Path) -> list[dict]:
 # -- wait -----------------------------------------------------------------------------------------------------
 def wait(repo: Repo, *, wait_all: bool = False, max_seconds: float = WAIT_MAX_SECONDS) -> str:
     """Block until the open wave is scored, judge and record it; one line per candidate, then the wave's."""
-    from autoresearch import loop
-
     config, task, notes = active_run(repo)
     folder = run_dir(repo, config.tag)
     loop._check_sandbox(config)  # the scorer it starts inherits this environment, and scores sandboxed or not at all
@@ -264,8 +249,6 @@ def _still_scoring(folder: Path, candidates: list[dict], what: str) -> str:
 def _judge(repo: Repo, config: RunConfig, task: Task, folder: Path, candidates: list[dict], *, confirmed: bool):
     """The wave's verdict. Before confirmation: {"winner": iter or None}, and the winner's confirm jobs queued.
     After: {"state": what finish_wave records}."""
-    from autoresearch import loop
-
     loop._check_trusted(repo, config)  # the judgment depends on the harness and library the run started with
     refs = read_refs(repo, config.tag, config.metric)
     rows, _ = verified_rows(repo, config, task, refs)
@@ -430,8 +413,6 @@ def _summary(config: RunConfig, candidates, outcomes, fresh, kept, seed) -> dict
 def finish_wave(repo: Repo, config: RunConfig, task: Task, state: dict) -> list[str]:
     """Record a judged wave: every row's ref, the held-out and confirm records, the views, the branch, the
     wave's line. Idempotent: the next call finishes it after a kill."""
-    from autoresearch import recovery
-
     folder = run_dir(repo, config.tag)
     entries = state["entries"]
     if state["phase"] == "decided":
