@@ -97,7 +97,7 @@ def test_a_candidate_submitted_while_wait_judges_its_wave_is_numbered_in_the_nex
     project = wave_run
     folder = run_folder(project)
     marker = f"wave-late-{os.getpid()}"
-    submit(project, sleeper_edit(marker, 20), "sleeps while a second candidate arrives")
+    submit(project, sleeper_edit(marker, 8), "sleeps while a second candidate arrives")
     waiting = subprocess.Popen(
         [sys.executable, str(RATCHET), "wait"], cwd=project.path, env=project.env, stdout=subprocess.PIPE, text=True
     )
