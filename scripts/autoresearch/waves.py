@@ -18,7 +18,7 @@ import math
 import time
 from pathlib import Path
 
-from autoresearch import keeprules, ledger, loop, recovery, scorer, stopping, watch
+from autoresearch import digest, keeprules, ledger, loop, recovery, scorer, stopping, watch
 from autoresearch.contract import Block
 from autoresearch.decide import Decision, code_lines, code_size
 from autoresearch.executors import Job, Outcome, source_text
@@ -32,7 +32,7 @@ from autoresearch.summary import parse_float, parse_floats
 from autoresearch.taskdir import Task
 
 WAVE_STATE = "wave.json"  # a judged wave being recorded: what the next call finishes if `wait` dies
-WAVES_FILE = "waves.jsonl"  # one line per recorded wave: its candidates, timing, workers' busy seconds
+WAVES_FILE = digest.WAVES_FILE  # one line per recorded wave, written here, read by digest.read_waves
 WAIT_MAX_SECONDS = 540  # `wait` returns by then (the agent's shell allows 10 min); `wait --all` has no cap
 WAIT_POLL_SECONDS = 0.25  # how often `wait` looks at the jobs
 SCORER_CHECK_SECONDS = 3.0  # how often `wait` makes sure the scorer lives (it starts in about a second)
@@ -130,24 +130,7 @@ def source_at(repo: Repo, sha: str, rel: str) -> str:
 
 
 def last_wave(folder: Path) -> int:
-    return max((w.get("wave", 0) for w in read_waves(folder)), default=0)
-
-
-def read_waves(folder: Path) -> list[dict]:
-    """waves.jsonl's records (junk lines skipped)."""
-    try:
-        lines = (folder / WAVES_FILE).read_text().splitlines()
-    except OSError:
-        return []
-    out = []
-    for text in lines:
-        try:
-            value = json.loads(text)
-        except ValueError:
-            continue
-        if isinstance(value, dict) and isinstance(value.get("wave"), int):
-            out.append(value)
-    return out
+    return max(digest.read_waves(folder), default=0)
 
 
 # -- wait -----------------------------------------------------------------------------------------------------
@@ -432,7 +415,7 @@ def finish_wave(repo: Repo, config: RunConfig, task: Task, state: dict) -> list[
         repo.reset_file_to(kept["final"], rel, keep_tree_file=later_edit)
         if later_edit:
             notes.append(f"{rel} was edited while the wave was judged: your edit is left in place, untried")
-    if all(w.get("wave") != state["wave"] for w in read_waves(folder)):
+    if state["wave"] not in digest.read_waves(folder):
         with open(folder / WAVES_FILE, "a") as fh:
             fh.write(json.dumps(state["summary"]) + "\n")
     for e in entries:
